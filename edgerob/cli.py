@@ -1,0 +1,232 @@
+"""The `edgerob` command: a thin Typer layer that parses, shows progress and calls the library.
+
+Errors a user can cause (`EdgerobError`) end with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgerob.errors import EdgerobError
+from edgerob.store import DEFAULT_URL
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Profile neural networks on edge and desktop hardware: latency, power, "
+                       "robustness under attack, and what it all costs.")
+# Piped output (CI logs, `| tee`) gets a wide fixed width rather than rich's 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+# Shared option aliases (as the hf CLI does): one definition, used by every command.
+StoreOpt = Annotated[str, typer.Option("--store", help="Results database URL (SQLAlchemy).",
+                                       envvar="EDGEROB_STORE")]
+TargetOpt = Annotated[str, typer.Option("--target", "-t",
+                                        help="Target name (targets/NAME.yaml) or YAML path.")]
+ProfileOpt = Annotated[str, typer.Option("--profile", "-p",
+                                         help="Profile name (profiles/NAME.yaml) or YAML path.")]
+ModelOpt = Annotated[Optional[Path], typer.Option(
+    "--model", "-m", help="Model folder (model.pt + model.json). Default: the cached default "
+                          "model, trained on first use.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    "--threads", min=1, help="Runtime intra-op threads (default: the target's setting).")]
+
+
+def user_errors(fn):
+    """One clear line and exit code 2 for errors the user can fix; 130 on Ctrl-C."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgerobError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted: whole cells already measured are kept; run the same "
+                      "command again to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _csv_list(value: str, kind=str) -> list:
+    try:
+        return [kind(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise EdgerobError(f"cannot read {value!r} as a comma-separated list") from None
+
+
+def _epoch_progress(total: int) -> tuple[Progress, callable]:
+    progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err,
+                        transient=True)
+    task = progress.add_task("train", total=total, status="")
+
+    def on_epoch(r):
+        progress.update(task, completed=r.epoch,
+                        status=f"loss {r.loss:.3f}  test acc {r.test_accuracy:.2%}")
+
+    return progress, on_epoch
+
+
+@app.command()
+@user_errors
+def train(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for model.pt + model.json.")],
+    arch: Annotated[str, typer.Option(help="resnet8/14/20/32/56/110 or resnet18/34/50.")] = "resnet8",
+    width: Annotated[Optional[int], typer.Option(help="Base width (default 16, or 64 for "
+                                                       "resnet18/34/50).")] = None,
+    dataset: Annotated[str, typer.Option(help="digits (embedded), mnist or cifar10.")] = "digits",
+    data_root: Annotated[Optional[Path], typer.Option(help="Folder holding MNIST/CIFAR-10.")] = None,
+    epochs: int = 15,
+    batch_size: int = 64,
+    lr: float = 0.05,
+    seed: int = 0,
+):
+    """Train a ResNet with seeded SGD; prints and records test accuracy and train time."""
+    from edgerob.train import TrainConfig, train as train_model
+
+    config = TrainConfig(arch=arch, width=width, dataset=dataset,
+                         data_root=str(data_root) if data_root else None, epochs=epochs,
+                         batch_size=batch_size, lr=lr, seed=seed)
+    config.validate()
+    progress, on_epoch = _epoch_progress(epochs)
+    with progress:
+        _, card = train_model(config, out_dir, on_epoch=on_epoch)
+    if card.epochs_run != config.epochs:
+        raise EdgerobError(f"training ran {card.epochs_run} of {config.epochs} epochs")
+    out.print(f"{card.name}: test accuracy {card.accuracy:.2%} after {card.epochs_run} epochs, "
+              f"train time {card.train_time_s:.1f} s -> {out_dir}")
+
+
+@app.command("export")
+@user_errors
+def export_cmd(
+    model_dir: Annotated[Path, typer.Argument(help="Model folder (model.pt + model.json).")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Artifact folder "
+                                                     "(default MODEL_DIR/artifacts).")] = None,
+    precisions: Annotated[str, typer.Option(help="Comma-separated.")] = "fp32,fp16,int8",
+    calibration_samples: Annotated[int, typer.Option(min=1)] = 256,
+    force: Annotated[bool, typer.Option(help="Rebuild artifacts that already exist.")] = False,
+):
+    """Export to ONNX at each precision with a parity report against fp32."""
+    from edgerob.export import export
+
+    arts = export(model_dir, out_dir, _csv_list(precisions),
+                  calibration_samples=calibration_samples, reuse=not force)
+    table = Table("precision", "file", "size KiB", "top-1 agreement", "max |logit err|",
+                  "accuracy", "vs", "sha256", title="artifacts")
+    for a in arts.values():
+        p = a.parity
+        table.add_row(a.precision, a.path, f"{a.size_bytes / 1024:.0f}",
+                      f"{p['top1_agreement']:.2%}", f"{p['max_abs_logit_error']:.3g}",
+                      f"{p['accuracy']:.2%}", p["reference"], a.sha256[:12])
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def profile(
+    target: TargetOpt = "cpu",
+    profile_name: ProfileOpt = "quick",
+    model: ModelOpt = None,
+    store: StoreOpt = DEFAULT_URL,
+    threads: ThreadsOpt = None,
+    new_run: Annotated[bool, typer.Option(help="Start a new run instead of resuming the last "
+                                               "one for this target/profile/model.")] = False,
+):
+    """Measure a model on a target over a profile's sweep and store the results."""
+    from edgerob.store import Store
+    from edgerob.sweep import cells, load_profile, run_profile
+    from edgerob.targets import load_target
+
+    tgt, prof = load_target(target), load_profile(profile_name)
+    db = Store(store)  # open early: a bad URL fails before any training
+    if model is None:
+        from edgerob.train import TrainConfig, default_model
+
+        config = TrainConfig()
+        progress, on_epoch = _epoch_progress(config.epochs)
+        with progress:
+            model, trained = default_model(config, on_epoch=on_epoch)
+        err.print(f"{'trained' if trained else 'reusing'} default model {model}")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err)
+    task = progress.add_task(f"profiling on {tgt.name}", total=len(cells(prof)))
+
+    def on_cell(i, n, cell, m):
+        progress.update(task, completed=i, description=(
+            f"{cell.precision} b{cell.batch_size} {cell.input_set}"
+            + (" (stored)" if m is None else "")))
+
+    with progress:
+        result = run_profile(tgt, prof, model, db, new_run=new_run, threads=threads,
+                             on_cell=on_cell)
+    _print_measurements(result.rows, f"{tgt.name} / {prof.name}")
+    err.print(f"run {result.run_id}: {result.measured} cells measured, {result.skipped} already "
+              f"stored{' (resumed)' if result.resumed else ''} -> {store}")
+    if result.power_note:
+        err.print(f"power and energy are empty: {result.power_note}")
+
+
+@app.command()
+@user_errors
+def results(
+    store: StoreOpt = DEFAULT_URL,
+    run: Annotated[Optional[str], typer.Option(help="Only this run id.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Only this target.")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Also write rows to CSV.")] = None,
+):
+    """Show stored measurements."""
+    from edgerob.store import Store
+
+    rows = Store(store).measurements(run_id=run, target=target)
+    if not rows:
+        raise EdgerobError(f"no measurements in {store}"
+                           + (f" for run {run}" if run else "")
+                           + (f" for target {target}" if target else ""))
+    _print_measurements(rows, store)
+    if csv_out:
+        cols = [c for c in rows[0] if c != "latencies_ms"]
+        with open(csv_out, "w", newline="") as f:
+            w = csv.DictWriter(f, cols, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        err.print(f"wrote {len(rows)} rows to {csv_out}")
+
+
+def _fmt(v, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def _print_measurements(rows: list[dict], title: str) -> None:
+    table = Table(title=title)
+    for col in ("target", "precision", "batch", "input set", "p50 ms", "p99 ms", "mean ms",
+                "std ms", "samples/s", "accuracy", "power W", "J/inference", "iters"):
+        table.add_column(col, justify="left" if col in ("target", "precision", "input set")
+                         else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(r["target"], r["precision"], str(r["batch_size"]), r["input_set"],
+                      _fmt(r["latency_p50_ms"], ".3f"), _fmt(r["latency_p99_ms"], ".3f"),
+                      _fmt(r["latency_mean_ms"], ".3f"), _fmt(r["latency_std_ms"], ".3f"),
+                      _fmt(r["throughput_sps"], ",.0f"), _fmt(r["accuracy"], ".2%"),
+                      _fmt(r["power_mean_w"], ".2f"), _fmt(r["energy_per_inference_j"], ".3g"),
+                      str(r["iterations"]))
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
