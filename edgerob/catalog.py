@@ -44,11 +44,13 @@ def list_names(kind: str) -> list[str]:
 
 def load_yaml(path: Path, model: type[M]) -> M:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise EdgerobError(f"{path}:{where} malformed YAML: {getattr(e, 'problem', e)}") from None
+    except UnicodeDecodeError:
+        raise EdgerobError(f"{path}: not UTF-8 text") from None
     except OSError as e:
         raise EdgerobError(f"cannot read {path}: {e.strerror}") from None
     if not isinstance(raw, dict):

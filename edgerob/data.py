@@ -13,6 +13,7 @@ import gzip
 import io
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,11 +112,13 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise EdgerobError(f"cannot read IDX file {path}: {e}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise EdgerobError(f"{path} is not an IDX file (bad magic number)")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise EdgerobError(f"{path} is truncated: its header declares {ndim} dimensions")
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     expected = int(np.prod(dims)) * dtype.itemsize
@@ -158,6 +161,9 @@ class _SafeUnpickler(pickle.Unpickler):
     _ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
+        # protocol 5 buffers and protocol 2 bytes: data, not code
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module, name):
@@ -169,11 +175,14 @@ class _SafeUnpickler(pickle.Unpickler):
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            return _SafeUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
+            obj = _SafeUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
     except FileNotFoundError:
         raise EdgerobError(f"CIFAR-10 folder has no {path.name}: expected {path}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
         raise EdgerobError(f"cannot read CIFAR-10 batch {path}: {e}") from None
+    if not isinstance(obj, dict):
+        raise EdgerobError(f"{path} is not a CIFAR-10 batch: holds a {type(obj).__name__}")
+    return obj
 
 
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

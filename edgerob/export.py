@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -122,6 +123,10 @@ def export(model_dir: str | Path, out_dir: str | Path | None = None,
     with tempfile.TemporaryDirectory() as tmp:
         fp32_tmp = Path(tmp) / "fp32.onnx"
         exporter = _export_fp32(model, card.input_shape, fp32_tmp, opset)
+        import onnx
+
+        opset = next(o.version for o in onnx.load(str(fp32_tmp)).opset_import
+                     if o.domain in ("", "ai.onnx"))  # what was written, not what was asked
         float_nodes: list[str] = []
 
         def build_int8() -> bytes:
@@ -173,9 +178,12 @@ def _export_fp32(model, input_shape, path: Path, opset: int) -> str:
 
     example = torch.rand(2, *input_shape)
     try:
-        torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        with warnings.catch_warnings():  # the TorchScript exporter is chosen on purpose
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME],
+                              output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
+                              dynamic_axes={INPUT_NAME: {0: "batch"},
+                                            OUTPUT_NAME: {0: "batch"}})
         return f"torch.onnx (torchscript) {torch.__version__}"
     except Exception:  # noqa: BLE001 - the legacy exporter is gone or failed: try dynamo
         torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME],

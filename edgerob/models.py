@@ -65,10 +65,8 @@ class ModelCard:
 
 def parse_arch(arch: str) -> int:
     """'resnet20' -> 20, checking the depth is one the family supports."""
-    try:
-        depth = int(arch.lower().removeprefix("resnet"))
-    except ValueError:
-        depth = -1
+    suffix = arch.lower().removeprefix("resnet")
+    depth = int(suffix) if suffix.isdigit() else -1
     if not arch.lower().startswith("resnet") or not (
             depth in IMAGENET_LAYERS or (depth >= 8 and (depth - 2) % 6 == 0)):
         raise EdgerobError(f"unknown architecture {arch!r}: use resnet<6n+2> "
@@ -197,9 +195,9 @@ def load_card(directory: str | Path) -> ModelCard:
     if not path.is_file():
         raise EdgerobError(f"{directory} is not a model folder: no {CARD_FILE}")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
         return ModelCard(**raw)
-    except (json.JSONDecodeError, TypeError) as e:
+    except (ValueError, TypeError) as e:  # ValueError covers bad JSON and bad UTF-8
         raise EdgerobError(f"{path} is not a valid model card: {e}") from None
 
 

@@ -1,0 +1,35 @@
+"""Shared fixtures: a small trained model and its artifacts, built once per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgerob.bench import TimingRules
+
+# Short windows: tests check behaviour, not speed (scripts/ hold the benchmarks).
+FAST = TimingRules(warmup_s=0.01, min_duration_s=0.05, min_iterations=5, idle_s=0.05,
+                   min_power_samples=2)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Never touch the user's ~/.cache/edgerob or ./edgerob.db from a test."""
+    monkeypatch.setenv("EDGEROB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("EDGEROB_STORE", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """resnet8 at width 8 on digits, a few epochs: accurate enough for export parity checks."""
+    from edgerob.train import TrainConfig, train
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    train(TrainConfig(arch="resnet8", width=8, epochs=6, seed=1), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tiny_model):
+    from edgerob.export import export
+
+    return export(tiny_model)

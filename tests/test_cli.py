@@ -1,0 +1,125 @@
+"""The CLI end to end (a real subprocess, as a user runs it) and its error contract."""
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from edgerob.cli import app
+
+FAST_PROFILE = """\
+name: fast
+precisions: [fp32, fp16, int8]
+batch_sizes: [1, 8, 32]
+timing: {warmup_s: 0.02, min_duration_s: 0.1, min_iterations: 5}
+"""
+
+
+def edgerob(*args, cwd, env=None):
+    return subprocess.run([sys.executable, "-m", "edgerob.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, env={**os.environ, **(env or {})}, timeout=600)
+
+
+def test_profile_end_to_end_with_default_model(tmp_path):
+    """No model given: train the default model, export three precisions, sweep, store, print."""
+    (tmp_path / "fast.yaml").write_text(FAST_PROFILE)
+    r = edgerob("profile", "--target", "cpu", "--profile", "fast.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "trained default model" in r.stderr
+    for word in ("fp32", "fp16", "int8", "p50 ms", "samples/s"):
+        assert word in r.stdout
+    assert "9 cells measured" in r.stderr and "power and energy are empty" in r.stderr
+
+    db = sqlite3.connect(tmp_path / "edgerob.db")
+    rows = db.execute("SELECT precision, batch_size, latency_p50_ms, latency_p99_ms, "
+                      "throughput_sps, accuracy, power_mean_w FROM measurements").fetchall()
+    assert {(p, b) for p, b, *_ in rows} == {(p, b) for p in ("fp32", "fp16", "int8")
+                                             for b in (1, 8, 32)}
+    for _, _, p50, p99, tput, acc, power in rows:
+        assert 0 < p50 <= p99 and tput > 0 and acc > 0.9 and power is None
+    acc = {p: a for p, b, _, _, _, a, _ in rows if b == 1}
+    assert abs(acc["fp16"] - acc["fp32"]) <= 0.01 and abs(acc["int8"] - acc["fp32"]) <= 0.01
+    assert db.execute("SELECT status FROM runs").fetchall() == [("done",)]
+
+    again = edgerob("profile", "--target", "cpu", "--profile", "fast.yaml", cwd=tmp_path)
+    assert again.returncode == 0 and "reusing default model" in again.stderr
+    assert "0 cells measured, 9 already stored" in again.stderr
+    assert db.execute("SELECT COUNT(*) FROM measurements").fetchone() == (9,)
+
+    shown = edgerob("results", "--csv", "out.csv", cwd=tmp_path)
+    assert shown.returncode == 0 and "int8" in shown.stdout
+    assert len((tmp_path / "out.csv").read_text().splitlines()) == 10
+
+
+runner = CliRunner()
+
+
+def fails_cleanly(args, match):
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, (r.exit_code, r.output)
+    assert "Traceback" not in r.output
+    assert match in r.output
+    return r
+
+
+def test_unknown_target_and_profile(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fails_cleanly(["profile", "--target", "jetson-mars"], "unknown target 'jetson-mars'")
+    fails_cleanly(["profile", "--profile", "nope"], "unknown profile 'nope'")
+    assert not (tmp_path / "edgerob.db").exists()
+
+
+def test_malformed_and_invalid_yaml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text("precisions: [fp32\nbatch_sizes: 1")
+    fails_cleanly(["profile", "--profile", "bad.yaml"], "bad.yaml")
+    (tmp_path / "wrong.yaml").write_text("precisions: [fp32]\nbatch_sizes: [-1]\n")
+    fails_cleanly(["profile", "--profile", "wrong.yaml"], "batch_sizes")
+
+
+def test_unusable_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fails_cleanly(["profile", "--store", "nosuchdb://x"], "cannot open store")
+    fails_cleanly(["results", "--store", f"sqlite:///{tmp_path}/empty.db"], "no measurements")
+
+
+def test_missing_and_corrupt_model(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = f"sqlite:///{tmp_path}/x.db"
+    fails_cleanly(["profile", "--model", str(tmp_path / "none"), "--store", store],
+                  "not a model folder")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken, ignore=shutil.ignore_patterns("artifacts"))
+    with open(broken / "model.pt", "r+b") as f:
+        f.seek(200)
+        f.write(b"\0" * 64)
+    fails_cleanly(["profile", "--model", str(broken), "--store", store], "sha256")
+    fails_cleanly(["export", str(broken)], "sha256")
+    assert not (broken / "artifacts").exists()
+
+
+def test_corrupt_onnx_artifact(tmp_path, tiny_model, tiny_artifacts, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    (model / "artifacts" / "fp32.onnx").write_bytes(b"not onnx")
+    # a damaged artifact is rebuilt by export, not silently used
+    r = runner.invoke(app, ["export", str(model), "--precisions", "fp32"])
+    assert r.exit_code == 0, r.output
+    from edgerob.export import load_artifact
+    assert load_artifact(model / "artifacts" / "fp32.onnx").precision == "fp32"
+
+
+def test_train_command(tmp_path):
+    r = runner.invoke(app, ["train", "-o", str(tmp_path / "m"), "--epochs", "1", "--width", "4"])
+    assert r.exit_code == 0, r.output
+    assert "after 1 epochs" in r.output
+    import json
+    card = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert card["epochs_run"] == 1 and card["train_time_s"] > 0 and card["accuracy"] > 0
+    fails_cleanly(["train", "-o", str(tmp_path / "x"), "--arch", "resnet9"], "resnet9")
+    fails_cleanly(["train", "-o", str(tmp_path / "x"), "--dataset", "mnist"], "--data-root")

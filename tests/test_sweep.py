@@ -1,0 +1,88 @@
+import json
+
+import pytest
+
+from edgerob.errors import EdgerobError
+from edgerob.store import Store
+from edgerob.sweep import Profile, cells, run_profile
+from edgerob.targets import load_target
+
+from conftest import FAST
+
+
+@pytest.fixture
+def small_profile():
+    return Profile(name="small", precisions=["fp32", "int8"], batch_sizes=[1, 4], timing=FAST)
+
+
+def test_sweep_writes_every_cell(tiny_model, tiny_artifacts, small_profile, tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    seen = []
+    res = run_profile(load_target("cpu"), small_profile, tiny_model, store,
+                      on_cell=lambda i, n, c, m: seen.append((i, n, c.precision, m is None)))
+    assert res.measured == 4 and res.skipped == 0 and not res.resumed
+    assert [s[:2] for s in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert {(r["precision"], r["batch_size"]) for r in res.rows} == {
+        ("fp32", 1), ("fp32", 4), ("int8", 1), ("int8", 4)}
+    for r in res.rows:
+        art = tiny_artifacts[r["precision"]]
+        assert r["artifact_sha256"] == art.sha256
+        # the deployed artifact's accuracy on the test split is what export's parity saw
+        assert r["accuracy"] == pytest.approx(art.parity["accuracy"])
+        assert r["latency_p50_ms"] > 0 and r["throughput_sps"] > 0
+        assert r["iterations"] >= FAST.min_iterations
+        assert r["power_mean_w"] is None and "profiler: none" in r["power_note"]
+        fp = json.loads(r["fingerprint"])
+        assert fp["precision"] == r["precision"] and fp["runtime"] == "onnxruntime"
+        assert fp["artifact_sha256"] == art.sha256 and "onnxruntime" in fp["versions"]
+    assert store.runs()[0]["status"] == "done"
+
+
+def test_rerun_skips_measured_cells(tiny_model, small_profile, tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    first = run_profile(load_target("cpu"), small_profile, tiny_model, store)
+    again = run_profile(load_target("cpu"), small_profile, tiny_model, store)
+    assert again.run_id == first.run_id and again.resumed
+    assert again.measured == 0 and again.skipped == 4
+    assert len(store.measurements()) == 4
+    bigger = small_profile.model_copy(update={"batch_sizes": [1, 4, 2]})
+    grown = run_profile(load_target("cpu"), bigger, tiny_model, store)
+    assert grown.measured == 2 and len(store.measurements()) == 6
+    fresh = run_profile(load_target("cpu"), small_profile, tiny_model, store, new_run=True)
+    assert fresh.run_id != first.run_id and fresh.measured == 4
+
+
+def test_interrupted_sweep_leaves_whole_cells_and_resumes(tiny_model, small_profile, tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+
+    def interrupt_after_two(i, n, cell, m):
+        if i == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_profile(load_target("cpu"), small_profile, tiny_model, store,
+                    on_cell=interrupt_after_two)
+    assert len(store.measurements()) == 2
+    assert store.runs()[0]["status"] == "failed"
+    res = run_profile(load_target("cpu"), small_profile, tiny_model, store)
+    assert res.resumed and res.measured == 2 and res.skipped == 2
+    assert len(store.measurements()) == 4 and store.runs()[0]["status"] == "done"
+
+
+def test_threads_reach_the_runtime(tiny_model, tmp_path):
+    prof = Profile(name="t", precisions=["fp32"], batch_sizes=[1], timing=FAST)
+    res = run_profile(load_target("cpu"), prof, tiny_model, Store(f"sqlite:///{tmp_path}/s.db"),
+                      threads=1)
+    assert json.loads(res.rows[0]["fingerprint"])["intra_op_threads"] == 1
+
+
+def test_remote_target_is_refused_here(tiny_model, small_profile, tmp_path):
+    remote = load_target("cpu").model_copy(update={"host": "user@jetson"})
+    with pytest.raises(EdgerobError, match="user@jetson"):
+        run_profile(remote, small_profile, tiny_model, Store(f"sqlite:///{tmp_path}/s.db"))
+
+
+def test_cells_order():
+    p = Profile(name="x", precisions=["fp16", "fp32"], batch_sizes=[8, 1])
+    assert [(c.precision, c.batch_size) for c in cells(p)] == [
+        ("fp16", 8), ("fp16", 1), ("fp32", 8), ("fp32", 1)]
