@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple)
 	$(PIP) install --quiet -e ".[host,dev]"
+	# torchattacks 3.5.1 pins torchvision and requests~=2.25.1 but imports neither (only scipy and
+	# tqdm, which the host extra brings): --no-deps keeps those stale pins out.
+	$(PIP) install --quiet --no-deps "torchattacks==3.5.1"
 	touch $(STAMP)
 
 demo: install

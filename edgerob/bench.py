@@ -12,6 +12,7 @@ of the input set) so the timed loop does nothing but call the runtime.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -171,3 +172,31 @@ def _add_power(m: Measurement, trace, idle, rules: TimingRules) -> None:
         net = trace.energy_j - (m.power_idle_w or 0.0) * m.duration_s
         m.energy_per_inference_j = net / inferences
     m.power_note = "; ".join(notes) or None
+
+
+def compare_samples(treated, control) -> dict[str, float]:
+    """Adversarial vs clean latencies: ratio of medians, Mann-Whitney U two-sided p-value (normal
+    approximation with tie correction) and Cliff's delta (P(a > b) - P(a < b), in [-1, 1]).
+
+    Consecutive iterations are not independent (caches, clocks), so read the p-value as a screen
+    and the effect size as the answer: |delta| < 0.147 is negligible (Romano et al. 2006).
+    """
+    a = np.asarray(treated, dtype=np.float64)
+    b = np.asarray(control, dtype=np.float64)
+    n1, n2 = len(a), len(b)
+    if n1 < 2 or n2 < 2:
+        raise ValueError("need at least two samples on each side")
+    both = np.concatenate([a, b])
+    order = np.argsort(both, kind="mergesort")
+    ranks = np.empty(len(both))
+    ranks[order] = np.arange(1, len(both) + 1)
+    values, inverse, counts = np.unique(both, return_inverse=True, return_counts=True)
+    ranks = (np.bincount(inverse, weights=ranks) / counts)[inverse]  # mid-ranks for ties
+    u1 = ranks[:n1].sum() - n1 * (n1 + 1) / 2
+    n = n1 + n2
+    var = n1 * n2 / 12 * ((n + 1) - (counts ** 3 - counts).sum() / (n * (n - 1)))
+    z = (u1 - n1 * n2 / 2) / np.sqrt(var) if var > 0 else 0.0
+    p = float(math.erfc(abs(z) / math.sqrt(2)))
+    delta = 2 * u1 / (n1 * n2) - 1  # Cliff's delta from U
+    return {"ratio_p50": float(np.median(a) / np.median(b)), "p_value": p,
+            "cliffs_delta": float(delta)}

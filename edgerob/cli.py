@@ -164,12 +164,15 @@ def profile(
     def on_cell(i, n, cell, m):
         progress.update(task, completed=i, description=(
             f"{cell.precision} b{cell.batch_size} {cell.input_set}"
+            + (" query attack" if cell.kind == "failures" else "")
             + (" (stored)" if m is None else "")))
 
     with progress:
         result = run_profile(tgt, prof, model, db, new_run=new_run, threads=threads,
                              on_cell=on_cell)
     _print_measurements(result.rows, f"{tgt.name} / {prof.name}")
+    _print_versus_clean(result.rows)
+    _print_failures(result.failures)
     err.print(f"run {result.run_id}: {result.measured} cells measured, {result.skipped} already "
               f"stored{' (resumed)' if result.resumed else ''} -> {store}")
     if result.power_note:
@@ -187,12 +190,15 @@ def results(
     """Show stored measurements."""
     from edgerob.store import Store
 
-    rows = Store(store).measurements(run_id=run, target=target)
+    db = Store(store)
+    rows = db.measurements(run_id=run, target=target)
     if not rows:
         raise EdgerobError(f"no measurements in {store}"
                            + (f" for run {run}" if run else "")
                            + (f" for target {target}" if target else ""))
     _print_measurements(rows, store)
+    _print_versus_clean(rows)
+    _print_failures([f for f in db.failures(run) if not target or f["target"] == target])
     if csv_out:
         cols = [c for c in rows[0] if c != "latencies_ms"]
         with open(csv_out, "w", newline="") as f:
@@ -200,6 +206,51 @@ def results(
             w.writeheader()
             w.writerows(rows)
         err.print(f"wrote {len(rows)} rows to {csv_out}")
+
+
+@app.command()
+@user_errors
+def attack(
+    model_dir: Annotated[Path, typer.Argument(help="Model folder (model.pt + model.json).")],
+    attacks: Annotated[str, typer.Option("--attack", "-a", help="Comma-separated: fgsm, pgd, "
+                                          "cw, deepfool, square, autoattack.")] = "pgd",
+    eps: Annotated[str, typer.Option(help="Comma-separated L-inf radii in [0, 1].")] = "0.1",
+    precise: Annotated[bool, typer.Option(help="Add the compensations for gradient masking "
+                                               "(Lee & Chandrakasan 2021).")] = False,
+    official: Annotated[bool, typer.Option(help="AutoAttack at the official strength (100 "
+                                                "steps, Square 5000 queries).")] = False,
+    samples: Annotated[Optional[int], typer.Option(min=1, help="First N test images.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the .npz "
+                                                     "input sets (default MODEL_DIR/inputs).")] = None,
+    seed: int = 0,
+):
+    """Craft white-box input sets on the fp32 model; report clean and robust accuracy."""
+    from edgerob.attacks import craft, input_set_name
+    from edgerob.data import load_dataset
+    from edgerob.models import load_checkpoint
+
+    names, radii = _csv_list(attacks), _csv_list(eps, float)
+    model, card = load_checkpoint(model_dir)
+    data = load_dataset(card.dataset, card.dataset_root)
+    n = min(samples or len(data.x_test), len(data.x_test))
+    import numpy as np
+
+    ids = np.arange(n, dtype=np.int64)
+    folder = out_dir or Path(model_dir) / "inputs"
+    table = Table("input set", "clean acc", "robust acc", "naive robust acc", "strength",
+                  "crafting s", "file", title=f"{card.name}: white-box attacks on {n} images")
+    for name in names:
+        for e in radii:
+            s = craft(model, data.x_test[:n], data.y_test[:n], ids, name, e, precise=precise,
+                      official=official, seed=seed)
+            path = folder / f"{input_set_name(name, e)}.npz"
+            s.save(path)
+            table.add_row(s.name, _fmt(s.clean_accuracy, ".2%"), _fmt(s.robust_accuracy, ".2%"),
+                          _fmt(s.params.get("naive_robust_accuracy"), ".2%"), s.strength or "",
+                          _fmt(s.crafting_time_s, ".2f"), str(path))
+            for w in s.params.get("warnings", []):
+                err.print(f"[yellow]warning[/] {s.name}: {w}", highlight=False)
+    out.print(table)
 
 
 def _fmt(v, spec: str) -> str:
@@ -219,6 +270,46 @@ def _print_measurements(rows: list[dict], title: str) -> None:
                       _fmt(r["throughput_sps"], ",.0f"), _fmt(r["accuracy"], ".2%"),
                       _fmt(r["power_mean_w"], ".2f"), _fmt(r["energy_per_inference_j"], ".3g"),
                       str(r["iterations"]))
+    out.print(table)
+
+
+
+
+def _print_versus_clean(rows: list[dict]) -> None:
+    adv = [r for r in rows if r["input_set"] != "clean"]
+    if not adv:
+        return
+    table = Table("precision", "batch", "input set", "accuracy", "p50 vs clean",
+                  "Mann-Whitney p", "Cliff's delta", "energy vs clean",
+                  title="adversarial vs clean inputs (same precision and batch size)")
+    for r in adv:
+        table.add_row(r["precision"], str(r["batch_size"]), r["input_set"],
+                      _fmt(r["accuracy"], ".2%"), _fmt(r["latency_vs_clean_ratio"], ".3f"),
+                      _fmt(r["latency_vs_clean_p"], ".2g"),
+                      _fmt(r["latency_vs_clean_cliffs_delta"], "+.2f"),
+                      _fmt(r["energy_vs_clean_ratio"], ".3f"))
+    out.print(table)
+
+
+def _print_failures(records: list[dict]) -> None:
+    if not records:
+        return
+    from edgerob.failures import km_median
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["precision"], r["batch_size"], f"{r['attack']}@{r['eps']:g}"),
+                          []).append(r)
+    table = Table("precision", "batch", "attack", "samples", "failed", "censored",
+                  "median queries", "median time s", "median energy J",
+                  title="failure records (Kaplan-Meier medians; — where over half survive)")
+    for (prec, bs, name), rs in groups.items():
+        ev = [r["event"] for r in rs]
+        energy = [r["energy_j"] for r in rs]
+        table.add_row(prec, str(bs), name, str(len(rs)), str(sum(ev)), str(len(rs) - sum(ev)),
+                      _fmt(km_median([r["queries"] for r in rs], ev), ".0f"),
+                      _fmt(km_median([r["duration_s"] for r in rs], ev), ".3g"),
+                      _fmt(km_median(energy, ev) if None not in energy else None, ".3g"))
     out.print(table)
 
 

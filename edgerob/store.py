@@ -62,6 +62,11 @@ measurements = sa.Table(
     sa.Column("energy_j", sa.Float),
     sa.Column("energy_per_inference_j", sa.Float),
     sa.Column("power_note", sa.Text),  # why power is NULL or flagged
+    # adversarial input set vs clean, same run/precision/batch size (NULL for clean rows)
+    sa.Column("latency_vs_clean_ratio", sa.Float),  # p50 ratio
+    sa.Column("latency_vs_clean_p", sa.Float),  # Mann-Whitney U, two-sided
+    sa.Column("latency_vs_clean_cliffs_delta", sa.Float),
+    sa.Column("energy_vs_clean_ratio", sa.Float),  # energy per inference ratio
     sa.Column("artifact_sha256", sa.String(64)),
     sa.Column("fingerprint", sa.Text),  # JSON: host, versions, clocks, threads ...
     sa.Column("latencies_ms", sa.Text),  # JSON list, for tests between input sets
@@ -84,6 +89,8 @@ failures = sa.Table(
     sa.Column("duration_s", sa.Float, nullable=False),
     sa.Column("energy_j", sa.Float),
     sa.Column("event", sa.Integer, nullable=False),  # 1 misclassified within budget, 0 censored
+    sa.Column("label", sa.Integer),
+    sa.Column("created_at", sa.String),
     sa.UniqueConstraint("run_id", "precision", "batch_size", "attack", "eps", "sample_id",
                         name="one_row_per_attacked_sample"),
 )
@@ -167,5 +174,30 @@ class Store:
             q = q.where(measurements.c.run_id == run_id)
         if target:
             q = q.where(measurements.c.target == target)
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    # --- failure records -------------------------------------------------------------------
+
+    def failure_cells(self, run_id: str) -> set[tuple]:
+        cols = [failures.c[k] for k in ("precision", "batch_size", "attack", "eps")]
+        with self.engine.connect() as c:
+            return {tuple(r) for r in c.execute(sa.select(*cols).distinct()
+                                                .where(failures.c.run_id == run_id))}
+
+    def add_failures(self, rows: list[dict]) -> bool:
+        """Insert one cell's failure records in one transaction; False if already stored."""
+        stamp = now()
+        try:
+            with self.engine.begin() as c:
+                c.execute(failures.insert(), [{**r, "created_at": stamp} for r in rows])
+        except IntegrityError:
+            return False
+        return True
+
+    def failures(self, run_id: str | None = None) -> list[dict]:
+        q = failures.select().order_by(failures.c.id)
+        if run_id:
+            q = q.where(failures.c.run_id == run_id)
         with self.engine.connect() as c:
             return [dict(r._mapping) for r in c.execute(q)]

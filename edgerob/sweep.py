@@ -14,13 +14,13 @@ import socket
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 from edgerob import __version__
-from edgerob.bench import Measurement, TimingRules, measure
+from edgerob.bench import Measurement, TimingRules, compare_samples, measure
 from edgerob.catalog import find_yaml, load_yaml
 from edgerob.errors import EdgerobError
 from edgerob.profilers import profiler_class
@@ -31,31 +31,68 @@ from edgerob.targets import Target
 Precision = Literal["fp32", "fp16", "int8"]
 
 
-class Profile(BaseModel):
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+
+Eps = Annotated[float, Field(ge=0, le=1)]
+
+
+class AttackSpec(_Strict):
+    """White-box input sets crafted on the host on the fp32 model: one per eps."""
+
+    attack: str
+    eps: list[Eps] = Field(min_length=1)
+    precise: bool = False
+    official: bool = False  # AutoAttack at the official strength (100 steps, 5000 queries)
+    params: dict = Field(default_factory=dict)
+
+    @field_validator("attack")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from edgerob.attacks import ATTACKS
+
+        if v not in ATTACKS:
+            raise ValueError(f"unknown attack {v!r}; allowed: {', '.join(ATTACKS)}")
+        return v
+
+
+class QueryAttackSpec(_Strict):
+    """Black-box attack on the deployed artifact, producing failure records."""
+
+    attack: Literal["square"] = "square"
+    eps: list[Annotated[float, Field(gt=0, le=1)]] = Field(min_length=1)
+    budget_queries: int = Field(ge=2)
+    samples: PositiveInt = 32
+    precisions: list[Precision] | None = None  # None: the profile's
+    batch_sizes: list[PositiveInt] | None = None  # None: the profile's
+    p_init: float = Field(0.1, gt=0, le=1)
+    seed: int = 0
+
+
+class Profile(_Strict):
     name: str
     description: str = ""
     precisions: list[Precision] = Field(min_length=1)
     batch_sizes: list[PositiveInt] = Field(min_length=1)
-    input_sets: list[str] = Field(default_factory=lambda: ["clean"], min_length=1)
     samples: PositiveInt | None = None  # cap on samples per input set; None: the whole test split
     timing: TimingRules = Field(default_factory=TimingRules)
+    attacks: list[AttackSpec] = Field(default_factory=list)
+    query_attack: QueryAttackSpec | None = None
 
-    @field_validator("precisions", "batch_sizes", "input_sets")
+    @field_validator("precisions", "batch_sizes")
     @classmethod
     def _unique(cls, v: list) -> list:
         if len(set(v)) != len(v):
             raise ValueError(f"values must be unique, got {v}")
         return v
 
-    @field_validator("input_sets")
-    @classmethod
-    def _known_sets(cls, v: list[str]) -> list[str]:
-        unknown = [s for s in v if s != "clean"]
-        if unknown:
-            raise ValueError(f"unknown input set {unknown[0]!r}; allowed: clean")
-        return v
+    @property
+    def input_sets(self) -> list[str]:
+        """'clean' then one ATTACK@EPS per white-box attack and eps."""
+        from edgerob.attacks import input_set_name
+
+        return ["clean"] + [input_set_name(a.attack, e) for a in self.attacks for e in a.eps]
 
 
 def load_profile(name: str) -> Profile:
@@ -67,7 +104,8 @@ def load_profile(name: str) -> Profile:
 class Cell:
     precision: str
     batch_size: int
-    input_set: str
+    input_set: str  # "clean" / "pgd@0.1" for measurements; "square@0.1" for failure records
+    kind: Literal["measure", "failures"] = "measure"
 
 
 @dataclass
@@ -77,22 +115,31 @@ class SweepResult:
     measured: int  # cells measured now
     skipped: int  # cells already in the store
     rows: list[dict]  # every measurement of the run
+    failures: list[dict]  # every failure record of the run
     power_note: str | None  # why power is NULL, when it is
 
 
 def cells(profile: Profile) -> list[Cell]:
-    return [Cell(p, b, s) for s in profile.input_sets for p in profile.precisions
-            for b in profile.batch_sizes]
+    """Measurement cells (clean first, so adversarial cells can be compared with them), then
+    failure-record cells."""
+    out = [Cell(p, b, s) for s in profile.input_sets for p in profile.precisions
+           for b in profile.batch_sizes]
+    qa = profile.query_attack
+    if qa:
+        out += [Cell(p, b, f"{qa.attack}@{e:g}", "failures") for e in qa.eps
+                for p in qa.precisions or profile.precisions
+                for b in qa.batch_sizes or profile.batch_sizes]
+    return out
 
 
 def run_profile(target: Target, profile: Profile, model_dir: str | Path, store: Store, *,
                 new_run: bool = False, threads: int | None = None,
-                on_cell: Callable[[int, int, Cell, Measurement | None], None] | None = None,
+                on_cell: Callable[[int, int, Cell, object | None], None] | None = None,
                 ) -> SweepResult:
     """Measure every cell of `profile` for the model in `model_dir` on `target` (this machine).
 
-    Artifacts are exported on first use and reused after. `on_cell(done, total, cell, m)` is
-    called after each cell (m is None for a cell skipped because it was already stored).
+    Artifacts and white-box input sets are made on first use and reused after. `on_cell(done,
+    total, cell, result)` is called after each cell (result None: already stored, skipped).
     """
     if not target.is_local:
         raise EdgerobError(f"target {target.name!r} is on host {target.host!r}; this command "
@@ -101,8 +148,10 @@ def run_profile(target: Target, profile: Profile, model_dir: str | Path, store: 
     from edgerob.models import load_card
 
     card = load_card(model_dir)
-    artifacts = export(model_dir, precisions=profile.precisions)
-    inputs = {s: _input_set(s, card, profile.samples) for s in profile.input_sets}
+    qa = profile.query_attack
+    precisions = list(dict.fromkeys(profile.precisions + ((qa.precisions or []) if qa else [])))
+    artifacts = export(model_dir, precisions=precisions)
+    inputs = input_sets(profile, model_dir)
 
     threads = threads or target.threads
     prof_cls = profiler_class(target.profiler)
@@ -114,54 +163,133 @@ def run_profile(target: Target, profile: Profile, model_dir: str | Path, store: 
         model_sha256=card.checkpoint_sha256, runtime=target.runtime, host=socket.gethostname(),
         versions=versions, new=new_run)
     done = store.measured_cells(run_id)
+    done_failures = store.failure_cells(run_id)
     todo = cells(profile)
     measured = skipped = 0
     runtimes = {}
+
+    def runtime_for(precision: str):
+        if precision not in runtimes:
+            runtimes[precision] = create_runtime(target.runtime, artifacts[precision].path,
+                                                 threads=threads, **target.runtime_options)
+        return runtimes[precision]
+
     try:
         for i, cell in enumerate(todo, 1):
-            key = (target.runtime, cell.precision, cell.batch_size, cell.input_set)
-            if key in done:
+            if cell.kind == "failures":
+                attack, eps = cell.input_set.split("@")
+                stored = (cell.precision, cell.batch_size, attack, float(eps)) in done_failures
+            else:
+                stored = (target.runtime, cell.precision, cell.batch_size,
+                          cell.input_set) in done
+            if stored:
                 skipped += 1
                 if on_cell:
                     on_cell(i, len(todo), cell, None)
                 continue
-            art = artifacts[cell.precision]
-            if cell.precision not in runtimes:
-                runtimes[cell.precision] = create_runtime(
-                    target.runtime, art.path, threads=threads, **target.runtime_options)
-            rt = runtimes[cell.precision]
-            images, labels = inputs[cell.input_set]
-            m = measure(rt, images, labels, cell.batch_size, profile.timing,
-                        profiler=prof_cls() if prof_ok else None, profiler_name=target.profiler,
-                        profiler_note=None if prof_ok else prof_reason)
-            fingerprint = {**machine, **rt.info(),
-                           "artifact_sha256": art.sha256, "precision": cell.precision,
-                           "timestamp": now()}
-            row = asdict(m)
-            row.update(run_id=run_id, target=target.name, runtime=target.runtime,
-                       precision=cell.precision, input_set=cell.input_set,
-                       artifact_sha256=art.sha256, fingerprint=fingerprint)
-            store.add_measurement(row)
+            rt = runtime_for(cell.precision)
+            profiler = prof_cls() if prof_ok else None
+            if cell.kind == "failures":
+                result = _failure_cell(store, run_id, target, cell, rt, inputs["clean"], qa,
+                                       profiler)
+            else:
+                result = _measure_cell(store, run_id, target, cell, rt, inputs[cell.input_set],
+                                       profile.timing, profiler, prof_reason, machine,
+                                       artifacts[cell.precision])
             measured += 1
             if on_cell:
-                on_cell(i, len(todo), cell, m)
+                on_cell(i, len(todo), cell, result)
     except BaseException:
         store.finish_run(run_id, "failed")
         raise
     store.finish_run(run_id, "done")
     return SweepResult(run_id, resumed, measured, skipped, store.measurements(run_id),
-                       None if prof_ok else prof_reason)
+                       store.failures(run_id), None if prof_ok else prof_reason)
 
 
-def _input_set(name: str, card, samples: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _measure_cell(store, run_id, target, cell, rt, inputs, timing, profiler, prof_reason,
+                  machine, art) -> Measurement:
+    m = measure(rt, inputs.images, inputs.labels, cell.batch_size, timing, profiler=profiler,
+                profiler_name=target.profiler,
+                profiler_note=None if profiler else prof_reason)
+    row = asdict(m)
+    row.update(run_id=run_id, target=target.name, runtime=target.runtime,
+               precision=cell.precision, input_set=cell.input_set, artifact_sha256=art.sha256,
+               fingerprint={**machine, **rt.info(), "artifact_sha256": art.sha256,
+                            "precision": cell.precision, "timestamp": now()})
+    if cell.input_set != "clean":
+        row.update(_versus_clean(store, run_id, target.runtime, cell, m))
+    store.add_measurement(row)
+    return m
+
+
+def _versus_clean(store, run_id, runtime, cell, m: Measurement) -> dict:
+    """Compare an adversarial cell with the clean cell of the same precision and batch size."""
+    clean = next((r for r in store.measurements(run_id)
+                  if (r["runtime"], r["precision"], r["batch_size"], r["input_set"])
+                  == (runtime, cell.precision, cell.batch_size, "clean")), None)
+    if clean is None or not clean["latencies_ms"]:
+        return {}
+    stats = compare_samples(m.latencies_ms, json.loads(clean["latencies_ms"]))
+    out = {"latency_vs_clean_ratio": stats["ratio_p50"], "latency_vs_clean_p": stats["p_value"],
+           "latency_vs_clean_cliffs_delta": stats["cliffs_delta"]}
+    if m.energy_per_inference_j and clean["energy_per_inference_j"]:
+        out["energy_vs_clean_ratio"] = m.energy_per_inference_j / clean["energy_per_inference_j"]
+    return out
+
+
+def _failure_cell(store, run_id, target, cell, rt, clean, qa, profiler) -> list:
+    from edgerob.failures import square_attack
+
+    attack, eps = cell.input_set.split("@")
+    n = min(qa.samples, len(clean.images))
+    records = square_attack(rt, clean.images[:n], clean.labels[:n], clean.sample_ids[:n],
+                            float(eps), qa.budget_queries, cell.batch_size, p_init=qa.p_init,
+                            seed=qa.seed, profiler=profiler)
+    store.add_failures([{**asdict(r), "run_id": run_id, "target": target.name,
+                         "precision": cell.precision, "batch_size": cell.batch_size,
+                         "attack": attack, "eps": float(eps)} for r in records])
+    return records
+
+
+def input_sets(profile: Profile, model_dir: str | Path) -> dict:
+    """Every input set the profile names, as InputSets. White-box sets are crafted on the fp32
+    torch model once and cached in MODEL_DIR/inputs/NAME.npz."""
+    from edgerob.attacks import InputSet, craft, input_set_name
     from edgerob.data import load_dataset
+    from edgerob.models import load_card
 
+    card = load_card(model_dir)
     data = load_dataset(card.dataset, card.dataset_root)
     if list(data.input_shape) != list(card.input_shape):
         raise EdgerobError(f"dataset {card.dataset} gives images of shape {data.input_shape}, "
                            f"the model expects {tuple(card.input_shape)}")
-    n = min(samples or len(data.x_test), len(data.x_test))
-    return data.x_test[:n], data.y_test[:n]
+    n = min(profile.samples or len(data.x_test), len(data.x_test))
+    ids = np.arange(n, dtype=np.int64)
+    sets = {"clean": InputSet(name="clean", images=data.x_test[:n], labels=data.y_test[:n],
+                              sample_ids=ids, attack=None, eps=0.0, params={})}
+    model = None
+    for spec in profile.attacks:
+        for eps in spec.eps:
+            name = input_set_name(spec.attack, eps)
+            path = Path(model_dir) / "inputs" / f"{name}.npz"
+            wanted = {"precise": spec.precise, "official": spec.official, **spec.params}
+            if path.is_file():
+                cached = InputSet.load(path)
+                if (cached.sample_ids.tolist() == ids.tolist()
+                        and cached.params.get("requested") == wanted):
+                    sets[name] = cached
+                    continue
+            if model is None:
+                from edgerob.models import load_checkpoint
+
+                model, _ = load_checkpoint(model_dir)
+            crafted = craft(model, sets["clean"].images, sets["clean"].labels, ids, spec.attack,
+                            eps, precise=spec.precise, official=spec.official, **spec.params)
+            crafted.params["requested"] = wanted
+            crafted.save(path)
+            sets[name] = crafted
+    return sets
 
 
 def _versions(runtime: str) -> dict:

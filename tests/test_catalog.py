@@ -52,7 +52,9 @@ def test_load_shipped_quick_profile(elsewhere):
     assert profile.name == "quick"
     assert profile.precisions == ["fp32", "fp16", "int8"]
     assert {1, 8, 32} <= set(profile.batch_sizes)
-    assert profile.input_sets == ["clean"]
+    # the default demo measures an adversarial set and produces failure records (issue 3)
+    assert profile.input_sets[0] == "clean" and len(profile.input_sets) >= 2
+    assert profile.query_attack is not None and profile.query_attack.budget_queries >= 2
     assert profile.samples is None
     assert isinstance(profile.timing, TimingRules)
     assert profile.timing.min_duration_s == 1.0
@@ -194,7 +196,10 @@ def test_target_bad_field(tmp_path, text, field, hint):
     ("precisions: [fp32, fp32]\nbatch_sizes: [1]\n", "precisions", "unique"),
     ("precisions: [fp32]\nbatch_sizes: [1, 1]\n", "batch_sizes", "unique"),
     ("batch_sizes: [1]\n", "precisions", "required"),
-    (PROFILE_BASE + "input_sets: [pgd]\n", "input_sets", "pgd"),
+    (PROFILE_BASE + "attacks: [{attack: nope, eps: [0.1]}]\n", "attacks.0.attack", "pgd"),
+    (PROFILE_BASE + "attacks: [{attack: pgd, eps: [1.5]}]\n", "attacks.0.eps.0", None),
+    (PROFILE_BASE + "query_attack: {eps: [0.1], budget_queries: 1}\n",
+     "query_attack.budget_queries", None),
     (PROFILE_BASE + "samples: 0\n", "samples", None),
     (PROFILE_BASE + "repeats: 3\n", "repeats", None),
     (PROFILE_BASE + "timing: {min_duration: 2}\n", "timing.min_duration", None),

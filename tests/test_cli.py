@@ -16,6 +16,9 @@ name: fast
 precisions: [fp32, fp16, int8]
 batch_sizes: [1, 8, 32]
 timing: {warmup_s: 0.02, min_duration_s: 0.1, min_iterations: 5}
+attacks:
+  - {attack: pgd, eps: [0.1]}
+query_attack: {attack: square, eps: [0.15], budget_queries: 100, samples: 16, batch_sizes: [1, 8]}
 """
 
 
@@ -32,13 +35,27 @@ def test_profile_end_to_end_with_default_model(tmp_path):
     assert "trained default model" in r.stderr
     for word in ("fp32", "fp16", "int8", "p50 ms", "samples/s"):
         assert word in r.stdout
-    assert "9 cells measured" in r.stderr and "power and energy are empty" in r.stderr
+    assert "24 cells measured" in r.stderr and "power and energy are empty" in r.stderr
+    assert "adversarial vs clean" in r.stdout and "failure records" in r.stdout
 
     db = sqlite3.connect(tmp_path / "edgerob.db")
     rows = db.execute("SELECT precision, batch_size, latency_p50_ms, latency_p99_ms, "
-                      "throughput_sps, accuracy, power_mean_w FROM measurements").fetchall()
+                      "throughput_sps, accuracy, power_mean_w FROM measurements "
+                      "WHERE input_set = 'clean'").fetchall()
     assert {(p, b) for p, b, *_ in rows} == {(p, b) for p in ("fp32", "fp16", "int8")
                                              for b in (1, 8, 32)}
+    adv = db.execute("SELECT precision, batch_size, accuracy, latency_vs_clean_ratio, "
+                     "latency_vs_clean_p FROM measurements WHERE input_set = 'pgd@0.1'").fetchall()
+    assert {(p, b) for p, b, *_ in adv} == {(p, b) for p, b, *_ in rows}
+    clean_acc = {(p, b): a for p, b, _, _, _, a, _ in rows}
+    for p, b, acc, ratio, pval in adv:
+        assert acc < clean_acc[(p, b)] and ratio > 0 and 0 <= pval <= 1
+    fails = db.execute("SELECT precision, batch_size, event, queries, budget_queries, "
+                       "duration_s FROM failures WHERE attack = 'square' AND eps = 0.15").fetchall()
+    assert len(fails) == 3 * 2 * 16
+    assert {f[2] for f in fails} == {0, 1}  # both failures and censored samples
+    for _, _, event, q, budget, dur in fails:
+        assert 1 <= q <= budget == 100 and dur > 0 and (event or q == budget)
     for _, _, p50, p99, tput, acc, power in rows:
         assert 0 < p50 <= p99 and tput > 0 and acc > 0.9 and power is None
     acc = {p: a for p, b, _, _, _, a, _ in rows if b == 1}
@@ -47,12 +64,13 @@ def test_profile_end_to_end_with_default_model(tmp_path):
 
     again = edgerob("profile", "--target", "cpu", "--profile", "fast.yaml", cwd=tmp_path)
     assert again.returncode == 0 and "reusing default model" in again.stderr
-    assert "0 cells measured, 9 already stored" in again.stderr
-    assert db.execute("SELECT COUNT(*) FROM measurements").fetchone() == (9,)
+    assert "0 cells measured, 24 already stored" in again.stderr
+    assert db.execute("SELECT COUNT(*) FROM measurements").fetchone() == (18,)
+    assert db.execute("SELECT COUNT(*) FROM failures").fetchone() == (96,)
 
     shown = edgerob("results", "--csv", "out.csv", cwd=tmp_path)
     assert shown.returncode == 0 and "int8" in shown.stdout
-    assert len((tmp_path / "out.csv").read_text().splitlines()) == 10
+    assert len((tmp_path / "out.csv").read_text().splitlines()) == 19
 
 
 runner = CliRunner()
@@ -123,3 +141,33 @@ def test_train_command(tmp_path):
     assert card["epochs_run"] == 1 and card["train_time_s"] > 0 and card["accuracy"] > 0
     fails_cleanly(["train", "-o", str(tmp_path / "x"), "--arch", "resnet9"], "resnet9")
     fails_cleanly(["train", "-o", str(tmp_path / "x"), "--dataset", "mnist"], "--data-root")
+
+
+def test_attack_command(tmp_path, tiny_model):
+    from edgerob.attacks import InputSet
+
+    r = runner.invoke(app, ["attack", str(tiny_model), "--attack", "fgsm,pgd", "--eps", "0,0.1",
+                            "--samples", "40", "-o", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "robust acc" in r.output
+    sets = {p.stem: InputSet.load(p) for p in tmp_path.glob("*.npz")}
+    assert set(sets) == {"fgsm@0", "fgsm@0.1", "pgd@0", "pgd@0.1"}
+    for name, s in sets.items():
+        assert len(s) == 40 and s.sample_ids.tolist() == list(range(40))
+        if s.eps == 0:
+            assert s.robust_accuracy == s.clean_accuracy
+        else:
+            assert s.robust_accuracy < s.clean_accuracy
+            assert s.crafting_time_s > 0
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--attack", "magic"], "magic"),
+    (["--eps=-0.1"], "eps"),
+    (["--eps", "1.5"], "eps"),
+    (["--eps", "abc"], "abc"),
+])
+def test_attack_bad_input(tiny_model, tmp_path, args, match):
+    fails_cleanly(["attack", str(tiny_model), "--samples", "8", "-o", str(tmp_path), *args],
+                  match)
+    assert not list(tmp_path.glob("*.npz"))

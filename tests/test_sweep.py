@@ -86,3 +86,44 @@ def test_cells_order():
     p = Profile(name="x", precisions=["fp16", "fp32"], batch_sizes=[8, 1])
     assert [(c.precision, c.batch_size) for c in cells(p)] == [
         ("fp16", 8), ("fp16", 1), ("fp32", 8), ("fp32", 1)]
+
+
+@pytest.fixture
+def attack_profile():
+    return Profile.model_validate({
+        "name": "adv", "precisions": ["fp32", "int8"], "batch_sizes": [1, 4], "samples": 40,
+        "timing": FAST, "attacks": [{"attack": "fgsm", "eps": [0.1]}],
+        "query_attack": {"eps": [0.2], "budget_queries": 30, "samples": 6,
+                         "precisions": ["int8"], "batch_sizes": [4]}})
+
+
+def test_adversarial_sets_and_failure_records(tiny_model, attack_profile, tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    res = run_profile(load_target("cpu"), attack_profile, tiny_model, store)
+    assert res.measured == 8 + 1
+    by_set = {}
+    for r in res.rows:
+        by_set.setdefault(r["input_set"], []).append(r)
+    assert set(by_set) == {"clean", "fgsm@0.1"}
+    for r in by_set["clean"]:
+        assert r["latency_vs_clean_ratio"] is None and r["n_samples"] == 40
+    for r in by_set["fgsm@0.1"]:
+        assert r["latency_vs_clean_ratio"] > 0 and 0 <= r["latency_vs_clean_p"] <= 1
+        assert -1 <= r["latency_vs_clean_cliffs_delta"] <= 1
+    # FGSM at 0.1 hurts the deployed artifacts (the transfer view)
+    assert (sum(r["accuracy"] for r in by_set["fgsm@0.1"])
+            < sum(r["accuracy"] for r in by_set["clean"]))
+    assert len(res.failures) == 6
+    assert {(f["precision"], f["batch_size"], f["attack"], f["eps"]) for f in res.failures} == {
+        ("int8", 4, "square", 0.2)}
+    assert [f["sample_id"] for f in res.failures] == list(range(6))
+
+    cached = tiny_model / "inputs" / "fgsm@0.1.npz"
+    stamp = cached.stat().st_mtime_ns
+    again = run_profile(load_target("cpu"), attack_profile, tiny_model, store)
+    assert again.measured == 0 and again.skipped == 9
+    assert cached.stat().st_mtime_ns == stamp  # reused, not crafted again
+    assert len(store.failures()) == 6
+    more = attack_profile.model_copy(update={"samples": 30})
+    run_profile(load_target("cpu"), more, tiny_model, store, new_run=True)
+    assert cached.stat().st_mtime_ns != stamp  # other samples: crafted again

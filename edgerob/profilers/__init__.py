@@ -22,7 +22,7 @@ REGISTRY = {
 class PowerTrace:
     """Samples from one window. Watts are instantaneous readings, never a running average."""
 
-    timestamps_s: list[float] = field(default_factory=list)
+    timestamps_s: list[float] = field(default_factory=list)  # seconds since start()
     total_w: list[float] = field(default_factory=list)
     rails_w: dict[str, list[float]] = field(default_factory=dict)
     energy_j: float | None = None  # from a hardware counter, or the integral of total_w
