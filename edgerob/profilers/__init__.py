@@ -8,6 +8,8 @@ sampling, `stop()` ends it and returns a `PowerTrace`. A profiler with no sensor
 from __future__ import annotations
 
 import importlib
+import threading
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -15,6 +17,11 @@ from edgerob.errors import EdgerobError
 
 REGISTRY = {
     "none": "edgerob.profilers:NoProfiler",
+    "tegrastats": "edgerob.profilers.tegrastats:TegrastatsProfiler",
+    "jtop": "edgerob.profilers.jtop:JtopProfiler",
+    "ina3221": "edgerob.profilers.ina3221:Ina3221Profiler",
+    "nvml": "edgerob.profilers.nvml:NvmlProfiler",
+    "rapl": "edgerob.profilers.rapl:RaplProfiler",
 }
 
 
@@ -40,8 +47,25 @@ class PowerTrace:
         return sum(self.total_w) / len(self.total_w) if self.total_w else None
 
 
+def integrate_power(timestamps_s, watts, end_s: float) -> float:
+    """Joules from instantaneous readings by sample-and-hold: each reading holds until the next
+    (the last until `end_s`). Exact for constant power and for steps that fall on a reading."""
+    ts = list(timestamps_s)
+    if not ts:
+        raise ValueError("no power samples to integrate")
+    bounds = ts[1:] + [max(end_s, ts[-1])]
+    return float(sum(w * (b - t) for t, w, b in zip(ts, watts, bounds)))
+
+
 class Profiler(ABC):
+    """A power sensor. `start()` opens a window, `stop()` closes it and returns its trace."""
+
     name: str = ""
+
+    def __init__(self, **options):
+        if options:
+            raise ValueError(f"profiler {self.name!r} takes no options "
+                             f"{', '.join(sorted(options))}")
 
     @classmethod
     @abstractmethod
@@ -53,6 +77,76 @@ class Profiler(ABC):
 
     @abstractmethod
     def stop(self) -> PowerTrace: ...
+
+
+@dataclass
+class Reading:
+    """One instantaneous reading: total watts (None: not given) and per-rail watts."""
+
+    total_w: float | None
+    rails_w: dict[str, float] = field(default_factory=dict)
+
+
+class PollingProfiler(Profiler):
+    """A sampler thread reads the sensor every `interval_s` during the window.
+
+    Subclasses implement `read()`; where the hardware keeps an energy counter (NVML on Volta+,
+    RAPL) they also implement `energy_counter_j()`, and the window's energy is the counter's
+    difference instead of the integral of the readings.
+    """
+
+    def __init__(self, interval_s: float = 0.05, **options):
+        super().__init__(**options)
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        self.interval_s = interval_s
+        self._thread: threading.Thread | None = None
+
+    @abstractmethod
+    def read(self) -> Reading:
+        """The sensor's instantaneous power now."""
+
+    def energy_counter_j(self) -> float | None:
+        """A monotonic hardware energy counter in joules, or None where there is none."""
+        return None
+
+    def start(self) -> None:
+        self._trace = PowerTrace(sensor_period_s=self.interval_s)
+        self._stop = threading.Event()
+        self._t0 = time.perf_counter()
+        self._e0 = self.energy_counter_j()
+        self._sample()  # a reading at the window's start
+        self._thread = threading.Thread(target=self._run, name=f"edgerob-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        r = self.read()
+        t = time.perf_counter() - self._t0
+        if r.total_w is None:
+            return
+        self._trace.timestamps_s.append(t)
+        self._trace.total_w.append(r.total_w)
+        for rail, w in r.rails_w.items():
+            self._trace.rails_w.setdefault(rail, []).append(w)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def stop(self) -> PowerTrace:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        end = time.perf_counter() - self._t0
+        e1 = self.energy_counter_j()
+        trace = self._trace
+        trace.duration_s = end
+        if self._e0 is not None and e1 is not None:
+            trace.energy_j = e1 - self._e0
+        elif trace.total_w:
+            trace.energy_j = integrate_power(trace.timestamps_s, trace.total_w, end)
+        return trace
 
 
 class NoProfiler(Profiler):
