@@ -15,9 +15,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
+from edgerob.clocks import throttled_between
 from edgerob.profilers import Profiler
 from edgerob.runtimes import Runtime
 
@@ -68,6 +70,10 @@ class Measurement:
     energy_j: float | None = None
     energy_per_inference_j: float | None = None
     power_note: str | None = None  # why power is missing or flagged
+    throttled: bool | None = None  # None: nothing readable could tell
+    throttle_note: str | None = None
+    clocks_start: dict = field(default_factory=dict, repr=False)  # clocks, temps, counters
+    clocks_end: dict = field(default_factory=dict, repr=False)
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
@@ -123,8 +129,10 @@ def timed_loop(run, batches: list[np.ndarray], min_duration_s: float,
 
 def measure(runtime: Runtime, images: np.ndarray, labels: np.ndarray | None, batch_size: int,
             rules: TimingRules = TimingRules(), profiler: Profiler | None = None,
-            profiler_name: str = "none", profiler_note: str | None = None) -> Measurement:
-    """Measure one cell. `profiler` None means no sensor: power stays NULL with `profiler_note`."""
+            profiler_name: str = "none", profiler_note: str | None = None,
+            state: Callable[[], dict] | None = None) -> Measurement:
+    """Measure one cell. `profiler` None means no sensor: power stays NULL with `profiler_note`.
+    `state()` reads clocks/temperatures/throttle counters before and after the timed window."""
     batches = make_batches(images, batch_size)
     # The accuracy pass runs every sample once and doubles as the first part of the warm-up.
     preds = predict(runtime, batches, len(images))
@@ -140,21 +148,27 @@ def measure(runtime: Runtime, images: np.ndarray, labels: np.ndarray | None, bat
         profiler.start()
         time.sleep(rules.idle_s)
         idle = profiler.stop()
+    before = state() if state else {}
+    if profiler is not None:
         profiler.start()
     latencies, wall = timed_loop(runtime.run, batches, rules.min_duration_s, rules.min_iterations)
     trace = profiler.stop() if profiler is not None else None
+    after = state() if state else {}
 
     m = Measurement(
         batch_size=batch_size, n_samples=len(images), iterations=len(latencies),
         duration_s=wall, throughput_sps=len(latencies) * batch_size / wall, accuracy=accuracy,
         profiler=profiler_name, power_note=profiler_note,
-        latencies_ms=[t * 1e3 for t in latencies], **latency_summary(latencies))
+        latencies_ms=[t * 1e3 for t in latencies], clocks_start=before, clocks_end=after,
+        **latency_summary(latencies))
+    if state:
+        m.throttled, m.throttle_note = throttled_between(before, after)
     if trace is not None:
-        _add_power(m, trace, idle, rules)
+        _add_power(m, trace, idle, rules, profiler)
     return m
 
 
-def _add_power(m: Measurement, trace, idle, rules: TimingRules) -> None:
+def _add_power(m: Measurement, trace, idle, rules: TimingRules, profiler=None) -> None:
     m.power_samples = trace.samples
     m.power_mean_w = trace.mean_w
     m.power_idle_w = idle.mean_w if idle is not None else None
@@ -171,6 +185,9 @@ def _add_power(m: Measurement, trace, idle, rules: TimingRules) -> None:
     if trace.energy_j is not None:
         net = trace.energy_j - (m.power_idle_w or 0.0) * m.duration_s
         m.energy_per_inference_j = net / inferences
+    source = getattr(profiler, "note", None)  # e.g. NVML: which power reading was used
+    if source:
+        notes.append(source)
     m.power_note = "; ".join(notes) or None
 
 

@@ -131,32 +131,55 @@ def export_cmd(
     out.print(table)
 
 
+BundleOpt = Annotated[Optional[Path], typer.Option(
+    "--bundle", "-b", help="Run a bundle (on the device it was shipped to) instead of a target.")]
+
+
 @app.command()
 @user_errors
 def profile(
     target: TargetOpt = "cpu",
     profile_name: ProfileOpt = "quick",
     model: ModelOpt = None,
-    store: StoreOpt = DEFAULT_URL,
+    store: Annotated[Optional[str], typer.Option(
+        "--store", help="Results database URL (default sqlite:///edgerob.db; with --bundle, "
+                        "the bundle's results/edgerob.db).", envvar="EDGEROB_STORE")] = None,
     threads: ThreadsOpt = None,
+    bundle: BundleOpt = None,
     new_run: Annotated[bool, typer.Option(help="Start a new run instead of resuming the last "
                                                "one for this target/profile/model.")] = False,
 ):
-    """Measure a model on a target over a profile's sweep and store the results."""
+    """Measure a model on a target over a profile's sweep and store the results.
+
+    A target whose host is ssh://user@host is profiled remotely: the bundle is copied there,
+    run, and its results ingested here."""
     from edgerob.store import Store
     from edgerob.sweep import cells, load_profile, run_profile
-    from edgerob.targets import load_target
 
-    tgt, prof = load_target(target), load_profile(profile_name)
-    db = Store(store)  # open early: a bad URL fails before any training
-    if model is None:
-        from edgerob.train import TrainConfig, default_model
+    if bundle is not None:
+        from edgerob.bundle import load_bundle, results_url
 
-        config = TrainConfig()
-        progress, on_epoch = _epoch_progress(config.epochs)
-        with progress:
-            model, trained = default_model(config, on_epoch=on_epoch)
-        err.print(f"{'trained' if trained else 'reusing'} default model {model}")
+        tgt, prof, work = load_bundle(bundle)  # verifies every file first
+        db = Store(store or results_url(bundle))
+        model_or_work, store = work, store or results_url(bundle)
+    else:
+        from edgerob.targets import load_target
+
+        tgt, prof = load_target(target), load_profile(profile_name)
+        store = store or DEFAULT_URL
+        db = Store(store)  # open early: a bad URL fails before any training
+        model_or_work = model or _default_model()
+    if not tgt.is_local and bundle is None:
+        from edgerob.remote import profile_remote
+
+        with err.status("remote profiling") as status:
+            counts = profile_remote(tgt, prof, model_or_work, db, new_run=new_run,
+                                    on_step=lambda s: status.update(f"{tgt.name}: {s}"))
+        rows = [r for r in db.measurements(target=tgt.name)]
+        _print_measurements(rows, f"{tgt.name} ({tgt.host}) / {prof.name}")
+        err.print(f"ingested {counts['measurements']} measurements and {counts['failures']} "
+                  f"failure records ({counts['skipped']} already stored) -> {store}")
+        return
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err)
     task = progress.add_task(f"profiling on {tgt.name}", total=len(cells(prof)))
@@ -168,7 +191,7 @@ def profile(
             + (" (stored)" if m is None else "")))
 
     with progress:
-        result = run_profile(tgt, prof, model, db, new_run=new_run, threads=threads,
+        result = run_profile(tgt, prof, model_or_work, db, new_run=new_run, threads=threads,
                              on_cell=on_cell)
     _print_measurements(result.rows, f"{tgt.name} / {prof.name}")
     _print_versus_clean(result.rows)
@@ -177,6 +200,94 @@ def profile(
               f"stored{' (resumed)' if result.resumed else ''} -> {store}")
     if result.power_note:
         err.print(f"power and energy are empty: {result.power_note}")
+    hot = [r for r in result.rows if r["throttled"]]
+    if hot:
+        err.print(f"[yellow]warning[/] {len(hot)} cells were measured while throttled "
+                  f"(column `throttled`): {hot[0]['throttle_note']}")
+    elif result.rows and all(r["throttled"] is None for r in result.rows):
+        err.print(f"throttling unknown: {result.rows[0]['throttle_note']}")
+
+
+def _default_model() -> Path:
+    from edgerob.train import TrainConfig, default_model
+
+    config = TrainConfig()
+    progress, on_epoch = _epoch_progress(config.epochs)
+    with progress:
+        folder, trained = default_model(config, on_epoch=on_epoch)
+    err.print(f"{'trained' if trained else 'reusing'} default model {folder}")
+    return folder
+
+
+@app.command("bundle")
+@user_errors
+def bundle_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write.")],
+    target: TargetOpt = "cpu",
+    profile_name: ProfileOpt = "quick",
+    model: ModelOpt = None,
+):
+    """Write a bundle for a device: artifacts, input sets, target, profile, hashed manifest."""
+    from edgerob.bundle import write_bundle
+    from edgerob.sweep import load_profile
+    from edgerob.targets import load_target
+
+    tgt, prof = load_target(target), load_profile(profile_name)
+    folder = write_bundle(tgt, prof, model or _default_model(), out_dir)
+    out.print(f"bundle for {tgt.name} / {prof.name} -> {folder}\n"
+              f"on the device: edgerob profile --bundle {folder.name}; then here: "
+              f"edgerob ingest {folder.name}")
+
+
+@app.command()
+@user_errors
+def ingest(
+    source: Annotated[Path, typer.Argument(help="A bundle folder with results, or a results "
+                                                ".db file.")],
+    store: StoreOpt = DEFAULT_URL,
+):
+    """Import a device's results into the store, skipping rows already there."""
+    from edgerob.bundle import ingest as ingest_results
+    from edgerob.store import Store
+
+    counts = ingest_results(source, Store(store))
+    out.print(f"ingested {counts['runs']} new runs, {counts['measurements']} measurements, "
+              f"{counts['failures']} failure records; {counts['skipped']} rows already stored "
+              f"-> {store}")
+
+
+targets_app = typer.Typer(no_args_is_help=True, help="The device catalog (targets/*.yaml).")
+app.add_typer(targets_app, name="targets")
+
+
+@targets_app.command("list")
+@user_errors
+def targets_list():
+    """Every target: runtime, profiler, peak TOPS, bandwidth, TDP and price."""
+    from edgerob.catalog import list_names
+    from edgerob.targets import load_target
+
+    table = Table("name", "runtime", "profiler", "host", "int8 TOPS", "fp16 TOPS", "GB/s",
+                  "TDP W", "USD", "USD/h", title="targets")
+    for name in list_names("targets"):
+        t = load_target(name)
+        tops = t.specs.peak_tops
+        table.add_row(t.name, t.runtime, t.profiler, t.host, _fmt(tops.get("int8"), "g"),
+                      _fmt(tops.get("fp16"), "g"), _fmt(t.specs.memory_bandwidth_gbs, "g"),
+                      _fmt(t.specs.tdp_w, "g"), _fmt(t.price.purchase_usd, ",.0f"),
+                      _fmt(t.price.cloud_usd_per_h, ".2f"))
+    out.print(table)
+
+
+@targets_app.command("show")
+@user_errors
+def targets_show(name: Annotated[str, typer.Argument(help="Target name or YAML path.")]):
+    """One target's file, with the sources of its figures."""
+    from edgerob.catalog import find_yaml
+    from edgerob.targets import load_target
+
+    load_target(name)  # validate first
+    out.print(find_yaml("targets", name).read_text(), highlight=False, markup=False)
 
 
 @app.command()
@@ -251,6 +362,34 @@ def attack(
             for w in s.params.get("warnings", []):
                 err.print(f"[yellow]warning[/] {s.name}: {w}", highlight=False)
     out.print(table)
+
+
+@app.command()
+@user_errors
+def doctor():
+    """What can run here: each runtime and profiler, available or not and why, and the target
+    that fits this machine."""
+    from edgerob.profilers import REGISTRY as PROFILERS, profiler_class
+    from edgerob.runtimes import REGISTRY as RUNTIMES, runtime_class
+    from edgerob.targets import machine_facts, matching_targets
+
+    table = Table("kind", "name", "available", "why", title="edgerob doctor")
+    for kind, names, get in (("runtime", RUNTIMES, runtime_class),
+                             ("profiler", PROFILERS, profiler_class)):
+        for name in names:
+            try:
+                ok, reason = get(name).available()
+            except (EdgerobError, ImportError) as e:
+                ok, reason = False, str(e)
+            table.add_row(kind, name, "[green]yes[/]" if ok else "[red]no[/]", reason)
+    out.print(table)
+    facts = machine_facts()
+    fits = matching_targets(facts)
+    out.print(f"device model: {facts['device_model'] or '—'}; NVIDIA GPUs: "
+              f"{', '.join(facts['gpu_names']) or '—'}")
+    if fits:
+        out.print(f"target for this machine: [bold]{fits[0].name}[/] "
+                  f"(edgerob profile --target {fits[0].name})")
 
 
 def _fmt(v, spec: str) -> str:

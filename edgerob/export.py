@@ -13,6 +13,7 @@ torch or onnx.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -51,6 +52,13 @@ class Artifact:
     versions: dict = field(default_factory=dict)
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
+    model_dir: str | None = None  # the checkpoint folder, relative to the artifact's folder
+
+    def checkpoint_dir(self) -> Path | None:
+        """The model folder this artifact came from (the torch runtime runs it), if known."""
+        if self.model_dir is None:
+            return None
+        return (Path(self.path).parent / self.model_dir).resolve()
 
 
 def metadata_path(onnx_path: str | Path) -> Path:
@@ -155,6 +163,7 @@ def export(model_dir: str | Path, out_dir: str | Path | None = None,
                               "symmetric": True, "per_channel": True,
                               "float_nodes": float_nodes} if p == "int8" else None),
                 size_bytes=dst.stat().st_size,
+                model_dir=os.path.relpath(Path(model_dir).resolve(), out.resolve()),
                 created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 versions=_versions())
             atomic_write_json(metadata_path(dst), asdict(art))

@@ -67,6 +67,10 @@ measurements = sa.Table(
     sa.Column("latency_vs_clean_p", sa.Float),  # Mann-Whitney U, two-sided
     sa.Column("latency_vs_clean_cliffs_delta", sa.Float),
     sa.Column("energy_vs_clean_ratio", sa.Float),  # energy per inference ratio
+    sa.Column("throttled", sa.Boolean),  # NULL: nothing readable could tell
+    sa.Column("throttle_note", sa.Text),
+    sa.Column("clocks_start", sa.Text),  # JSON: clocks, temperatures, throttle counters
+    sa.Column("clocks_end", sa.Text),
     sa.Column("artifact_sha256", sa.String(64)),
     sa.Column("fingerprint", sa.Text),  # JSON: host, versions, clocks, threads ...
     sa.Column("latencies_ms", sa.Text),  # JSON list, for tests between input sets
@@ -143,6 +147,17 @@ class Store:
             c.execute(runs.update().where(runs.c.run_id == run_id)
                       .values(status=status, finished_at=now()))
 
+    def upsert_run(self, run: dict) -> int:
+        """Insert a run copied from elsewhere (a device's bundle), or update its status and end
+        time if this store already has it. Returns 1 if inserted."""
+        with self.engine.begin() as c:
+            if c.execute(sa.select(runs.c.run_id).where(runs.c.run_id == run["run_id"])).first():
+                c.execute(runs.update().where(runs.c.run_id == run["run_id"]).values(
+                    status=run["status"], finished_at=run["finished_at"]))
+                return 0
+            c.execute(runs.insert().values(**run))
+            return 1
+
     def runs(self) -> list[dict]:
         with self.engine.connect() as c:
             return [dict(r._mapping) for r in c.execute(runs.select().order_by(runs.c.started_at))]
@@ -158,7 +173,7 @@ class Store:
     def add_measurement(self, row: dict) -> bool:
         """Insert one cell in its own transaction; False if that cell is already stored."""
         row = {**row, "created_at": row.get("created_at") or now()}
-        for k in ("fingerprint", "latencies_ms"):
+        for k in ("fingerprint", "latencies_ms", "clocks_start", "clocks_end"):
             if k in row and not isinstance(row[k], (str, type(None))):
                 row[k] = json.dumps(row[k])
         try:
@@ -190,7 +205,8 @@ class Store:
         stamp = now()
         try:
             with self.engine.begin() as c:
-                c.execute(failures.insert(), [{**r, "created_at": stamp} for r in rows])
+                c.execute(failures.insert(),
+                          [{**r, "created_at": r.get("created_at") or stamp} for r in rows])
         except IntegrityError:
             return False
         return True

@@ -22,9 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 from edgerob import __version__
 from edgerob.bench import Measurement, TimingRules, compare_samples, measure
 from edgerob.catalog import find_yaml, load_yaml
+from edgerob.clocks import cpu_state
 from edgerob.errors import EdgerobError
 from edgerob.profilers import profiler_class
-from edgerob.runtimes import create_runtime
+from edgerob.runtimes import create_runtime, runtime_class
 from edgerob.store import Store, now
 from edgerob.targets import Target
 
@@ -132,35 +133,73 @@ def cells(profile: Profile) -> list[Cell]:
     return out
 
 
-def run_profile(target: Target, profile: Profile, model_dir: str | Path, store: Store, *,
-                new_run: bool = False, threads: int | None = None,
-                on_cell: Callable[[int, int, Cell, object | None], None] | None = None,
-                ) -> SweepResult:
-    """Measure every cell of `profile` for the model in `model_dir` on `target` (this machine).
+@dataclass
+class Workload:
+    """What a sweep runs: the artifacts by precision and the input sets by name. Built on the
+    host from a model folder (`prepare_workload`), or read from a bundle on a device."""
 
-    Artifacts and white-box input sets are made on first use and reused after. `on_cell(done,
-    total, cell, result)` is called after each cell (result None: already stored, skipped).
-    """
-    if not target.is_local:
-        raise EdgerobError(f"target {target.name!r} is on host {target.host!r}; this command "
-                           f"measures the local machine only")
+    model: str
+    model_sha256: str
+    artifacts: dict  # precision -> Artifact
+    inputs: dict  # input set name -> InputSet
+
+
+def sweep_precisions(profile: Profile) -> list[str]:
+    qa = profile.query_attack
+    return list(dict.fromkeys(profile.precisions + ((qa.precisions or []) if qa else [])))
+
+
+def prepare_workload(profile: Profile, model_dir: str | Path) -> Workload:
+    """Export the artifacts and craft the input sets the profile needs (host side: torch)."""
     from edgerob.export import export
     from edgerob.models import load_card
 
     card = load_card(model_dir)
+    artifacts = export(model_dir, precisions=sweep_precisions(profile))
+    return Workload(card.name, card.checkpoint_sha256, artifacts, input_sets(profile, model_dir))
+
+
+def pick_runtime(target: Target) -> tuple[str, dict]:
+    """The target's runtime if it can run here, else the first fallback that can (without the
+    preferred runtime's options). Returns (name, options)."""
+    reasons = []
+    for i, name in enumerate([target.runtime, *target.fallback_runtimes]):
+        try:
+            ok, reason = runtime_class(name).available()
+        except EdgerobError as e:
+            ok, reason = False, str(e)
+        if ok:
+            return name, (target.runtime_options if i == 0 else {})
+        reasons.append(f"{name}: {reason}")
+    raise EdgerobError(f"no runtime of target {target.name!r} can run here ({'; '.join(reasons)})")
+
+
+def run_profile(target: Target, profile: Profile, model: str | Path | Workload, store: Store, *,
+                new_run: bool = False, threads: int | None = None,
+                on_cell: Callable[[int, int, Cell, object | None], None] | None = None,
+                ) -> SweepResult:
+    """Measure every cell of `profile` on `target` (this machine) for `model`: a model folder
+    (artifacts and input sets are made on first use and reused after) or a prepared Workload.
+
+    `on_cell(done, total, cell, result)` is called after each cell (result None: already
+    stored, skipped).
+    """
+    if not target.is_local:
+        raise EdgerobError(f"target {target.name!r} is on host {target.host!r}; this command "
+                           f"measures the local machine only")
+    work = model if isinstance(model, Workload) else prepare_workload(profile, model)
+    artifacts, inputs = work.artifacts, work.inputs
     qa = profile.query_attack
-    precisions = list(dict.fromkeys(profile.precisions + ((qa.precisions or []) if qa else [])))
-    artifacts = export(model_dir, precisions=precisions)
-    inputs = input_sets(profile, model_dir)
+    runtime_name, runtime_options = pick_runtime(target)
 
     threads = threads or target.threads
     prof_cls = profiler_class(target.profiler)
-    prof_ok, prof_reason = prof_cls.available()
-    versions = _versions(target.runtime)
+    prof_ok, prof_reason = prof_cls.available(**target.profiler_options)
+    versions = _versions(runtime_name)
     machine = _fingerprint(target, threads, versions)
     run_id, resumed = store.begin_run(
-        target=target.name, profile=profile.name, model=card.name,
-        model_sha256=card.checkpoint_sha256, runtime=target.runtime, host=socket.gethostname(),
+        target=target.name, profile=profile.name, model=work.model,
+        model_sha256=work.model_sha256, runtime=runtime_name, host=socket.gethostname(),
         versions=versions, new=new_run)
     done = store.measured_cells(run_id)
     done_failures = store.failure_cells(run_id)
@@ -170,8 +209,8 @@ def run_profile(target: Target, profile: Profile, model_dir: str | Path, store: 
 
     def runtime_for(precision: str):
         if precision not in runtimes:
-            runtimes[precision] = create_runtime(target.runtime, artifacts[precision].path,
-                                                 threads=threads, **target.runtime_options)
+            runtimes[precision] = create_runtime(runtime_name, artifacts[precision].path,
+                                                 threads=threads, **runtime_options)
         return runtimes[precision]
 
     try:
@@ -180,20 +219,20 @@ def run_profile(target: Target, profile: Profile, model_dir: str | Path, store: 
                 attack, eps = cell.input_set.split("@")
                 stored = (cell.precision, cell.batch_size, attack, float(eps)) in done_failures
             else:
-                stored = (target.runtime, cell.precision, cell.batch_size,
-                          cell.input_set) in done
+                stored = (runtime_name, cell.precision, cell.batch_size, cell.input_set) in done
             if stored:
                 skipped += 1
                 if on_cell:
                     on_cell(i, len(todo), cell, None)
                 continue
             rt = runtime_for(cell.precision)
-            profiler = prof_cls() if prof_ok else None
+            profiler = prof_cls(**target.profiler_options) if prof_ok else None
             if cell.kind == "failures":
                 result = _failure_cell(store, run_id, target, cell, rt, inputs["clean"], qa,
                                        profiler)
             else:
-                result = _measure_cell(store, run_id, target, cell, rt, inputs[cell.input_set],
+                result = _measure_cell(store, run_id, target, runtime_name, cell, rt,
+                                       inputs[cell.input_set],
                                        profile.timing, profiler, prof_reason, machine,
                                        artifacts[cell.precision])
             measured += 1
@@ -207,18 +246,19 @@ def run_profile(target: Target, profile: Profile, model_dir: str | Path, store: 
                        store.failures(run_id), None if prof_ok else prof_reason)
 
 
-def _measure_cell(store, run_id, target, cell, rt, inputs, timing, profiler, prof_reason,
-                  machine, art) -> Measurement:
+def _measure_cell(store, run_id, target, runtime_name, cell, rt, inputs, timing, profiler,
+                  prof_reason, machine, art) -> Measurement:
     m = measure(rt, inputs.images, inputs.labels, cell.batch_size, timing, profiler=profiler,
                 profiler_name=target.profiler,
-                profiler_note=None if profiler else prof_reason)
+                profiler_note=None if profiler else prof_reason,
+                state=lambda: machine_state(profiler))
     row = asdict(m)
-    row.update(run_id=run_id, target=target.name, runtime=target.runtime,
+    row.update(run_id=run_id, target=target.name, runtime=runtime_name,
                precision=cell.precision, input_set=cell.input_set, artifact_sha256=art.sha256,
                fingerprint={**machine, **rt.info(), "artifact_sha256": art.sha256,
                             "precision": cell.precision, "timestamp": now()})
     if cell.input_set != "clean":
-        row.update(_versus_clean(store, run_id, target.runtime, cell, m))
+        row.update(_versus_clean(store, run_id, runtime_name, cell, m))
     store.add_measurement(row)
     return m
 
@@ -250,6 +290,19 @@ def _failure_cell(store, run_id, target, cell, rt, clean, qa, profiler) -> list:
                          "precision": cell.precision, "batch_size": cell.batch_size,
                          "attack": attack, "eps": float(eps)} for r in records])
     return records
+
+
+def machine_state(profiler=None) -> dict:
+    """CPU clocks, temperatures and throttle counters, merged with the profiler's own state
+    (a GPU's clocks and clock-event reasons) where it has one."""
+    state = cpu_state()
+    extra = profiler.state() if profiler is not None and hasattr(profiler, "state") else {}
+    for key, value in extra.items():
+        if isinstance(value, dict):
+            state.setdefault(key, {}).update(value)
+        else:
+            state[key] = value
+    return state
 
 
 def input_sets(profile: Profile, model_dir: str | Path) -> dict:

@@ -38,7 +38,7 @@ def test_load_shipped_cpu_target(elsewhere):
     assert isinstance(target, Target)
     assert target.name == "cpu"
     assert target.runtime == "onnxruntime"
-    assert target.profiler == "none"
+    assert target.profiler == "rapl"
     assert target.host == "local" and target.is_local
     assert target.threads is None
     assert target.runtime_options == {"providers": ["CPUExecutionProvider"]}

@@ -47,12 +47,15 @@ class PowerTrace:
         return sum(self.total_w) / len(self.total_w) if self.total_w else None
 
 
-def integrate_power(timestamps_s, watts, end_s: float) -> float:
+def integrate_power(timestamps_s, watts, end_s: float, start_s: float | None = None) -> float:
     """Joules from instantaneous readings by sample-and-hold: each reading holds until the next
-    (the last until `end_s`). Exact for constant power and for steps that fall on a reading."""
+    (the last until `end_s`; the first from `start_s` when given, the window's start). Exact for
+    constant power and for steps that fall on a reading."""
     ts = list(timestamps_s)
     if not ts:
         raise ValueError("no power samples to integrate")
+    if start_s is not None:
+        ts[0] = min(start_s, ts[0])
     bounds = ts[1:] + [max(end_s, ts[-1])]
     return float(sum(w * (b - t) for t, w, b in zip(ts, watts, bounds)))
 
@@ -69,8 +72,9 @@ class Profiler(ABC):
 
     @classmethod
     @abstractmethod
-    def available(cls) -> tuple[bool, str]:
-        """Whether the sensor can be read here, and why not when it cannot."""
+    def available(cls, **options) -> tuple[bool, str]:
+        """Whether the sensor can be read here with these options (the target's
+        `profiler_options`), and why not when it cannot."""
 
     @abstractmethod
     def start(self) -> None: ...
@@ -145,7 +149,7 @@ class PollingProfiler(Profiler):
         if self._e0 is not None and e1 is not None:
             trace.energy_j = e1 - self._e0
         elif trace.total_w:
-            trace.energy_j = integrate_power(trace.timestamps_s, trace.total_w, end)
+            trace.energy_j = integrate_power(trace.timestamps_s, trace.total_w, end, start_s=0.0)
         return trace
 
 
@@ -155,7 +159,7 @@ class NoProfiler(Profiler):
     name = "none"
 
     @classmethod
-    def available(cls) -> tuple[bool, str]:
+    def available(cls, **options) -> tuple[bool, str]:
         return False, "target has no power profiler configured (profiler: none)"
 
     def start(self) -> None:
@@ -169,4 +173,7 @@ def profiler_class(name: str) -> type[Profiler]:
     if name not in REGISTRY:
         raise EdgerobError(f"unknown profiler {name!r}; known: {', '.join(sorted(REGISTRY))}")
     module, cls = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as e:
+        raise EdgerobError(f"profiler {name!r} cannot be used here: {e}") from None

@@ -17,6 +17,8 @@ from edgerob.errors import EdgerobError
 # name -> "module:Class"; adding a backend is one line here and one file beside this one.
 REGISTRY = {
     "onnxruntime": "edgerob.runtimes.ort:OnnxRuntime",
+    "tensorrt": "edgerob.runtimes.trt:TensorRTRuntime",
+    "torch": "edgerob.runtimes.torch_eager:TorchRuntime",
 }
 
 
