@@ -452,6 +452,94 @@ def _print_failures(records: list[dict]) -> None:
     out.print(table)
 
 
+@app.command()
+@user_errors
+def fit(
+    store: StoreOpt = DEFAULT_URL,
+    duration: Annotated[str, typer.Option(help="What to model: time (s) or energy (J) to "
+                                               "failure.")] = "time",
+    families: Annotated[str, typer.Option(help="Comma-separated AFT families: weibull, "
+                                               "lognormal, loglogistic, exponential, "
+                                               "gengamma.")] = "weibull,lognormal,loglogistic",
+    covariates: Annotated[Optional[str], typer.Option(help=(
+        "Comma-separated (default precision,target,attack,eps,log2_batch_size); also model, "
+        "batch_size and the target specs tdp_w, memory_bandwidth_gbs, memory_gb, "
+        "peak_tops."))] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the CSV tables and "
+                                                              "plots.")] = Path("fit"),
+    horizon: Annotated[Optional[float], typer.Option(help="Calibration horizon (default: the "
+                                                          "median duration).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison and the best "
+                                                         "family's coefficients as JSON only.")
+                       ] = False,
+):
+    """Fit AFT survival models to the failure records: compare families, time ratios, plots,
+    TRASH score."""
+    import json
+
+    from rich.markup import escape
+
+    from edgerob import survival
+    from edgerob.store import Store
+
+    df = survival.load_failures(Store(store), duration)
+    result = survival.fit_models(
+        df, families=_csv_list(families),
+        covariates=_csv_list(covariates) if covariates is not None else None, horizon=horizon)
+    notes = list(result.notes)
+    trash = None
+    if result.duration == "time":
+        try:
+            train_times = survival.cached_train_times(result.data)
+        except ImportError as e:  # no torch here: no model cache to read
+            train_times = {}
+            notes.append(f"TRASH score skipped: cannot read the model cache ({e})")
+        if train_times:
+            trash = result.trash(train_times)
+        elif not any(n.startswith("TRASH") for n in notes):
+            notes.append("TRASH score skipped: no cached model card with a train time matches "
+                         "these records' models (pass train_time_s to FitResult.trash)")
+    paths = result.write(out_dir, trash)
+    if as_json:
+        typer.echo(json.dumps(result.to_json()))
+    else:
+        unit = result.unit
+        table = Table("family", "n", "events", "k", "log-lik", "AIC", "BIC", "C train",
+                      "C test", "ICI", "E50", title=f"AFT models of {result.duration} to failure "
+                      f"({unit}); * best by AIC; calibration at {result.horizon:.4g} {unit}")
+        for f in result.models.values():
+            table.add_row(f"{f.family}{' *' if f.family == result.best else ''}", str(f.n),
+                          str(f.events), str(f.k), _fmt(f.log_likelihood, ".1f"),
+                          _fmt(f.aic, ".1f"), _fmt(f.bic, ".1f"),
+                          _fmt(f.concordance_train, ".3f"), _fmt(f.concordance_test, ".3f"),
+                          _fmt(f.ici, ".4f"), _fmt(f.e50, ".4f"),
+                          style="bold" if f.family == result.best else None)
+        out.print(table)
+        table = Table("covariate", "time ratio", "95% CI", "p",
+                      title=f"{result.best}: time ratios exp(coef) on all {result.final.n} "
+                            f"records (below 1: fails sooner than the reference)")
+        for c, r in result.coefficients.iterrows():
+            table.add_row(escape(c), f"{r.time_ratio:.3f}", f"{r.ci_low:.3f} – {r.ci_high:.3f}",
+                          f"{r.p:.2g}" if r.p > 0 else "<1e-300")
+        refs = [f"{c} {t['reference']}" for c, t in result.design.terms.items()
+                if t["kind"] == "categorical"]
+        out.print(table)
+        if refs:
+            out.print(f"reference: {', '.join(refs)}", markup=False, highlight=False)
+        if trash is not None and len(trash):
+            table = Table("model", "target", "train s", "E[T] s", "TRASH", "",
+                          title="TRASH score: train time / expected time to failure")
+            for r in trash.itertuples():
+                table.add_row(escape(r.model), escape(r.target), f"{r.train_time_s:.4g}",
+                              f"{r.expected_time_s:.4g}", f"{r.trash:.4g}",
+                              "[red]cheaper to break than to build[/]"
+                              if r.cheaper_to_break else "")
+            out.print(table)
+    for n in notes:
+        err.print(f"note: {n}", highlight=False, markup=False)
+    err.print(f"wrote {len(paths)} files to {out_dir}")
+
+
 def main() -> None:
     app()
 

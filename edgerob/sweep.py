@@ -204,13 +204,15 @@ def run_profile(target: Target, profile: Profile, model: str | Path | Workload, 
     done = store.measured_cells(run_id)
     done_failures = store.failure_cells(run_id)
     todo = cells(profile)
+    batch_sizes = sorted({c.batch_size for c in todo})
     measured = skipped = 0
     runtimes = {}
 
     def runtime_for(precision: str):
         if precision not in runtimes:
             runtimes[precision] = create_runtime(runtime_name, artifacts[precision].path,
-                                                 threads=threads, **runtime_options)
+                                                 threads=threads, batch_sizes=batch_sizes,
+                                                 **runtime_options)
         return runtimes[precision]
 
     try:

@@ -33,8 +33,10 @@ class Runtime(ABC):
         """Whether this runtime can run here, and why not when it cannot."""
 
     @abstractmethod
-    def __init__(self, artifact_path: str | Path, *, threads: int | None = None, **options):
-        ...
+    def __init__(self, artifact_path: str | Path, *, threads: int | None = None,
+                 batch_sizes: list[int] | None = None, **options):
+        """`batch_sizes`: every batch size the sweep will run (engines that need an
+        optimisation profile build it from them; dynamic-shape runtimes ignore it)."""
 
     @abstractmethod
     def run(self, x: np.ndarray) -> np.ndarray:

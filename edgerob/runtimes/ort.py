@@ -25,7 +25,8 @@ class OnnxRuntime(Runtime):
         return True, f"onnxruntime {ort.__version__}"
 
     def __init__(self, artifact_path: str | Path, *, threads: int | None = None,
-                 providers: list[str] | None = None, **options):
+                 batch_sizes: list[int] | None = None, providers: list[str] | None = None,
+                 **options):
         if options:
             raise EdgerobError(f"onnxruntime: unknown options {', '.join(sorted(options))}")
         self.providers = providers or ["CPUExecutionProvider"]

@@ -92,7 +92,7 @@ class TorchRuntime(Runtime):
         return True, f"torch {torch.__version__}, {where}"
 
     def __init__(self, artifact_path: str | Path, *, threads: int | None = None,
-                 device: str = "auto", dtype: str | None = None, compile: bool | str = False,
+                 batch_sizes: list[int] | None = None, device: str = "auto", dtype: str | None = None, compile: bool | str = False,
                  cudnn_benchmark: bool = True, **options):
         if options:
             raise EdgerobError(f"torch: unknown options {', '.join(sorted(options))}")
