@@ -9,6 +9,23 @@ Two families:
 Normalisation by the dataset's mean/std is the model's first layer, so every model (and every
 exported artifact) takes images in [0, 1]: attacks and eps-balls are defined there.
 
+Defences that are part of the model (they are in every exported artifact too), recorded in the
+card's `defences` and rebuilt by `build_model`:
+- `Squeeze(bits)`: feature squeezing (Xu et al., NDSS 2018), the [0, 1] input rounded to 2^bits
+  levels, before normalisation. Its gradient is zero, as in the deployed model; it is flagged
+  `non_differentiable`, so `edgerob.attacks.bpda` (and edgerob's adversarial training) pass
+  gradients straight through it.
+- `OutputNoise(sigma, seed, classes)`: seeded Gaussian noise added to the logits in eval mode
+  (inference) only. A graph cannot draw fresh random numbers reproducibly, so the noise is a fixed
+  pattern of `OUTPUT_NOISE_ROWS` x classes values drawn once from N(0, sigma^2) with the seed and
+  stored as a buffer; row i of a batch gets pattern row i mod `OUTPUT_NOISE_ROWS`. The noise thus
+  depends on a sample's position in its batch (not on the image) and repeats every 256 rows: torch
+  and ONNX give identical logits for the same batch, and any split of a set into batches of a
+  multiple of 256 (export's parity check, `train.evaluate`) gives each sample the same noise.
+  It does not change input gradients (an additive term), so it cannot mask an attack; an attacker
+  who knows the seed can subtract it.
+Gaussian noise on training inputs (`TrainConfig.train_noise`) is a training choice, not a layer.
+
 A checkpoint is a folder: `model.pt` (a plain state_dict, loaded with `weights_only=True`) and
 `model.json` (the card) whose `checkpoint_sha256` catches a corrupt or swapped weights file.
 """
@@ -31,6 +48,8 @@ IMAGENET_LAYERS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
                    50: ("bottleneck", (3, 4, 6, 3))}
 WEIGHTS_FILE = "model.pt"
 CARD_FILE = "model.json"
+OUTPUT_NOISE_ROWS = 256  # period of the output-noise pattern (a divisor of export's 256-row chunks)
+MAX_SQUEEZE_BITS = 16
 
 
 @dataclass
@@ -57,6 +76,18 @@ class ModelCard:
     checkpoint_sha256: str | None = None
     torch_version: str | None = None
     created_at: str | None = None
+    # How training went (edgerob.train fills these; None where not recorded):
+    defences: dict = field(default_factory=dict)  # {"squeeze_bits": B, "output_noise": {...},
+    #   "train_noise": sigma}; build_model rebuilds the first two (the third is not a layer)
+    precision: dict | None = None  # training/evaluation precision and the accuracy in it
+    adversarial: dict | None = None  # method, eps, steps, alpha; overfitting-guard trace
+    lr_schedule: dict | None = None  # name, options, per-epoch lr trace, validation trace
+    robust_accuracy: float | None = None  # PGD on the test split at the training eps (fp32)
+    robust_eval: dict | None = None  # how robust_accuracy was measured
+    stopped_early: bool = False
+    stop_reason: str | None = None
+    energy_j: float | None = None  # training energy, where a profiler could measure it
+    energy_note: str | None = None
 
     @property
     def name(self) -> str:
@@ -87,6 +118,62 @@ class Normalize(nn.Module):
 
     def forward(self, x):
         return (x - self.mean) / self.std
+
+
+class Squeeze(nn.Module):
+    """Feature squeezing: x -> round(x * (2^bits - 1)) / (2^bits - 1) for inputs in [0, 1].
+
+    The forward is the real rounding (zero gradient, as deployed); `non_differentiable` lets
+    `edgerob.attacks.bpda` make it straight-through for gradient attacks."""
+
+    non_differentiable = True
+
+    def __init__(self, bits: int):
+        super().__init__()
+        bits = _check_squeeze_bits(bits)
+        self.bits = bits
+        self.levels = float(2 ** bits - 1)
+
+    def forward(self, x):
+        return torch.round(x * self.levels) / self.levels
+
+    def extra_repr(self):
+        return f"bits={self.bits}"
+
+
+class OutputNoise(nn.Module):
+    """Seeded Gaussian noise on logits at inference (eval mode); identity in training mode.
+
+    `noise` is a (rows, classes) buffer drawn once from N(0, sigma^2) with `torch.Generator`
+    seeded by `seed`; batch row i gets `noise[i mod rows]`. Deterministic, so the same batch
+    gives the same logits in torch and in the exported ONNX graph (Range, Mod, Gather, Add)."""
+
+    def __init__(self, sigma: float, seed: int, num_classes: int, rows: int = OUTPUT_NOISE_ROWS):
+        super().__init__()
+        sigma = float(sigma)
+        if not (sigma > 0 and sigma < float("inf")):
+            raise EdgerobError(f"output noise sigma must be a positive number, got {sigma!r}")
+        if rows < 1 or num_classes < 1:
+            raise EdgerobError("output noise needs at least one row and one class")
+        self.sigma, self.seed = sigma, int(seed)
+        g = torch.Generator().manual_seed(self.seed)
+        self.register_buffer("noise", torch.randn(rows, num_classes, generator=g) * sigma)
+
+    def forward(self, z):
+        if self.training:
+            return z
+        rows = torch.arange(z.shape[0], device=z.device) % self.noise.shape[0]
+        return z + self.noise.index_select(0, rows)
+
+    def extra_repr(self):
+        return f"sigma={self.sigma:g}, seed={self.seed}, rows={self.noise.shape[0]}"
+
+
+def _check_squeeze_bits(bits) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_SQUEEZE_BITS:
+        raise EdgerobError(f"squeeze bits must be an integer from 1 to {MAX_SQUEEZE_BITS}, "
+                           f"got {bits!r}")
+    return bits
 
 
 class BasicBlock(nn.Module):
@@ -132,9 +219,15 @@ def _shortcut(cin, cout, stride) -> nn.Module:
 
 
 class ResNet(nn.Module):
+    """`squeeze_bits` / `output_noise` (sigma) add the defence layers `squeeze` (before
+    `normalize`) and `output_noise` (after `fc`); without them the model, its state_dict and its
+    initial weights for a given torch seed are exactly those of the plain ResNet."""
+
     def __init__(self, depth: int, width: int, in_channels: int, num_classes: int,
-                 image_size: int, mean, std):
+                 image_size: int, mean, std, squeeze_bits: int | None = None,
+                 output_noise: float = 0.0, output_noise_seed: int = 0):
         super().__init__()
+        self.squeeze = Squeeze(squeeze_bits) if squeeze_bits else None
         self.normalize = Normalize(mean, std)
         if depth in IMAGENET_LAYERS:
             kind, counts = IMAGENET_LAYERS[depth]
@@ -162,10 +255,18 @@ class ResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # its own generator: the global RNG (and so the weights above) are left as they were
+        self.output_noise = (OutputNoise(output_noise, output_noise_seed, num_classes)
+                             if output_noise else None)
 
     def forward(self, x):
+        if self.squeeze is not None:
+            x = self.squeeze(x)
         x = self.layers(self.stem(self.normalize(x)))
-        return self.fc(torch.flatten(self.pool(x), 1))
+        x = self.fc(torch.flatten(self.pool(x), 1))
+        if self.output_noise is not None:
+            x = self.output_noise(x)
+        return x
 
 
 def _small_stem(cin, width):
@@ -174,8 +275,32 @@ def _small_stem(cin, width):
 
 
 def build_model(card: ModelCard) -> ResNet:
+    """The card's architecture with the defence layers its `defences` name."""
     c, h, _ = card.input_shape
-    return ResNet(card.depth, card.width, c, card.num_classes, h, card.mean, card.std)
+    return ResNet(card.depth, card.width, c, card.num_classes, h, card.mean, card.std,
+                  **defence_kwargs(card.defences))
+
+
+def defence_kwargs(defences: dict | None) -> dict:
+    """ResNet keyword arguments for a card's `defences` (unknown keys are an error)."""
+    defences = defences or {}
+    unknown = set(defences) - {"squeeze_bits", "output_noise", "train_noise"}
+    if unknown:
+        raise EdgerobError(f"unknown defence {sorted(unknown)[0]!r} in model card; this edgerob "
+                           f"knows squeeze_bits, output_noise and train_noise")
+    kw = {}
+    if defences.get("squeeze_bits"):
+        kw["squeeze_bits"] = _check_squeeze_bits(defences["squeeze_bits"])
+    noise = defences.get("output_noise")
+    if noise:
+        if not isinstance(noise, dict) or "sigma" not in noise:
+            raise EdgerobError(f"output_noise in a model card must be {{sigma, seed}}, got {noise!r}")
+        if noise.get("rows", OUTPUT_NOISE_ROWS) != OUTPUT_NOISE_ROWS:
+            raise EdgerobError(f"output noise with {noise['rows']} rows is not supported "
+                               f"(this edgerob uses {OUTPUT_NOISE_ROWS})")
+        kw["output_noise"] = float(noise["sigma"])
+        kw["output_noise_seed"] = int(noise.get("seed", 0))
+    return kw
 
 
 def save_checkpoint(model: nn.Module, card: ModelCard, directory: str | Path) -> Path:

@@ -29,7 +29,8 @@ nav { padding: 8px 32px; background: var(--band); border-bottom: 1px solid var(-
       position: sticky; top: 0; z-index: 2; }
 nav a { color: var(--accent); text-decoration: none; margin-right: 18px; font-size: 13px; }
 main { padding: 8px 32px 40px; max-width: 1500px; }
-h2 { font-size: 18px; margin: 30px 0 6px; padding-bottom: 4px; border-bottom: 2px solid var(--line); }
+h2 { font-size: 18px; margin: 30px 0 6px; padding-bottom: 4px;
+     border-bottom: 2px solid var(--line); }
 h3 { font-size: 15px; margin: 18px 0 6px; }
 p.note, li.note { color: var(--muted); font-size: 12.5px; }
 .cards { display: flex; gap: 12px; flex-wrap: wrap; margin: 16px 0 6px; }
@@ -248,7 +249,7 @@ def _prediction_section(store, targets) -> str:
                      body, {1, 2, 3, 4, 5, 6}))
 
 
-def _survival_section(store, rows: list[dict], targets) -> str:
+def _survival_section(store, rows: list[dict], targets, aft: bool = True) -> str:
     from edgerob.compare import km_figures
 
     figs = km_figures(store, targets)
@@ -279,28 +280,51 @@ def _survival_section(store, rows: list[dict], targets) -> str:
             + _table(["target", "precision", "batch", "attack", "samples", "failed", "censored",
                       "budget queries", "median queries", "median s", "E[T] s (restricted)",
                       "median J"], body, set(range(4, 12)))
-            + _aft_section(store))
+            + (_aft_section(store, targets) if aft else ""))
 
 
-def _aft_section(store) -> str:
-    """The AFT comparison from edgerob.survival where that module exists and offers
-    `aft_comparison(store) -> list[dict]`; nothing otherwise (the report never needs it)."""
+def _aft_section(store, targets=None) -> str:
+    """Accelerated failure time models from edgerob.survival (lifelines), where that module and
+    its dependencies are installed: the family comparison and the best family's time ratios.
+    Optional: without it, or when the records cannot be fitted, a one-line note says why."""
     try:
-        from edgerob import survival  # noqa: F401 - optional, written separately
-    except ImportError:
-        return ""
-    fn = getattr(survival, "aft_comparison", None)
-    if fn is None:
-        return ""
+        from edgerob import survival
+    except ImportError as e:
+        return f"<p class='note'>AFT models not included: {_e(e)}</p>"
+    from edgerob.compare import target_names
+
     try:
-        table = fn(store)
+        df = survival.load_failures(store)
+        wanted = target_names(targets)
+        if wanted:
+            df = df[df["target"].isin(wanted)].reset_index(drop=True)
+        result = survival.fit_models(df)
+        table = result.table()
     except Exception as e:  # noqa: BLE001 - optional section: say why it is missing
-        return f"<p class='note'>AFT comparison unavailable: {_e(e)}</p>"
-    if not table:
-        return ""
-    keys = list(table[0])
-    return ("<h3>Accelerated failure time models</h3>"
-            + _table(keys, [[_cell(r.get(k), ".4g") for k in keys] for r in table]))
+        return (f"<p class='note'>AFT models not included: "
+                f"{_e(str(e).splitlines()[0] if str(e) else type(e).__name__)}</p>")
+    cols = [("family", "family", None), ("best", "best (AIC)", None), ("n", "n", ",.0f"),
+            ("events", "events", ",.0f"), ("log_likelihood", "log-likelihood", ".2f"),
+            ("aic", "AIC", ".2f"), ("bic", "BIC", ".2f"),
+            ("concordance_train", "concordance (fit)", ".3f"),
+            ("concordance_test", "concordance (held out)", ".3f"), ("ici", "ICI", ".3g"),
+            ("e50", "E50", ".3g")]
+    def plain(v):  # numpy scalars -> Python, so bools print as yes/no
+        return v.item() if hasattr(v, "item") else v
+
+    body = [[_cell(plain(rec.get(k)), spec or "") for k, _, spec in cols]
+            for rec in table.to_dict("records")]
+    coef = [[_cell(name), _cell(r["time_ratio"], ".3g"), _cell(r["ci_low"], ".3g"),
+             _cell(r["ci_high"], ".3g"), _cell(r["p"], ".2g")]
+            for name, r in result.coefficients.iterrows()]
+    notes = "".join(f"<li class='note'>{_e(n)}</li>" for n in result.notes)
+    return (f"<h3>Accelerated failure time models ({_e(result.duration)} to failure)</h3>"
+            + _table([h for _, h, _ in cols], body, set(range(2, len(cols))))
+            + f"<h3>Time ratios, {_e(result.best)} (best by AIC)</h3>"
+              "<p class='note'>exp(coefficient): above 1 the configuration survives longer than "
+              "the reference, with 95% intervals.</p>"
+            + _table(["covariate", "time ratio", "95% low", "95% high", "p"], coef, {1, 2, 3, 4})
+            + (f"<ul>{notes}</ul>" if notes else ""))
 
 
 def _fingerprint_section(store, targets) -> str:
@@ -330,8 +354,9 @@ def _fingerprint_section(store, targets) -> str:
 # --- the report ---------------------------------------------------------------------------------
 
 def render_report(store, targets=None, workload=None, train_time_s: float | None = None,
-                  title: str = "edgerob fleet report") -> str:
-    """The report as one HTML string."""
+                  title: str = "edgerob fleet report", aft: bool = True) -> str:
+    """The report as one HTML string. `aft`: include the AFT model comparison from
+    edgerob.survival where it can run (a few seconds of fitting)."""
     from edgerob.compare import fleet_table, pareto_fronts, target_names
     from edgerob.cost import Workload
     from edgerob.store import now
@@ -352,7 +377,7 @@ def render_report(store, targets=None, workload=None, train_time_s: float | None
         ("prediction", "Prediction"), ("survival", "Survival"), ("fingerprints", "Fingerprints")))
     sections = [_fleet_section(rows), _pareto_section(rows, fronts),
                 _cost_section(rows, workload, train_time_s), _prediction_section(store, targets),
-                _survival_section(store, rows, targets), _fingerprint_section(store, targets)]
+                _survival_section(store, rows, targets, aft), _fingerprint_section(store, targets)]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
@@ -364,11 +389,12 @@ def render_report(store, targets=None, workload=None, train_time_s: float | None
 
 
 def write_report(store, out_path: str | Path, targets=None, workload=None,
-                 train_time_s: float | None = None, title: str = "edgerob fleet report") -> Path:
+                 train_time_s: float | None = None, title: str = "edgerob fleet report",
+                 aft: bool = True) -> Path:
     """Write the self-contained HTML report to out_path atomically; returns the path."""
     from edgerob.files import atomic_write_bytes
 
-    text = render_report(store, targets, workload, train_time_s, title)
+    text = render_report(store, targets, workload, train_time_s, title, aft)
     path = Path(out_path)
     atomic_write_bytes(path, text.encode("utf-8"))
     _readable(path)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,18 +117,24 @@ def load_failures(store, duration: str = "time") -> pd.DataFrame:
     return df
 
 
+def _cache_dir() -> Path:
+    """edgerob's model cache: the rule of `edgerob.train.cache_dir`, repeated here because
+    importing that module loads torch (a test checks the two agree)."""
+    root = os.environ.get("EDGEROB_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgerob"
+    return Path(root)
+
+
 def cached_train_times(df: pd.DataFrame) -> dict[str, float]:
     """Train time (s) of each model in `df`, read from the cards of models edgerob trained and
     cached (matched by checkpoint sha256): {model name: train_time_s}. Models not found are
     absent."""
-    from edgerob.train import cache_dir
-
     want = {}
     if "model_sha256" in df:
         want = {s: m for s, m in df[["model_sha256", "model"]].drop_duplicates()
                 .itertuples(index=False) if isinstance(s, str) and s}
     found = {}
-    for card in sorted((cache_dir() / "models").glob("*/model.json")):
+    for card in sorted((_cache_dir() / "models").glob("*/model.json")):
         try:
             raw = json.loads(card.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -316,17 +323,14 @@ def design(df: pd.DataFrame, covariates=None) -> Design:
 
 
 def _full_rank(columns, blocks, notes):
-    """Keep columns, in order, only where each adds rank beside the intercept and those kept."""
+    """Keep columns, in order, only where each adds rank beside the intercept and those kept
+    (least squares on every record: a rare level must not look constant)."""
     if not columns:
         return [], []
-    n = len(blocks[0])
-    rng = np.random.default_rng(0)
-    rows = rng.choice(n, size=min(n, 20000), replace=False) if n > 20000 else slice(None)
     kept_idx: list[int] = []
-    basis = [np.ones(n)[rows]]
+    basis = [np.ones(len(blocks[0]))]
     names = ["Intercept"]
-    for j, (col, b) in enumerate(zip(columns, blocks)):
-        x = b[rows]
+    for j, (col, x) in enumerate(zip(columns, blocks)):
         A = np.column_stack(basis)
         scale = np.abs(x).max() or 1.0
         coef, *_ = np.linalg.lstsq(A, x / scale, rcond=None)
@@ -338,11 +342,6 @@ def _full_rank(columns, blocks, notes):
         kept_idx.append(j)
         basis.append(x)
         names.append(col)
-    if len(rows if isinstance(rows, np.ndarray) else range(n)) < n and kept_idx:
-        # confirm on every row (the subsample could only make columns look collinear)
-        full = np.column_stack([np.ones(n)] + [blocks[j] for j in kept_idx])
-        if np.linalg.matrix_rank(full) < full.shape[1]:  # pragma: no cover - defensive
-            raise EdgerobError("the design matrix is rank-deficient; choose fewer covariates")
     return kept_idx, [columns[j] for j in kept_idx]
 
 
@@ -554,7 +553,7 @@ class FamilyFit:
     se: pd.Series
     scale: float = 1.0  # durations were divided by this for the fit
     penalizer: float = 0.0
-    converged: bool = True
+    converged: bool = True  # False: only a penalised fit converged (not the MLE)
     concordance_train: float | None = None
     concordance_test: float | None = None
     ici: float | None = None
@@ -673,8 +672,11 @@ def _fit_family(family: str, X, columns, T, E, warm=None) -> tuple[FamilyFit | N
                          f"are unchanged by the scale, the intercept and log-likelihood are "
                          f"mapped back")
         elif i == 2:
+            fit.converged = False  # not the maximum-likelihood estimate
             notes.append(f"{family}: converged only with durations scaled and penalizer {pen}: "
-                         f"coefficients are shrunk towards 0 and their intervals approximate")
+                         f"coefficients are shrunk towards 0 and their intervals approximate; "
+                         f"not the MLE, so it is chosen as best only if no family converged "
+                         f"without a penalizer")
         fit.notes = notes
         return fit, notes
     return None, [f"{family}: did not converge (raw, scaled, penalised: {errors[-1]}); left out"]
@@ -1045,10 +1047,14 @@ class SurvivalFitter:
             _score(fit, X, des.columns, T, E, train, test, horizon, notes)
             models[fam] = fit
         models = {f: models[f] for f in self.families if f in models}
+        if any(m.calibration_on == "fitting" for m in models.values()) and len(test):
+            notes.append(f"calibration (ICI, E50) on the fitting split: the held-out split has "
+                         f"only {int(E[test].sum())} failures")
         if not models:
             raise EdgerobError("no family converged: " + "; ".join(
                 n_ for n_ in notes if "did not converge" in n_ or "left out" in n_))
-        best = min(models.values(), key=lambda f: f.aic).family
+        mle = [f for f in models.values() if f.converged] or list(models.values())
+        best = min(mle, key=lambda f: f.aic).family
         if len(test):
             final, fam_notes = _fit_family(best, X, des.columns, T, E,
                                            _warm_from(models.get("weibull"), best))

@@ -124,13 +124,24 @@ def test_cli_json_recovers_the_truth(weibull_store, tmp_path):
         assert (tmp_path / "fit" / name).stat().st_size > 0
 
 
-def test_cli_table_and_errors(weibull_store, tmp_path):
+def test_cli_table_trash_and_errors(weibull_store, tmp_path, monkeypatch):
     _, url = weibull_store
+    # a cached model card for the records' model (matched by checkpoint sha256): TRASH score
+    monkeypatch.setenv("EDGEROB_CACHE", str(tmp_path / "cache"))
+    card = tmp_path / "cache" / "models" / "sim-model-0" / "model.json"
+    card.parent.mkdir(parents=True)
+    card.write_text(json.dumps({"checkpoint_sha256": "0" * 64, "train_time_s": 5.0}))
     res = CliRunner().invoke(app, ["fit", "--store", url, "--out", str(tmp_path / "f"),
                                    "--families", "weibull,lognormal", "--covariates",
                                    "precision,log2_batch_size"])
     assert res.exit_code == 0, res.output
-    assert "weibull *" in res.stdout and "precision[int8]" in res.stdout
+    assert "TRASH score" in res.stdout and "cheaper to break than to build" in res.stdout
+    trash = pd.read_csv(tmp_path / "f" / "trash.csv")
+    assert set(trash["target"]) == {"jetson-orin-nano", "l4"} and (trash["train_time_s"] == 5).all()
+    assert trash["cheaper_to_break"].all() and (trash["trash"] > 1).all()
+    # without target the durations mix two Weibulls: either family may win, one is marked
+    assert ("weibull *" in res.stdout) != ("lognormal *" in res.stdout)
+    assert "precision[int8]" in res.stdout
     assert "time ratio" in res.stdout and "reference: precision fp32" in res.stdout
     for args, words in ((["--duration", "energy"], "no energy was measured for these failure "
                          "records (profiler none): fit --duration time"),
@@ -270,6 +281,17 @@ def test_constant_and_collinear_columns_dropped_with_notes():
     covers(r.coefficients, TRUTH)
 
 
+def test_model_cache_rule_matches_training(monkeypatch, tmp_path):
+    from edgerob.train import cache_dir
+
+    for env in ({"EDGEROB_CACHE": str(tmp_path / "c")}, {"XDG_CACHE_HOME": str(tmp_path)}, {}):
+        for k in ("EDGEROB_CACHE", "XDG_CACHE_HOME"):
+            monkeypatch.delenv(k, raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        assert sv._cache_dir() == cache_dir()
+
+
 def test_spec_covariate_needs_catalog_figures():
     df = sv.simulate_failures(200, "weibull", targets=("cpu", "l4"), seed=1)
     with pytest.raises(EdgerobError, match="target 'cpu' has no tdp_w"):
@@ -359,7 +381,8 @@ def test_convergence_retry_ladder(monkeypatch):
                for n in r.notes)
     assert set(r.models) == {"weibull", "lognormal"}
     assert r.models["weibull"].scale == pytest.approx(np.median(df["duration"]))
-    assert r.models["lognormal"].penalizer == 0.01
+    assert r.models["lognormal"].penalizer == 0.01 and not r.models["lognormal"].converged
+    assert r.models["weibull"].converged and r.best == "weibull"
     covers(r.coefficients, TRUTH)  # scaling does not move the time ratios
 
     def hopeless(*args):
