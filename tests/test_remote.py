@@ -15,7 +15,9 @@ from edgerob.store import Store
 from edgerob.sweep import Profile
 from edgerob.targets import Target, load_target
 
-pytestmark = pytest.mark.filterwarnings("ignore:coroutine .Queue.join. was never awaited")
+# asyncssh leaves a Queue.join coroutine unawaited when a redirected process ends
+pytestmark = [pytest.mark.filterwarnings("ignore:coroutine .Queue.join. was never awaited"),
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 asyncssh = pytest.importorskip("asyncssh", reason="asyncssh provides the loopback SSH server")
 if shutil.which("ssh") is None:
     pytest.skip("no OpenSSH client (ssh) on PATH", allow_module_level=True)
