@@ -294,7 +294,8 @@ def defence_kwargs(defences: dict | None) -> dict:
     noise = defences.get("output_noise")
     if noise:
         if not isinstance(noise, dict) or "sigma" not in noise:
-            raise EdgerobError(f"output_noise in a model card must be {{sigma, seed}}, got {noise!r}")
+            raise EdgerobError(f"output_noise in a model card must be {{sigma, seed}}, "
+                               f"got {noise!r}")
         if noise.get("rows", OUTPUT_NOISE_ROWS) != OUTPUT_NOISE_ROWS:
             raise EdgerobError(f"output noise with {noise['rows']} rows is not supported "
                                f"(this edgerob uses {OUTPUT_NOISE_ROWS})")

@@ -24,7 +24,7 @@ def tiny_model(tmp_path_factory):
     from edgerob.train import TrainConfig, train
 
     folder = tmp_path_factory.mktemp("tiny_model")
-    train(TrainConfig(arch="resnet8", width=8, epochs=6, seed=1), folder)
+    train(TrainConfig(arch="resnet8", width=8, epochs=6, seed=1, robust_eval_samples=0), folder)
     return folder
 
 

@@ -254,6 +254,18 @@ def test_pgd_stays_in_the_ball():
     assert not torch.equal(adv, x)
 
 
+def test_training_attacks_pass_gradients_through_squeeze():
+    """Rounding has a zero gradient: without BPDA a PGD step from x would not move at all."""
+    torch.manual_seed(0)
+    model = nn.Sequential(Squeeze(3), nn.Flatten(), nn.Linear(16, 3))
+    x, y = torch.rand(8, 1, 4, 4), torch.randint(0, 3, (8,))
+    adv = train_mod.pgd(model, x, y, eps=0.1, alpha=0.1, steps=1, random_start=False)
+    assert (adv - x).abs().amax(dim=(1, 2, 3)).min() > 0.05  # every image moved
+    x.requires_grad_(True)
+    nn.functional.cross_entropy(model(x), y).backward()
+    assert float(x.grad.abs().max()) == 0.0  # the layer itself stays non-differentiable
+
+
 # --- defences: layers, card round trip, ONNX export ------------------------------------------
 
 def test_squeeze_and_output_noise_layers():
