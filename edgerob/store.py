@@ -3,6 +3,12 @@
 Column names follow DESIGN.md's store schema (a contract other tools read). Each sweep cell is
 written in one transaction, and a unique key per cell means a resumed or repeated sweep can never
 hold the same cell twice.
+
+Many writers at once (a fleet writing to one PostgreSQL database, or processes sharing a SQLite
+file): creating the tables is safe (a PostgreSQL advisory lock; SQLite's CREATE ... IF NOT
+EXISTS), a duplicated cell is refused by the unique keys whoever writes it first, and
+`begin_run` takes a lock on its resume key before it reads, so two writers resuming the same key
+get the same run, never two.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQL
 from edgerob.errors import EdgerobError
 
 DEFAULT_URL = "sqlite:///edgerob.db"
+# PostgreSQL advisory lock (a bigint) held while one writer creates the tables.
+_SCHEMA_LOCK = 0x6564676572_6F62  # "edgerob"
 
 metadata = sa.MetaData()
 
@@ -34,7 +42,9 @@ runs = sa.Table(
     sa.Column("started_at", sa.String, nullable=False),
     sa.Column("finished_at", sa.String),
     sa.Column("versions", sa.Text),  # JSON
-    sa.Column("resume_key", sa.String(64), index=True),
+    # target|profile|model_sha256|runtime|host: longer than 64 characters (a sha256 alone is
+    # 64), which PostgreSQL enforces and SQLite does not, so no length limit
+    sa.Column("resume_key", sa.String, index=True),
 )
 
 CELL_KEY = ("runtime", "precision", "batch_size", "input_set")
@@ -104,21 +114,73 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def normalize_url(url: str) -> str:
+    """A database URL SQLAlchemy can open with the drivers installed here: `postgres://` is
+    spelled `postgresql://`, and a PostgreSQL URL without a driver uses psycopg (3) where
+    psycopg2 (SQLAlchemy's default) is absent. Other URLs are returned as they are."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        import importlib.util
+
+        if (importlib.util.find_spec("psycopg2") is None
+                and importlib.util.find_spec("psycopg") is not None):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def _create_schema(c) -> None:
+    """Create the tables that are missing, safely when several writers start at once: on
+    PostgreSQL one at a time (an advisory lock; concurrent CREATEs collide in the catalog), on
+    SQLite with CREATE ... IF NOT EXISTS (each statement is atomic there; a check-then-create
+    would fail with "already exists" in the writer that lost the race)."""
+    if c.dialect.name == "postgresql":
+        c.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+        metadata.create_all(c)
+    elif c.dialect.name == "sqlite":
+        for table in metadata.sorted_tables:
+            c.execute(sa.schema.CreateTable(table, if_not_exists=True))
+            for index in table.indexes:
+                c.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+    else:
+        metadata.create_all(c)
+
+
 class Store:
     """Open (and create if needed) the results database at `url`."""
 
     def __init__(self, url: str = DEFAULT_URL):
         self.url = url
         try:
-            parsed = sa.engine.make_url(url)
+            parsed = sa.engine.make_url(normalize_url(url))
             if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "",
                                                                                    ":memory:"):
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = sa.create_engine(parsed)
-            metadata.create_all(self.engine)
+            # pre-ping: a fleet's long-lived connection to a server that restarted is replaced
+            self.engine = sa.create_engine(
+                parsed, pool_pre_ping=not parsed.drivername.startswith("sqlite"))
+            with self.engine.begin() as c:
+                _create_schema(c)
+        except ImportError as e:
+            raise EdgerobError(f"cannot open store {url!r}: its database driver is not "
+                               f"installed ({e}); for PostgreSQL: pip install "
+                               f"'edgerob[postgres]'") from None
         except (ArgumentError, NoSuchModuleError, SQLAlchemyError, OSError, ValueError) as e:
             reason = str(getattr(e, "orig", None) or e).splitlines()[0]
             raise EdgerobError(f"cannot open store {url!r}: {reason}") from None
+
+    @staticmethod
+    def _lock_resume_key(c, key: str) -> None:
+        """Serialise `begin_run` for one resume key until the transaction ends, so that the
+        read-then-insert cannot run twice at once: a PostgreSQL advisory lock on the key; on
+        SQLite, a write statement first, which takes the database's write lock before the read
+        (it changes nothing)."""
+        if c.dialect.name == "postgresql":
+            c.execute(sa.select(sa.func.pg_advisory_xact_lock(
+                sa.func.hashtextextended(key, 0))))
+        elif c.dialect.name == "sqlite":
+            c.execute(runs.update().where(runs.c.resume_key == key)
+                      .values(resume_key=runs.c.resume_key))
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -129,6 +191,7 @@ class Store:
         key = f"{target}|{profile}|{model_sha256}|{runtime}|{host}"
         with self.engine.begin() as c:
             if not new:
+                self._lock_resume_key(c, key)
                 row = c.execute(sa.select(runs.c.run_id).where(runs.c.resume_key == key)
                                 .order_by(runs.c.started_at.desc()).limit(1)).first()
                 if row:
@@ -150,13 +213,25 @@ class Store:
     def upsert_run(self, run: dict) -> int:
         """Insert a run copied from elsewhere (a device's bundle), or update its status and end
         time if this store already has it. Returns 1 if inserted."""
-        with self.engine.begin() as c:
-            if c.execute(sa.select(runs.c.run_id).where(runs.c.run_id == run["run_id"])).first():
-                c.execute(runs.update().where(runs.c.run_id == run["run_id"]).values(
-                    status=run["status"], finished_at=run["finished_at"]))
-                return 0
-            c.execute(runs.insert().values(**run))
-            return 1
+
+        def update(c) -> int:
+            c.execute(runs.update().where(runs.c.run_id == run["run_id"]).values(
+                status=run["status"], finished_at=run["finished_at"]))
+            return 0
+
+        try:
+            with self.engine.begin() as c:
+                if c.execute(sa.select(runs.c.run_id)
+                             .where(runs.c.run_id == run["run_id"])).first():
+                    return update(c)
+                c.execute(runs.insert().values(**run))
+                return 1
+        except IntegrityError:  # another writer inserted it between our read and insert?
+            with self.engine.begin() as c:
+                if not c.execute(sa.select(runs.c.run_id)
+                                 .where(runs.c.run_id == run["run_id"])).first():
+                    raise  # no: the row itself is bad
+                return update(c)
 
     def runs(self) -> list[dict]:
         with self.engine.connect() as c:
