@@ -17,6 +17,15 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def cache_dir() -> Path:
+    """edgerob's cache (models it trained, TensorRT engines): $EDGEROB_CACHE, else
+    $XDG_CACHE_HOME/edgerob or ~/.cache/edgerob. Lives here, torch-free, so every module can
+    use it."""
+    root = os.environ.get("EDGEROB_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgerob"
+    return Path(root)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write via a temporary file and rename, so a crash never leaves half a file behind."""
     path = Path(path)

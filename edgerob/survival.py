@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from edgerob.errors import EdgerobError
+from edgerob.files import cache_dir
 
 # --- what can be fitted ---------------------------------------------------------------------
 
@@ -117,14 +117,6 @@ def load_failures(store, duration: str = "time") -> pd.DataFrame:
     return df
 
 
-def _cache_dir() -> Path:
-    """edgerob's model cache: the rule of `edgerob.train.cache_dir`, repeated here because
-    importing that module loads torch (a test checks the two agree)."""
-    root = os.environ.get("EDGEROB_CACHE") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgerob"
-    return Path(root)
-
-
 def cached_train_times(df: pd.DataFrame) -> dict[str, float]:
     """Train time (s) of each model in `df`, read from the cards of models edgerob trained and
     cached (matched by checkpoint sha256): {model name: train_time_s}. Models not found are
@@ -134,7 +126,7 @@ def cached_train_times(df: pd.DataFrame) -> dict[str, float]:
         want = {s: m for s, m in df[["model_sha256", "model"]].drop_duplicates()
                 .itertuples(index=False) if isinstance(s, str) and s}
     found = {}
-    for card in sorted((_cache_dir() / "models").glob("*/model.json")):
+    for card in sorted((cache_dir() / "models").glob("*/model.json")):
         try:
             raw = json.loads(card.read_text(encoding="utf-8"))
         except (OSError, ValueError):

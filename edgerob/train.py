@@ -30,7 +30,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -43,6 +42,7 @@ from torch import nn
 
 from edgerob.data import Dataset, load_dataset
 from edgerob.errors import EdgerobError
+from edgerob.files import cache_dir
 from edgerob.models import (
     MAX_SQUEEZE_BITS, OUTPUT_NOISE_ROWS, ModelCard, ResNet, build_model, default_width,
     parse_arch, save_checkpoint,
@@ -631,13 +631,6 @@ class _EnergyMeter:
 
     def result(self) -> tuple[float | None, str | None]:
         return (self.total if self.profiler is not None else None), self.note
-
-
-def cache_dir() -> Path:
-    """Where edgerob keeps models it trained on its own: $EDGEROB_CACHE or ~/.cache/edgerob."""
-    root = os.environ.get("EDGEROB_CACHE") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgerob"
-    return Path(root)
 
 
 def default_model(config: TrainConfig = TrainConfig(),

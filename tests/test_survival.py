@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -281,15 +283,18 @@ def test_constant_and_collinear_columns_dropped_with_notes():
     covers(r.coefficients, TRUTH)
 
 
-def test_model_cache_rule_matches_training(monkeypatch, tmp_path):
-    from edgerob.train import cache_dir
+def test_cache_rule(monkeypatch, tmp_path):
+    """One rule for edgerob's cache, shared by training, fit and the TensorRT engine cache."""
+    from edgerob.files import cache_dir
 
-    for env in ({"EDGEROB_CACHE": str(tmp_path / "c")}, {"XDG_CACHE_HOME": str(tmp_path)}, {}):
+    expected = {0: tmp_path / "c", 1: tmp_path / "edgerob", 2: Path.home() / ".cache/edgerob"}
+    envs = ({"EDGEROB_CACHE": str(tmp_path / "c")}, {"XDG_CACHE_HOME": str(tmp_path)}, {})
+    for i, env in enumerate(envs):
         for k in ("EDGEROB_CACHE", "XDG_CACHE_HOME"):
             monkeypatch.delenv(k, raising=False)
         for k, v in env.items():
             monkeypatch.setenv(k, v)
-        assert sv._cache_dir() == cache_dir()
+        assert cache_dir() == expected[i]
 
 
 def test_spec_covariate_needs_catalog_figures():

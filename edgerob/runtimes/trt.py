@@ -58,7 +58,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
@@ -158,9 +157,9 @@ def batch_range(batch_sizes=None) -> tuple[int, int, int]:
 
 def engine_cache_dir() -> Path:
     """$EDGEROB_CACHE/engines, else $XDG_CACHE_HOME/edgerob/engines or ~/.cache/edgerob/engines."""
-    root = os.environ.get("EDGEROB_CACHE") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgerob"
-    return Path(root) / "engines"
+    from edgerob.files import cache_dir
+
+    return cache_dir() / "engines"
 
 
 def _slug(text: str) -> str:
