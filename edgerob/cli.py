@@ -458,6 +458,9 @@ UtilisationOpt = Annotated[float, typer.Option(
 TrainTimeOpt = Annotated[Optional[float], typer.Option(
     "--train-time-s",
     help="Training time (s) of the model, for the TRASH score (model.json train_time_s).")]
+TrainSamplesOpt = Annotated[Optional[int], typer.Option(
+    "--train-samples", min=1, help="Training samples the model was trained on, for the TRASH "
+                                   "score (model.json n_train_samples).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
@@ -549,6 +552,7 @@ def cost(
     usd_per_kwh: KwhOpt = 0.15,
     utilisation: UtilisationOpt = 0.7,
     train_time_s: TrainTimeOpt = None,
+    train_samples: TrainSamplesOpt = None,
     candidate: Annotated[Optional[str], typer.Option(
         "--candidate", help="Predict this target (a spec sheet, no measurements needed) from "
                             "the measured ones, with leave-one-target-out validation.")] = None,
@@ -568,7 +572,7 @@ def cost(
         return
     from edgerob.cost import cost_table, workload_dict
 
-    costs = cost_table(fleet_table(db, targets), w, train_time_s)
+    costs = cost_table(fleet_table(db, targets), w, train_time_s, n_train_samples=train_samples)
     if not costs:
         raise EdgerobError(f"no measurements in {store}: run `edgerob profile` first")
     if json_out:
@@ -608,8 +612,8 @@ def cost(
     for n in notes:
         err.print(f"note: {n}", highlight=False)
     if any((c.get("trash_score") or 0) > 1 for c in costs):
-        err.print("⚑ TRASH > 1: cheaper to break than to build (train time / E[T], E[T] "
-                  "restricted to the attack budget)")
+        err.print("⚑ TRASH > 1: cheaper to break than to build ((train time / training "
+                  "samples) / E[T], E[T] per attacked sample, restricted to the attack budget)")
 
 
 def _cost_candidate(db, candidate: str, targets, w, json_out: bool) -> None:
@@ -685,6 +689,7 @@ def report(
     usd_per_kwh: KwhOpt = 0.15,
     utilisation: UtilisationOpt = 0.7,
     train_time_s: TrainTimeOpt = None,
+    train_samples: TrainSamplesOpt = None,
 ):
     """Write one self-contained HTML report that opens offline.
 
@@ -694,7 +699,8 @@ def report(
     from edgerob.store import Store
 
     w = _workload(inferences_per_s, hours_per_day, years, usd_per_kwh, utilisation)
-    path = write_report(Store(store), out_path, targets, w, train_time_s)
+    path = write_report(Store(store), out_path, targets, w, train_time_s,
+                        n_train_samples=train_samples)
     out.print(f"report -> {path} ({path.stat().st_size / 1024:,.0f} KiB, self-contained)")
 
 
@@ -798,12 +804,15 @@ def fit(
     notes = list(result.notes)
     trash = None
     if result.duration == "time":
-        train_times = survival.cached_train_times(result.data)
-        if train_times:
-            trash = result.trash(train_times)
+        training = survival.cached_training(result.data)
+        if training:
+            trash = result.trash({m: t for m, (t, _) in training.items()},
+                                 {m: n for m, (_, n) in training.items()})
+            notes += sorted({f"{r.model}: {r.note}" for r in trash.itertuples() if r.note})
         else:
             notes.append("TRASH score skipped: no cached model card with a train time matches "
-                         "these records' models (pass train_time_s to FitResult.trash)")
+                         "these records' models (pass train_time_s and n_train_samples to "
+                         "FitResult.trash)")
     paths = result.write(out_dir, trash)
     if as_json:
         typer.echo(json.dumps(result.to_json()))
@@ -832,11 +841,15 @@ def fit(
         if refs:
             out.print(f"reference: {', '.join(refs)}", markup=False, highlight=False)
         if trash is not None and len(trash):
-            table = Table("model", "target", "train s", "E[T] s", "TRASH", "",
-                          title="TRASH score: train time / expected time to failure")
+            table = Table("model", "target", "train s", "training samples", "E[T] s", "TRASH",
+                          "", title="TRASH score: (train time / training samples) / expected "
+                                    "time to failure per attacked sample")
             for r in trash.itertuples():
                 table.add_row(escape(r.model), escape(r.target), f"{r.train_time_s:.4g}",
-                              f"{r.expected_time_s:.4g}", f"{r.trash:.4g}",
+                              "—" if r.n_train_samples != r.n_train_samples  # NaN: unknown
+                              or r.n_train_samples is None else f"{int(r.n_train_samples)}",
+                              f"{r.expected_time_s:.4g}",
+                              "not estimable" if r.note else f"{r.trash:.4g}",
                               "[red]cheaper to break than to build[/]"
                               if r.cheaper_to_break else "")
             out.print(table)

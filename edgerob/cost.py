@@ -1,5 +1,6 @@
 """Cost: total cost of ownership for a workload, USD and kWh per million inferences, and the
-attacker's side (USD and joules the target spends before a failure, the TRASH score).
+attacker's side (USD and joules the target spends before a failure) and the TRASH score
+(`trash`, the one definition, which `edgerob.survival` uses too).
 
 Every key carries its unit. Conversions are spelled out once, here, and pinned by tests:
 
@@ -72,6 +73,51 @@ class Workload:
         return self.inferences_per_s * self.service_s
 
 
+def trash(train_time_s: float | None, n_train_samples: int | None,
+          expected_time_s: float | None) -> dict:
+    """The TRASH score, edgerob's one definition (Meyers et al. 2024, as their code deckard
+    computes it: `train_time_per_sample` = fit time / len(X_train), deckard/base/model/model.py):
+
+        TRASH = (train_time_s / n_train_samples) / E[T]
+
+    training time per training sample over the expected time to failure per attacked sample (a
+    failure record is one attacked sample; its duration_s is the attacker's time on the target).
+    Above 1: a sample is cheaper to break than to build. Returns {train_time_per_sample_s, trash,
+    cheaper_to_break, note}: trash None and a note saying why where it is not estimable (no train
+    time, no sample count, no E[T], or an infinite E[T]: a fitted distribution without a finite
+    mean, e.g. log-logistic with shape <= 1, where TRASH would be 0 for any training cost)."""
+    out = {"train_time_per_sample_s": None, "trash": None, "cheaper_to_break": None,
+           "note": None}
+    if train_time_s is None:
+        out["note"] = "TRASH not estimable: no train time (model.json train_time_s)"
+        return out
+    if not _ok(train_time_s) or train_time_s <= 0:
+        raise EdgerobError(f"train time must be a positive number of seconds, got "
+                           f"{train_time_s!r}")
+    if n_train_samples is None:
+        out["note"] = ("TRASH not estimable: no number of training samples (the model card "
+                       "lacks n_train_samples)")
+        return out
+    if isinstance(n_train_samples, bool) or not isinstance(n_train_samples, int) \
+            or n_train_samples < 1:
+        raise EdgerobError(f"the number of training samples must be a positive integer, got "
+                           f"{n_train_samples!r}")
+    out["train_time_per_sample_s"] = per_sample = train_time_s / n_train_samples
+    if expected_time_s is None or (isinstance(expected_time_s, float)
+                                   and math.isnan(expected_time_s)):
+        out["note"] = "TRASH not estimable: no expected time to failure"
+    elif expected_time_s == math.inf:
+        out["note"] = ("TRASH not estimable: the expected time to failure is infinite (the "
+                       "fitted distribution has no finite mean, e.g. log-logistic with shape "
+                       "<= 1)")
+    elif not expected_time_s > 0:
+        out["note"] = f"TRASH not estimable: expected time to failure {expected_time_s:g} s"
+    else:
+        out["trash"] = per_sample / float(expected_time_s)
+        out["cheaper_to_break"] = out["trash"] > 1
+    return out
+
+
 def _load(target):
     if isinstance(target, str):
         from edgerob.targets import load_target
@@ -85,7 +131,7 @@ def _ok(v) -> bool:
 
 
 def tco(target, row: dict, workload: Workload, train_time_s: float | None = None,
-        pricing: str = "auto") -> dict:
+        pricing: str = "auto", n_train_samples: int | None = None) -> dict:
     """Total cost of ownership of serving `workload` with the configuration in `row` (a fleet row
     from `edgerob.compare.fleet_table`, or a prediction) on `target` (a Target or its name).
 
@@ -165,13 +211,13 @@ def tco(target, row: dict, workload: Workload, train_time_s: float | None = None
     if out["total_usd"] is not None:
         out["usd_per_million_inferences"] = out["total_usd"] / w.inferences * 1e6
 
-    out.update(attacker_side(target, row, w, train_time_s))
+    out.update(attacker_side(target, row, w, train_time_s, n_train_samples))
     out["notes"] = notes + out.pop("attacker_notes")
     return out
 
 
-def attacker_side(target, row: dict, workload: Workload,
-                  train_time_s: float | None = None) -> dict:
+def attacker_side(target, row: dict, workload: Workload, train_time_s: float | None = None,
+                  n_train_samples: int | None = None) -> dict:
     """What a failure costs the target, from the failure records in `row`:
 
     - attacker_s_to_failure: Kaplan-Meier median wall time on the target until a sample fails;
@@ -180,8 +226,8 @@ def attacker_side(target, row: dict, workload: Workload,
       service life (purchase_usd / service seconds) x that time;
     - attacker_j_to_failure: Kaplan-Meier median energy the target spent (J), and its price at the
       workload's electricity rate (J / 3.6e6 x USD/kWh);
-    - trash_score: train_time_s / E[T], E[T] the restricted mean time to failure (area under the
-      Kaplan-Meier curve up to the attack budget); above 1: cheaper to break than to build.
+    - trash_score: `trash` with E[T] the restricted mean time to failure per attacked sample
+      (area under the Kaplan-Meier curve of the records' duration_s up to the attack budget).
       Where samples survive the budget E[T] is underestimated, so TRASH is an upper bound.
     """
     target = _load(target)
@@ -215,19 +261,21 @@ def attacker_side(target, row: dict, workload: Workload,
                                                  * workload.electricity_usd_per_kwh)
     elif row.get("failure_records") and t is not None:
         notes.append("no energy in the failure records (no sensor): no attacker joules")
-    et = out["expected_time_to_failure_s"]
-    if train_time_s is not None and _ok(et) and et > 0:
-        out["trash_score"] = train_time_s / et
-        out["cheaper_to_break_than_build"] = out["trash_score"] > 1
-        if row.get("failure_censored"):
-            notes.append("E[T] is restricted to the attack budget (some samples survived it): "
-                         "TRASH is an upper bound")
+    score = trash(train_time_s, n_train_samples, out["expected_time_to_failure_s"])
+    out.update(n_train_samples=n_train_samples,
+               train_time_per_sample_s=score["train_time_per_sample_s"],
+               trash_score=score["trash"], cheaper_to_break_than_build=score["cheaper_to_break"])
+    if score["note"] and train_time_s is not None and row.get("failure_records"):
+        notes.append(score["note"])
+    elif score["trash"] is not None and row.get("failure_censored"):
+        notes.append("E[T] is restricted to the attack budget (some samples survived it): "
+                     "TRASH is an upper bound")
     out["attacker_notes"] = notes
     return out
 
 
 def cost_table(rows: list[dict], workload: Workload, train_time_s: float | None = None,
-               pricing: str = "auto") -> list[dict]:
+               pricing: str = "auto", n_train_samples: int | None = None) -> list[dict]:
     """`tco` for every fleet row that has a clean measurement; a target whose YAML cannot be
     loaded gives a row with only a note."""
     from edgerob.compare import TargetCache
@@ -243,7 +291,7 @@ def cost_table(rows: list[dict], workload: Workload, train_time_s: float | None 
                         "precision": r.get("precision"), "batch_size": r.get("batch_size"),
                         "notes": [cache.notes[r["target"]]]})
             continue
-        out.append(tco(tgt, r, workload, train_time_s, pricing))
+        out.append(tco(tgt, r, workload, train_time_s, pricing, n_train_samples))
     return out
 
 

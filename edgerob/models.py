@@ -88,6 +88,7 @@ class ModelCard:
     stop_reason: str | None = None
     energy_j: float | None = None  # training energy, where a profiler could measure it
     energy_note: str | None = None
+    n_train_samples: int | None = None  # samples trained on (the TRASH score's denominator)
 
     @property
     def name(self) -> str:

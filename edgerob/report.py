@@ -182,10 +182,10 @@ def _pareto_section(rows: list[dict], fronts: list[dict]) -> str:
     return "".join(parts + tables)
 
 
-def _cost_section(rows: list[dict], workload, train_time_s) -> str:
+def _cost_section(rows: list[dict], workload, train_time_s, n_train_samples=None) -> str:
     from edgerob.cost import cost_table
 
-    costs = cost_table(rows, workload, train_time_s)
+    costs = cost_table(rows, workload, train_time_s, n_train_samples=n_train_samples)
     w = workload
     headers = ["target", "precision", "batch", "pricing", "devices", "capital USD",
                "energy kWh", "energy USD", "total USD", "USD / M inferences",
@@ -215,9 +215,10 @@ def _cost_section(rows: list[dict], workload, train_time_s) -> str:
             f"<p class='note'>Workload: {w.inferences_per_s:g} inferences/s, "
             f"{w.hours_per_day:g} h/day for {w.years:g} years ({w.service_h:,.0f} service hours,"
             f" {w.inferences:.3g} inferences), utilisation {w.utilisation:.0%}, electricity "
-            f"{w.electricity_usd_per_kwh:g} USD/kWh. TRASH = train time / E[T] (E[T]: area under "
-            f"the Kaplan-Meier curve up to the attack budget); ⚑ above 1: cheaper to break than "
-            f"to build{'' if train_time_s else ' (no train time given: TRASH not computed)'}."
+            f"{w.electricity_usd_per_kwh:g} USD/kWh. TRASH = (train time / training samples) / E[T] "
+            f"(E[T] per attacked sample: area under the Kaplan-Meier curve up to the attack "
+            f"budget); ⚑ above 1: cheaper to break than to build"
+            f"{'' if train_time_s else ' (no train time given: TRASH not computed)'}."
             f"</p>"
             + _table(headers, body, set(range(4, len(headers))))
             + (("<details><summary>how each figure is computed and what is missing</summary><ul>"
@@ -354,7 +355,8 @@ def _fingerprint_section(store, targets) -> str:
 # --- the report ---------------------------------------------------------------------------------
 
 def render_report(store, targets=None, workload=None, train_time_s: float | None = None,
-                  title: str = "edgerob fleet report", aft: bool = True) -> str:
+                  title: str = "edgerob fleet report", aft: bool = True,
+                  n_train_samples: int | None = None) -> str:
     """The report as one HTML string. `aft`: include the AFT model comparison from
     edgerob.survival where it can run (a few seconds of fitting)."""
     from edgerob.compare import fleet_table, pareto_fronts, target_names
@@ -376,7 +378,8 @@ def render_report(store, targets=None, workload=None, train_time_s: float | None
         ("fleet", "Fleet"), ("pareto", "Pareto fronts"), ("cost", "Cost"),
         ("prediction", "Prediction"), ("survival", "Survival"), ("fingerprints", "Fingerprints")))
     sections = [_fleet_section(rows), _pareto_section(rows, fronts),
-                _cost_section(rows, workload, train_time_s), _prediction_section(store, targets),
+                _cost_section(rows, workload, train_time_s, n_train_samples),
+                _prediction_section(store, targets),
                 _survival_section(store, rows, targets, aft), _fingerprint_section(store, targets)]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -390,11 +393,11 @@ def render_report(store, targets=None, workload=None, train_time_s: float | None
 
 def write_report(store, out_path: str | Path, targets=None, workload=None,
                  train_time_s: float | None = None, title: str = "edgerob fleet report",
-                 aft: bool = True) -> Path:
+                 aft: bool = True, n_train_samples: int | None = None) -> Path:
     """Write the self-contained HTML report to out_path atomically; returns the path."""
     from edgerob.files import atomic_write_bytes
 
-    text = render_report(store, targets, workload, train_time_s, title, aft)
+    text = render_report(store, targets, workload, train_time_s, title, aft, n_train_samples)
     path = Path(out_path)
     atomic_write_bytes(path, text.encode("utf-8"))
     _readable(path)

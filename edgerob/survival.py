@@ -18,7 +18,7 @@ Use it like lifelines: one call fits everything, and the result holds clear attr
     result.table()                     # per family: n, events, ll, AIC, BIC, concordance, ICI, E50
     result.best, result.coefficients   # best family by AIC; its time ratios, 95% CI, p-values
     result.predict({"precision": "int8", "target": "cpu", "batch_size": 8})
-    result.trash(train_time_s=120.0)   # TRASH score per model and target
+    result.trash(120.0, 50000)         # TRASH per model and target: train s, training samples
     result.write("fit/")               # CSV tables, Kaplan-Meier and partial-effects plots
 
 What it does that earlier work did not (Meyers et al. 2024, deckard): BIC counts every estimated
@@ -117,10 +117,11 @@ def load_failures(store, duration: str = "time") -> pd.DataFrame:
     return df
 
 
-def cached_train_times(df: pd.DataFrame) -> dict[str, float]:
-    """Train time (s) of each model in `df`, read from the cards of models edgerob trained and
-    cached (matched by checkpoint sha256): {model name: train_time_s}. Models not found are
-    absent."""
+def cached_training(df: pd.DataFrame) -> dict[str, tuple[float, int | None]]:
+    """Train time (s) and number of training samples of each model in `df`, read from the cards
+    of models edgerob trained and cached (matched by checkpoint sha256): {model name:
+    (train_time_s, n_train_samples)}, the count None on cards written before it was recorded.
+    Models not found are absent."""
     want = {}
     if "model_sha256" in df:
         want = {s: m for s, m in df[["model_sha256", "model"]].drop_duplicates()
@@ -131,9 +132,11 @@ def cached_train_times(df: pd.DataFrame) -> dict[str, float]:
             raw = json.loads(card.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        sha, t = raw.get("checkpoint_sha256"), raw.get("train_time_s")
+        sha, t, n = raw.get("checkpoint_sha256"), raw.get("train_time_s"), \
+            raw.get("n_train_samples")
         if sha in want and isinstance(t, (int, float)) and t > 0:
-            found[want[sha]] = float(t)
+            ok = isinstance(n, int) and not isinstance(n, bool) and n > 0
+            found[want[sha]] = (float(t), n if ok else None)
     return found
 
 
@@ -876,11 +879,15 @@ class FitResult:
         X = self.design.values(self._frame(config), strict=True)
         return self.final.survival(X, self.design.columns, times)[0]
 
-    def trash(self, train_time_s, by=("model", "target")) -> pd.DataFrame:
-        """TRASH score (Meyers et al. 2024): training time / expected time to failure E[T] (the
-        integral of the fitted survival function), per group of records (default: model and
-        target; E[T] averaged over the group's records). Above 1: cheaper to break than to
-        build. `train_time_s`: seconds, or {model name: seconds} (models absent are skipped)."""
+    def trash(self, train_time_s, n_train_samples, by=("model", "target")) -> pd.DataFrame:
+        """TRASH score per group of records (default: model and target), by `edgerob.cost.trash`
+        (the one definition): (train time / training samples) / E[T], E[T] the fitted model's
+        expected time to failure per attacked sample, averaged over the group's records.
+        `train_time_s` and `n_train_samples`: numbers, or {model name: number} (models without a
+        train time are skipped). Where the TRASH is not estimable (no sample count, infinite
+        E[T]) `trash` is NaN and `note` says why."""
+        from edgerob.cost import trash
+
         if self.duration != "time":
             raise EdgerobError("the TRASH score compares times: fit --duration time")
         by = list(by)
@@ -895,18 +902,22 @@ class FitResult:
         for key, g in frame.groupby(by, sort=True):
             key = key if isinstance(key, tuple) else (key,)
             labels = dict(zip(by, key))
-            if isinstance(train_time_s, dict):
-                tt = train_time_s.get(labels.get("model"))
-                if tt is None:
-                    continue
-            else:
-                tt = train_time_s
+            model = labels.get("model")
+            tt = train_time_s.get(model) if isinstance(train_time_s, dict) else train_time_s
+            if tt is None:
+                continue
+            n = (n_train_samples.get(model) if isinstance(n_train_samples, dict)
+                 else n_train_samples)
             e = float(g["_e"].mean())
-            score = tt / e if e > 0 else math.inf
-            rows.append({**labels, "n": len(g), "train_time_s": float(tt),
-                         "expected_time_s": e, "trash": score, "cheaper_to_break": score > 1})
-        return pd.DataFrame(rows, columns=by + ["n", "train_time_s", "expected_time_s",
-                                                "trash", "cheaper_to_break"])
+            score = trash(float(tt), n, e)
+            rows.append({**labels, "n": len(g), "train_time_s": float(tt), "n_train_samples": n,
+                         "train_time_per_sample_s": score["train_time_per_sample_s"],
+                         "expected_time_s": e,
+                         "trash": math.nan if score["trash"] is None else score["trash"],
+                         "cheaper_to_break": score["cheaper_to_break"], "note": score["note"]})
+        return pd.DataFrame(rows, columns=by + ["n", "train_time_s", "n_train_samples",
+                                                "train_time_per_sample_s", "expected_time_s",
+                                                "trash", "cheaper_to_break", "note"])
 
     # files --------------------------------------------------------------------------------
 

@@ -491,6 +491,7 @@ def train(config: TrainConfig = TrainConfig(), out_dir: str | Path | None = None
         model, data.x_test, data.y_test)
     card.epochs_run = epochs_run
     card.train_time_s = train_time
+    card.n_train_samples = len(x_train)  # after the validation split: what training saw
     card.stopped_early = stop_reason is not None
     card.stop_reason = stop_reason
     card.precision = {

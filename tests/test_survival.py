@@ -132,15 +132,26 @@ def test_cli_table_trash_and_errors(weibull_store, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEROB_CACHE", str(tmp_path / "cache"))
     card = tmp_path / "cache" / "models" / "sim-model-0" / "model.json"
     card.parent.mkdir(parents=True)
-    card.write_text(json.dumps({"checkpoint_sha256": "0" * 64, "train_time_s": 5.0}))
+    card.write_text(json.dumps({"checkpoint_sha256": "0" * 64, "train_time_s": 10.0,
+                                "n_train_samples": 2}))
     res = CliRunner().invoke(app, ["fit", "--store", url, "--out", str(tmp_path / "f"),
                                    "--families", "weibull,lognormal", "--covariates",
                                    "precision,log2_batch_size"])
     assert res.exit_code == 0, res.output
     assert "TRASH score" in res.stdout and "cheaper to break than to build" in res.stdout
     trash = pd.read_csv(tmp_path / "f" / "trash.csv")
-    assert set(trash["target"]) == {"jetson-orin-nano", "l4"} and (trash["train_time_s"] == 5).all()
+    assert set(trash["target"]) == {"jetson-orin-nano", "l4"} and (trash["train_time_s"] == 10).all()
+    assert (trash["train_time_per_sample_s"] == 5).all()
+    assert np.allclose(trash["trash"], 5 / trash["expected_time_s"])
     assert trash["cheaper_to_break"].all() and (trash["trash"] > 1).all()
+    # a card written before the sample count was recorded: not estimable, not a guess
+    card.write_text(json.dumps({"checkpoint_sha256": "0" * 64, "train_time_s": 10.0}))
+    res = CliRunner().invoke(app, ["fit", "--store", url, "--out", str(tmp_path / "g"),
+                                   "--families", "weibull", "--covariates", "precision"])
+    assert res.exit_code == 0, res.output
+    assert "not estimable" in res.stdout and "lacks n_train_samples" in res.stderr
+    old = pd.read_csv(tmp_path / "g" / "trash.csv")
+    assert old["trash"].isna().all() and old["n_train_samples"].isna().all()
     # without target the durations mix two Weibulls: either family may win, one is marked
     assert ("weibull *" in res.stdout) != ("lognormal *" in res.stdout)
     assert "precision[int8]" in res.stdout
@@ -234,7 +245,7 @@ def test_predict_follows_the_time_ratios(weibull_fit):
 
 
 def test_plots_and_tables_written(weibull_fit, tmp_path):
-    trash = weibull_fit.trash(10.0)
+    trash = weibull_fit.trash(10.0, 100)
     paths = weibull_fit.write(tmp_path / "out", trash)
     names = {p.name for p in paths}
     for stem in ("km_precision", "km_target", "partial_effects"):
@@ -250,11 +261,12 @@ def test_plots_and_tables_written(weibull_fit, tmp_path):
 
 def test_trash_score_flags_models_cheaper_to_break(weibull_fit):
     r = weibull_fit
-    expected = r.trash(1.0).set_index("target")["expected_time_s"]
+    expected = r.trash(1.0, 1).set_index("target")["expected_time_s"]
     assert expected["l4"] < expected["jetson-orin-nano"]  # l4 fails sooner (ratio 0.3)
-    train = math.sqrt(expected["l4"] * expected["jetson-orin-nano"])  # between the two
-    t = r.trash({"sim-model": train}).set_index("target")
-    assert t.loc["l4", "trash"] == pytest.approx(train / expected["l4"])
+    per_sample = math.sqrt(expected["l4"] * expected["jetson-orin-nano"])  # between the two
+    t = r.trash({"sim-model": per_sample * 1000}, {"sim-model": 1000}).set_index("target")
+    assert t.loc["l4", "train_time_per_sample_s"] == pytest.approx(per_sample)
+    assert t.loc["l4", "trash"] == pytest.approx(per_sample / expected["l4"])
     assert t.loc["l4", "trash"] > 1 and t.loc["l4", "cheaper_to_break"]
     assert t.loc["jetson-orin-nano", "trash"] < 1 and not t.loc["jetson-orin-nano",
                                                                  "cheaper_to_break"]
@@ -262,7 +274,50 @@ def test_trash_score_flags_models_cheaper_to_break(weibull_fit):
     df = r.data[r.data["target"] == "l4"]
     X = r.design.values(df)
     assert expected["l4"] == pytest.approx(r.final.mean(X, r.design.columns).mean())
-    assert r.trash({"other-model": 5.0}).empty  # no train time for these records' model
+    assert r.trash({"other-model": 5.0}, 10).empty  # no train time for these records' model
+
+
+def test_trash_is_one_definition_in_one_place(weibull_fit):
+    """(train s / training samples) / E[T per attacked sample], whichever module asks."""
+    from types import SimpleNamespace
+
+    from edgerob.cost import Workload, attacker_side, trash
+
+    exact = trash(600.0, 50, 4.0)  # 12 s per training sample / 4 s per attacked sample
+    assert exact["trash"] == 3.0 and exact["train_time_per_sample_s"] == 12.0
+    assert exact["cheaper_to_break"] and exact["note"] is None
+    assert trash(600.0, 50, 24.0)["trash"] == 0.5 and not trash(600.0, 50, 24.0)[
+        "cheaper_to_break"]
+    # the fitted model's E[T] and the fleet's E[T], given the same numbers, score the same
+    fit = weibull_fit.trash(600.0, 50).set_index("target")
+    device = SimpleNamespace(name="dev", price=SimpleNamespace(cloud_usd_per_h=None,
+                                                               purchase_usd=None))
+    for target, row in fit.iterrows():
+        side = attacker_side(device, {"failure_records": 10, "mean_time_to_failure_restricted_s":
+                                      row["expected_time_s"]}, Workload(), 600.0, 50)
+        assert side["trash_score"] == row["trash"] == pytest.approx(12.0 / row["expected_time_s"])
+    # no sample count: not estimable, and said so (not 0, not the old train time / E[T])
+    side = attacker_side(device, {"failure_records": 10,
+                                  "mean_time_to_failure_restricted_s": 4.0}, Workload(), 600.0)
+    assert side["trash_score"] is None
+    assert any("n_train_samples" in n for n in side["attacker_notes"])
+    with pytest.raises(EdgerobError, match="positive integer"):
+        trash(600.0, 0, 4.0)
+
+
+def test_trash_not_estimable_where_the_mean_diverges():
+    """A log-logistic fit with shape <= 1 has E[T] = inf: TRASH is not estimable (not 0)."""
+    from edgerob.cost import trash
+
+    df = sv.simulate_failures(540, "loglogistic", sigma=1.6, time_ratios={"precision[int8]": 0.6},
+                              censored=0.1, seed=3)
+    r = sv.fit_models(df, families=("loglogistic",), covariates=("precision",), test_fraction=0)
+    assert math.exp(r.final.ancillary["beta_"]) < 1  # shape below 1: no finite mean
+    t = r.trash(100.0, 10, by=("model",))
+    assert len(t) == 1 and math.isinf(t["expected_time_s"].item())
+    assert math.isnan(t["trash"].item()) and t["cheaper_to_break"].item() is None
+    assert "not estimable" in t["note"].item() and "infinite" in t["note"].item()
+    assert trash(100.0, 10, math.inf)["trash"] is None
 
 
 def test_constant_and_collinear_columns_dropped_with_notes():
@@ -358,7 +413,7 @@ def test_energy_duration(tmp_path):
     assert r.predict({"batch_size": 8})["median"] == pytest.approx(
         15 * t.predict({"batch_size": 8})["median"], rel=1e-3)
     with pytest.raises(EdgerobError, match="TRASH score compares times"):
-        r.trash(1.0)
+        r.trash(1.0, 1)
 
 
 def test_convergence_retry_ladder(monkeypatch):
