@@ -64,9 +64,12 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     # torchattacks' AutoAttack: APGD-CE, APGD-T, FAB-T at 10 steps, Square at 5000 queries
     "autoattack": {"steps": 10, "n_queries": 5000},
 }
-# fra31/auto-attack "standard": 100 iterations for APGD-CE, APGD-T (9 targets), FAB-T (9 targets),
-# 5000 queries for Square.
+# fra31/auto-attack "standard" (autoattack/autoattack.py): 100 iterations for APGD-CE, APGD-T and
+# FAB-T, each targeted part on the 9 most likely other classes; Square with 5000 queries, p_init 0.8
+# and its patch-size schedule as written for 10,000 queries (resc_schedule=False: not rescaled).
 OFFICIAL_AUTOATTACK = {"steps": 100, "n_queries": 5000}
+OFFICIAL_TARGET_CLASSES = 9
+OFFICIAL_SQUARE = {"p_init": 0.8, "resc_schedule": False}
 _INT_PARAMS = ("steps", "n_restarts", "n_queries")
 _POSITIVE_FLOATS = ("alpha", "c", "lr", "rho", "p_init")
 _NONNEG_FLOATS = ("kappa", "overshoot")
@@ -604,8 +607,9 @@ def make_attack(model, attack: str, eps: float, precise=False, official: bool = 
     Defaults: pgd 10 steps, alpha 2.5*eps/steps, random start; apgd (CE) 10 steps; cw L2 with
     c=1, 50 steps (then projected to the L-inf ball); deepfool 50 steps (projected); square
     5000 queries; autoattack as torchattacks builds it (10 steps, Square 5000 queries), or with
-    `official=True` the official budget (100 steps, 9 target classes, Square 5000 queries).
-    `n_classes` (default 10) matters for autoattack's targeted parts.
+    `official=True` as fra31/auto-attack's "standard" version (100 steps; APGD-T and FAB-T on 9
+    target classes, or n_classes - 1 where fewer exist; Square 5000 queries, p_init 0.8, the
+    schedule not rescaled). `n_classes` (default 10) matters for autoattack's targeted parts.
     """
     attack = _check_attack(attack)
     eps = _check_eps(eps)
@@ -639,7 +643,9 @@ def make_attack(model, attack: str, eps: float, precise=False, official: bool = 
     elif strength == "torchattacks-default":
         atk = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard",
                                       n_classes=n_classes, seed=seed)
-    else:  # the same four attacks at a chosen (or the official) budget
+    elif official:
+        atk = _official_autoattack(model, eps, seed, n_classes, p)
+    else:  # the same four attacks at a chosen budget
         steps, queries = p["steps"], p["n_queries"]
         atk = torchattacks.MultiAttack([
             torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed,
@@ -653,6 +659,34 @@ def make_attack(model, attack: str, eps: float, precise=False, official: bool = 
         ])
     return PreparedAttack(model=model, attack=attack, eps=eps, params=p, strength=strength,
                           torchattack=atk, precise=cfg, official=bool(official), seed=seed)
+
+
+def _official_autoattack(model, eps: float, seed: int, n_classes: int, p: dict):
+    """fra31/auto-attack's "standard" Linf AutoAttack from torchattacks' parts. torchattacks
+    sets `n_target_classes = n_classes - 1` in APGDT and FAB, so asking for 9 target classes means
+    passing n_classes=10 whatever the data set has (the targets are the 9 most likely other
+    classes, as in the official code); with fewer than 10 classes only n_classes - 1 exist, and
+    `p` records the difference."""
+    import torchattacks
+
+    targets = min(OFFICIAL_TARGET_CLASSES, n_classes - 1)
+    p["n_target_classes"] = targets
+    p["square"] = dict(OFFICIAL_SQUARE)
+    if targets < OFFICIAL_TARGET_CLASSES:
+        p["differs_from_official"] = (f"{n_classes} classes: APGD-T and FAB-T use {targets} "
+                                      f"target classes, not the official "
+                                      f"{OFFICIAL_TARGET_CLASSES}")
+    steps = p["steps"]
+    return torchattacks.MultiAttack([
+        torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed,
+                          loss="ce", eot_iter=1, rho=0.75),
+        torchattacks.APGDT(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed,
+                           eot_iter=1, rho=0.75, n_classes=targets + 1),
+        torchattacks.FAB(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed,
+                         multi_targeted=True, n_classes=targets + 1),
+        torchattacks.Square(model, norm="Linf", eps=eps, n_queries=p["n_queries"], n_restarts=1,
+                            seed=seed, loss="margin", **OFFICIAL_SQUARE),
+    ])
 
 
 # --- precise mode --------------------------------------------------------------------------------

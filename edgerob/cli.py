@@ -377,8 +377,10 @@ def attack(
     eps: Annotated[str, typer.Option(help="Comma-separated L-inf radii in [0, 1].")] = "0.1",
     precise: Annotated[bool, typer.Option(help="Add the compensations for gradient masking "
                                                "(Lee & Chandrakasan 2021).")] = False,
-    official: Annotated[bool, typer.Option(help="AutoAttack at the official strength (100 "
-                                                "steps, Square 5000 queries).")] = False,
+    official: Annotated[bool, typer.Option(help="AutoAttack as fra31/auto-attack's standard "
+                                                "version (100 steps, 9 target classes, Square "
+                                                "5000 queries on the official schedule).")
+                        ] = False,
     samples: Annotated[Optional[int], typer.Option(min=1, help="First N test images.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the .npz "
                                                      "input sets (default MODEL_DIR/inputs).")] = None,

@@ -186,6 +186,13 @@ def test_official_autoattack_uses_official_budget(setup):
     assert parts[2].multi_targeted
     assert all(p.eps == pytest.approx(8 / 255) for p in parts)
 
+    assert parts[3].rescale_schedule is False and parts[3].p_init == 0.8  # official schedule
+    assert parts[3].loss == "margin" and parts[3].n_restarts == 1
+    # the schedule as written for 10,000 queries: at query 300 of 5000, p_init / 8 (rescaled, the
+    # iteration would count as 600 and give p_init / 16)
+    assert parts[3].p_selection(300) == pytest.approx(0.8 / 8)
+    assert atk.params["n_target_classes"] == 9 and "differs_from_official" not in atk.params
+
     default = A.make_attack(model, "autoattack", 8 / 255, n_classes=10)
     assert isinstance(default.torchattack, torchattacks.AutoAttack)
     assert default.strength == "torchattacks-default"
@@ -199,6 +206,23 @@ def test_official_autoattack_uses_official_budget(setup):
         A.make_attack(model, "autoattack", 0.1, official=True, steps=5)
     with pytest.raises(EdgerobError, match="autoattack only"):
         A.make_attack(model, "pgd", 0.1, official=True)
+
+
+@pytest.mark.parametrize("n_classes, targets", [(100, 9), (10, 9), (5, 4)])
+def test_official_autoattack_targets_nine_classes_whatever_the_data_set(setup, n_classes,
+                                                                          targets):
+    """9 target classes (the official number) for 100 classes too; n_classes - 1 below 10, and
+    the set's params say so."""
+    model = setup[0]
+    atk = A.make_attack(model, "autoattack", 8 / 255, official=True, n_classes=n_classes)
+    apgdt, fab = atk.torchattack.attacks[1:3]
+    assert apgdt.n_target_classes == fab.n_target_classes == targets
+    assert atk.params["n_target_classes"] == targets and atk.params["n_classes"] == n_classes
+    assert atk.params["square"] == {"p_init": 0.8, "resc_schedule": False}
+    if targets < 9:
+        assert "4 target classes, not the official 9" in atk.params["differs_from_official"]
+    else:
+        assert "differs_from_official" not in atk.params
 
 
 # --- precise mode and gradient masking ----------------------------------------------------------
