@@ -557,6 +557,44 @@ def _margin(z, y):
     return other - true
 
 
+def position_dependent(model) -> bool:
+    """Whether a sample's output depends on its row in the batch: a submodule flags itself
+    `position_dependent` (edgerob's `OutputNoise` defence: a fixed noise pattern by row)."""
+    modules = model.modules() if hasattr(model, "modules") else ()
+    return any(getattr(m, "position_dependent", False) for m in modules)
+
+
+def _forward_at(model, inp, rows):
+    """The model's output for each row of `inp` as if it sat at batch row `rows[i]` (distinct;
+    None: where it is). Rows up to the highest are filled with copies of the first input; rows do
+    not interact in eval mode, so only the positions matter. Differentiable in `inp`."""
+    if rows is None:
+        return model(inp)
+    size = int(rows.max()) + 1
+    batch = inp[:1].detach().expand(size, *inp.shape[1:]).index_copy(0, rows, inp)
+    return model(batch).index_select(0, rows)
+
+
+def _pinned(model, row: int):
+    """`model` for one-sample batches, each evaluated at batch row `row` (for attacks such as
+    torchattacks' Square that split their batch internally). In eval mode, so that torchattacks
+    does not switch the wrapped model back to training mode afterwards."""
+    import torch
+    from torch import nn
+
+    class AtRow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, inp):
+            if len(inp) != 1:
+                raise RuntimeError(f"a model pinned to row {row} takes one sample, got {len(inp)}")
+            return _forward_at(self.model, inp, torch.tensor([row], device=inp.device))
+
+    return AtRow().eval()
+
+
 # --- attacks -------------------------------------------------------------------------------------
 
 @dataclass
@@ -580,6 +618,7 @@ class PreparedAttack:
     seed: int = 0
     diagnostics: dict = field(default_factory=dict)
     last_naive_robust: Any = None  # bool tensor for the last batch (precise mode)
+    position_dependent: bool = False  # the output depends on the batch row (`OutputNoise`)
 
     def __call__(self, images, labels):
         import torch
@@ -658,7 +697,8 @@ def make_attack(model, attack: str, eps: float, precise=False, official: bool = 
                                 seed=seed),
         ])
     return PreparedAttack(model=model, attack=attack, eps=eps, params=p, strength=strength,
-                          torchattack=atk, precise=cfg, official=bool(official), seed=seed)
+                          torchattack=atk, precise=cfg, official=bool(official), seed=seed,
+                          position_dependent=position_dependent(model))
 
 
 def _official_autoattack(model, eps: float, seed: int, n_classes: int, p: dict):
@@ -692,15 +732,21 @@ def _official_autoattack(model, eps: float, seed: int, n_classes: int, p: dict):
 # --- precise mode --------------------------------------------------------------------------------
 
 def _precise_attack(pa: PreparedAttack, x, y, adv):
-    """Worst case over the plain attack and the compensations, per sample."""
+    """Worst case over the plain attack and the compensations, per sample. A compensation counts
+    for a sample only if its image fools the model in the full batch, at the sample's own row
+    (what `evaluate` judges). On a position-dependent model every sample is also attacked at its
+    own row, so a sub-batch never shows it another row's noise."""
     import torch
     import torch.nn.functional as F
 
     cfg, model, eps, d = pa.precise, pa.model, pa.eps, pa.diagnostics
-    for key in ("samples", "clean_correct", "naive_fooled", "zero_grad", "square_fooled"):
+    for key in ("samples", "clean_correct", "naive_fooled", "zero_grad", "square_fooled",
+                "unconfirmed"):
         d.setdefault(key, 0)
     d.setdefault("compensations", {})
     d.setdefault("ops", set())
+    rows = torch.arange(len(x), device=x.device) if pa.position_dependent else None
+    at = (lambda idx: None) if rows is None else (lambda idx: rows[idx])
     with torch.no_grad():
         z_clean = model(x)
         clean_ok = z_clean.argmax(1) == y
@@ -716,7 +762,7 @@ def _precise_attack(pa: PreparedAttack, x, y, adv):
     # masking signal: the plain loss's input gradient at the clean point, without BPDA
     xg = x[ci].clone().requires_grad_(True)
     with torch.enable_grad():
-        loss = F.cross_entropy(model(xg), y[ci], reduction="sum")
+        loss = F.cross_entropy(_forward_at(model, xg, at(ci)), y[ci], reduction="sum")
         if loss.requires_grad:
             g = torch.autograd.grad(loss, xg)[0]
             d["zero_grad"] += int((g.flatten(1).abs().amax(1) <= cfg.zero_grad_tol).sum())
@@ -725,6 +771,7 @@ def _precise_attack(pa: PreparedAttack, x, y, adv):
 
     adv = adv.clone()
     robust = naive_ok.clone()
+    credit: dict[int, str] = {}  # sample -> the compensation whose image replaced the plain one
     steps = cfg.steps or int(pa.params.get("steps") or 10)
     si = naive_ok.nonzero().flatten()
     if len(si):
@@ -743,44 +790,62 @@ def _precise_attack(pa: PreparedAttack, x, y, adv):
             a = alive.nonzero().flatten()
             if len(a) == 0:
                 break
-            fooled, imgs = _pgd_variant(pa, xs[a], ys[a], target[a], loss_name, start, n_steps)
+            fooled, imgs = _pgd_variant(pa, xs[a], ys[a], target[a], loss_name, start, n_steps,
+                                        at(si[a]))
             hit = a[fooled]
             adv[si[hit]] = imgs[fooled]
             alive[hit] = False
             robust[si[hit]] = False
-            d["compensations"][name] = d["compensations"].get(name, 0) + int(fooled.sum())
+            credit.update((int(i), name) for i in si[hit])
 
     # black-box check on every correctly classified sample: Square needs no gradient
     if cfg.square_queries:
         import torchattacks
 
-        sq = torchattacks.Square(model, norm="Linf", eps=eps, n_queries=cfg.square_queries,
-                                 n_restarts=1, seed=pa.seed, loss="margin")
-        with torch.random.fork_rng(devices=_rng_devices(x.device)):
-            sq_adv = _project(sq(x[ci], y[ci]).detach(), x[ci], eps)
+        def square(m, xx, yy):
+            sq = torchattacks.Square(m, norm="Linf", eps=eps, n_queries=cfg.square_queries,
+                                     n_restarts=1, seed=pa.seed, loss="margin")
+            with torch.random.fork_rng(devices=_rng_devices(x.device)):
+                return _project(sq(xx, yy).detach(), xx, eps)
+
+        if rows is None:
+            sq_adv = square(model, x[ci], y[ci])
+        else:  # Square splits its batch as samples fall: one sample at a time, at its own row
+            sq_adv = torch.cat([square(_pinned(model, int(i)), x[i:i + 1], y[i:i + 1])
+                                for i in ci])
         with torch.no_grad():
-            sq_ok = model(sq_adv).argmax(1) == y[ci]
+            sq_ok = _forward_at(model, sq_adv, at(ci)).argmax(1) == y[ci]
         d["square_fooled"] += int((~sq_ok).sum())
         extra = robust[ci] & ~sq_ok  # fooled by Square only
         adv[ci[extra]] = sq_adv[extra]
         robust[ci[extra]] = False
-        name = f"square-{cfg.square_queries}"
-        d["compensations"][name] = d["compensations"].get(name, 0) + int(extra.sum())
+        credit.update((int(i), f"square-{cfg.square_queries}") for i in ci[extra])
+
+    # the verdict that counts: the whole batch, every sample at its own row
+    with torch.no_grad():
+        fooled = (model(adv).argmax(1) != y).tolist()
+    for i, name in credit.items():
+        if fooled[i]:
+            d["compensations"][name] = d["compensations"].get(name, 0) + 1
+        else:
+            d["unconfirmed"] += 1
     return adv
 
 
-def _pgd_variant(pa: PreparedAttack, x, y, target, loss_name: str, start: str, steps: int):
+def _pgd_variant(pa: PreparedAttack, x, y, target, loss_name: str, start: str, steps: int,
+                 rows=None):
     """L-inf PGD through BPDA with a non-saturating loss. Returns (fooled mask, images): the first
-    iterate that is misclassified, per sample (the exact forward decides)."""
+    iterate that is misclassified, per sample (the exact forward decides). `rows`: each sample's
+    batch row for a position-dependent model (see `_forward_at`)."""
     import torch
     import torch.nn.functional as F
 
     cfg, model, eps = pa.precise, pa.model, pa.eps
     seen = pa.diagnostics.setdefault("ops", set())
 
-    def forward(inp):
+    def forward(inp, idx):
         with bpda(model, enabled=cfg.bpda, seen=seen):
-            return model(inp)
+            return _forward_at(model, inp, None if rows is None else rows[idx])
 
     def objective(z, idx):  # to maximise, per sample
         if loss_name == "ce_t":
@@ -793,7 +858,7 @@ def _pgd_variant(pa: PreparedAttack, x, y, target, loss_name: str, start: str, s
     def gradient(inp, idx, loss_fn):
         inp = inp.detach().requires_grad_(True)
         with torch.enable_grad():
-            loss = loss_fn(forward(inp), idx).sum()
+            loss = loss_fn(forward(inp, idx), idx).sum()
             if not loss.requires_grad:
                 return torch.zeros_like(inp)
             return torch.autograd.grad(loss, inp)[0]
@@ -812,7 +877,8 @@ def _pgd_variant(pa: PreparedAttack, x, y, target, loss_name: str, start: str, s
         s[flat] = direction[flat]
         plus, minus = _project(x + eps * s, x, eps), _project(x - eps * s, x, eps)
         with torch.no_grad():  # an eigenvector's sign is arbitrary: take the better side
-            better = objective(forward(plus), everyone) >= objective(forward(minus), everyone)
+            better = (objective(forward(plus, everyone), everyone)
+                      >= objective(forward(minus, everyone), everyone))
         cur = torch.where(better.view(-1, *[1] * (x.dim() - 1)), plus, minus)
         steps = max(steps - 2, 1)  # the two gradients count against the step budget
     else:
@@ -826,7 +892,7 @@ def _pgd_variant(pa: PreparedAttack, x, y, target, loss_name: str, start: str, s
         last = k == steps
         cur = cur.detach().requires_grad_(not last)
         with torch.set_grad_enabled(not last):
-            z = forward(cur)
+            z = forward(cur, act)
         hit = z.argmax(1) != y[act]
         if hit.any():
             out[act[hit]] = cur.detach()[hit]
@@ -936,6 +1002,12 @@ def evaluate(model, images, labels, attack: str = "pgd", eps: float = 0.1, preci
         warnings.append("gradient masking: the model outputs probabilities (rows in [0, 1] that "
                         "sum to 1), not logits; cross-entropy on them has vanishing gradients: "
                         "return logits")
+    if atk.position_dependent:
+        params_out["position_dependent"] = True
+        warnings.append(f"the model's output depends on a sample's row in its batch (output "
+                        f"noise): every sample was judged{' and attacked' if cfg else ''} at its "
+                        f"own row in batches of {batch_size}; the numbers hold for that "
+                        f"arrangement")
     if cfg is not None:
         params_out["precise"] = asdict(cfg)
         warnings += _masking_warnings(atk, attack, eps)
@@ -975,6 +1047,9 @@ def _masking_warnings(atk: PreparedAttack, attack: str, eps: float) -> list[str]
         out.append(f"gradient masking: black-box Square ({atk.precise.square_queries} queries) "
                    f"fooled {d['square_fooled']} of {cc} correctly classified samples, white-box "
                    f"{attack} only {d['naive_fooled']}")
+    if d.get("unconfirmed"):
+        out.append(f"{d['unconfirmed']} compensation image(s) that fooled the model in a "
+                   f"sub-batch did not fool it in the full batch: not counted")
     ops = sorted(d.get("ops", ()))
     if ops:
         out.append(f"gradient masking: the forward pass uses non-differentiable ops "

@@ -149,6 +149,9 @@ class OutputNoise(nn.Module):
     seeded by `seed`; batch row i gets `noise[i mod rows]`. Deterministic, so the same batch
     gives the same logits in torch and in the exported ONNX graph (Range, Mod, Gather, Add)."""
 
+    # a sample's output depends on its row in the batch: `edgerob.attacks` keeps rows fixed
+    position_dependent = True
+
     def __init__(self, sigma: float, seed: int, num_classes: int, rows: int = OUTPUT_NOISE_ROWS):
         super().__init__()
         sigma = float(sigma)

@@ -435,3 +435,62 @@ def test_input_set_name():
     assert A.input_set_name("pgd", 0.1) == "pgd@0.1"
     assert A.input_set_name("fgsm", 8 / 255) == "fgsm@0.0313725"
     assert A.input_set_name(None, 0) == "clean"
+
+
+# --- position-dependent models (the output-noise defence) ---------------------------------------
+
+def _row_noise_model():
+    """Logits 0 for every image plus a noise pattern by batch row: row 0 favours class 1, row 1
+    class 0. Only the row decides the answer; no perturbation changes it."""
+    from edgerob.models import OutputNoise
+
+    linear = nn.Linear(4, 2)
+    nn.init.zeros_(linear.weight), nn.init.zeros_(linear.bias)
+    noise = OutputNoise(1.0, 0, 2, rows=2)
+    noise.noise.copy_(torch.tensor([[0.0, 10.0], [10.0, 0.0]]))
+    return nn.Sequential(nn.Flatten(), linear, noise).eval()
+
+
+def test_precise_mode_reports_no_compensation_made_by_a_row_change():
+    """Sample 0 (row 0) is misclassified clean; sample 1 (row 1) is robust: the row decides. The
+    compensations attack the survivors as a sub-batch, where sample 1 sat at row 0 and "failed";
+    evaluated at its own row it cannot fail."""
+    model = _row_noise_model()
+    assert A.position_dependent(model) and not A.position_dependent(nn.Linear(2, 2))
+    x = torch.rand(2, 1, 2, 2, generator=torch.Generator().manual_seed(0)).numpy()
+    y = np.array([0, 0])
+    r = A.evaluate(model, x, y, "pgd", 0.1, precise=A.PreciseConfig(square_queries=20))
+    assert r.clean_correct.tolist() == [False, True]
+    assert r.robust_correct.tolist() == [False, True] and r.robust_accuracy == 0.5
+    assert r.naive_robust_accuracy == r.robust_accuracy
+    assert sum(r.compensations.values()) == 0, r.compensations
+    assert r.params["position_dependent"] is True
+    assert any("own row" in w for w in r.warnings), r.warnings
+    assert not any("sub-batch" in w for w in r.warnings)  # nothing needed discarding
+
+
+def test_forward_at_puts_each_sample_at_its_row():
+    model = _row_noise_model()
+    x = torch.rand(3, 1, 2, 2)
+    z = A._forward_at(model, x[1:2], torch.tensor([1]))
+    assert torch.equal(z, model(x)[1:2])  # as in the full batch, not at row 0
+    assert not torch.equal(model(x[1:2]), model(x)[1:2])
+    xg = x.clone().requires_grad_(True)
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    out = A._forward_at(lin, xg[[2, 0]], torch.tensor([3, 1]))
+    assert torch.allclose(out, lin(x[[2, 0]]))
+    g = torch.autograd.grad(out[:, 0].sum(), xg)[0]
+    assert torch.allclose(g[0].flatten(), lin[1].weight[0]) and g[1].abs().max() == 0
+
+
+def test_precise_mode_on_output_noise_counts_what_the_full_batch_confirms(setup):
+    """A real model with the output-noise defence (and masked gradients): the compensations
+    reported add up exactly to the accuracy they took away."""
+    from edgerob.models import OutputNoise
+
+    model, x, y, _ = setup
+    noisy = nn.Sequential(Scaled(model), OutputNoise(2000.0, 3, 10)).eval()
+    r = A.evaluate(noisy, x[:24], y[:24], "pgd", 0.1, batch_size=12,
+                   precise=A.PreciseConfig(restarts=0, square_queries=30))
+    broken = round((r.naive_robust_accuracy - r.robust_accuracy) * 24)
+    assert broken > 0 and sum(r.compensations.values()) == broken, r.compensations
