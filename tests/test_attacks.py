@@ -494,3 +494,15 @@ def test_precise_mode_on_output_noise_counts_what_the_full_batch_confirms(setup)
                    precise=A.PreciseConfig(restarts=0, square_queries=30))
     broken = round((r.naive_robust_accuracy - r.robust_accuracy) * 24)
     assert broken > 0 and sum(r.compensations.values()) == broken, r.compensations
+
+
+def test_card_records_the_training_sample_count(tiny_model):
+    """TRASH divides the train time by the samples trained on: the card records that count."""
+    from edgerob.data import load_dataset
+    from edgerob.models import load_card
+    from edgerob.train import TrainConfig, _split
+
+    card = load_card(tiny_model)
+    data = load_dataset(card.dataset)
+    n = len(_split(data, TrainConfig(**card.train))[0])
+    assert card.n_train_samples == n and 0 < n <= len(data.x_train)
