@@ -149,6 +149,30 @@ def test_torch_compile_plumbing(tiny_artifacts, images):
         TorchRuntime(path, compile="no-such-backend")
 
 
+def test_torch_compile_is_static_and_tf32_is_off_unless_asked(tiny_artifacts, monkeypatch):
+    import torch
+
+    seen = {}
+
+    def fake_compile(model, **kwargs):
+        seen.update(kwargs)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        rt = TorchRuntime(tiny_artifacts["fp32"].path, compile=True)
+        assert seen == {"backend": "inductor", "dynamic": False}
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+        assert torch.backends.cudnn.allow_tf32 is False
+        assert rt.info()["tf32"] is False
+        assert TorchRuntime(tiny_artifacts["fp32"].path, tf32=True).info()["tf32"] is True
+        assert torch.backends.cudnn.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 def test_torch_unavailable_without_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
     ok, reason = TorchRuntime.available()
