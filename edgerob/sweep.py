@@ -25,7 +25,7 @@ from edgerob.catalog import find_yaml, load_yaml
 from edgerob.clocks import cpu_state
 from edgerob.errors import EdgerobError
 from edgerob.profilers import profiler_class
-from edgerob.runtimes import create_runtime, runtime_class
+from edgerob.runtimes import GPU_PROVIDERS, create_runtime, runtime_class
 from edgerob.store import Store, now
 from edgerob.targets import Target
 
@@ -159,17 +159,42 @@ def prepare_workload(profile: Profile, model_dir: str | Path) -> Workload:
     return Workload(card.name, card.checkpoint_sha256, artifacts, input_sets(profile, model_dir))
 
 
+# Profilers that read a GPU or a Jetson: a target measured by one of them names an accelerator.
+ACCELERATOR_PROFILERS = frozenset({"nvml", "tegrastats", "jtop", "ina3221"})
+
+
+def on_accelerator(target: Target) -> bool:
+    """Whether the target names a GPU or Jetson, whose numbers must come from its CUDA GPU: its
+    profiler reads one (nvml, tegrastats, jtop, ina3221), its runtime is tensorrt, or its
+    runtime options ask for a GPU execution provider."""
+    providers = target.runtime_options.get("providers") or []
+    names = [p if isinstance(p, str) else p[0] for p in providers]
+    return (target.profiler in ACCELERATOR_PROFILERS or target.runtime == "tensorrt"
+            or any(n in GPU_PROVIDERS for n in names))
+
+
 def pick_runtime(target: Target) -> tuple[str, dict]:
     """The target's runtime if it can run here, else the first fallback that can (without the
-    preferred runtime's options). Returns (name, options)."""
+    preferred runtime's options). Returns (name, options).
+
+    On an accelerator target (`on_accelerator`) every candidate must run on the CUDA GPU: its
+    options are made so (`Runtime.accelerator_options`: onnxruntime gets the CUDA execution
+    provider, torch device cuda), and a runtime that can only run on the CPU here is skipped with
+    its reason. A GPU target's numbers never come from the CPU."""
+    gpu = on_accelerator(target)
     reasons = []
     for i, name in enumerate([target.runtime, *target.fallback_runtimes]):
         try:
-            ok, reason = runtime_class(name).available()
+            cls = runtime_class(name)
+            ok, reason = cls.available()
         except EdgerobError as e:
             ok, reason = False, str(e)
+        options = target.runtime_options if i == 0 else {}
+        if ok and gpu:
+            options, why = cls.accelerator_options(options)
+            ok, reason = options is not None, f"cannot run on the GPU here: {why}"
         if ok:
-            return name, (target.runtime_options if i == 0 else {})
+            return name, options
         reasons.append(f"{name}: {reason}")
     raise EdgerobError(f"no runtime of target {target.name!r} can run here ({'; '.join(reasons)})")
 

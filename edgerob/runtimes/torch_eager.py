@@ -112,6 +112,19 @@ class TorchRuntime(Runtime):
             where = "CPU only (no CUDA device visible to torch)"
         return True, f"torch {torch.__version__}, {where}"
 
+    @classmethod
+    def accelerator_options(cls, options: dict) -> tuple[dict | None, str]:
+        """CUDA: the options' device when it is a CUDA one, else 'cuda' where torch sees one."""
+        device = str(options.get("device", "auto"))
+        if device.startswith("cuda"):
+            return options, ""
+        if device != "auto":
+            return None, f"its options ask for device {device!r}"
+        torch, _ = _import_torch()
+        if not torch.cuda.is_available():
+            return None, f"this torch ({torch.__version__}) sees no CUDA device"
+        return {**options, "device": "cuda"}, ""
+
     def __init__(self, artifact_path: str | Path, *, threads: int | None = None,
                  batch_sizes: list[int] | None = None, device: str = "auto",
                  dtype: str | None = None, compile: bool | str = False,

@@ -278,6 +278,10 @@ class TensorRTRuntime(Runtime):
             return False, f"no CUDA device{f' ({why})' if why else ''}"
         return True, f"tensorrt {trt.__version__}, {count} CUDA device(s)"
 
+    @classmethod
+    def accelerator_options(cls, options: dict) -> tuple[dict | None, str]:
+        return options, ""  # TensorRT runs on the CUDA GPU only
+
     def __init__(self, artifact_path: str | Path, *, threads: int | None = None,
                  batch_sizes=None, device: int = 0, workspace_mb: int = DEFAULT_WORKSPACE_MB,
                  tf32: bool = False, cache_dir: str | Path | None = None, rebuild: bool = False,
