@@ -212,6 +212,10 @@ def run_profile(target: Target, profile: Profile, model: str | Path | Workload, 
     if not target.is_local:
         raise EdgerobError(f"target {target.name!r} is on host {target.host!r}; this command "
                            f"measures the local machine only")
+    if on_accelerator(target):
+        # CUDA ordinals in PCI bus order, as nvidia-smi and NVML number GPUs, so a device_id maps
+        # to its power sensor (read by CUDA when it first initialises in this process)
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     work = model if isinstance(model, Workload) else prepare_workload(profile, model)
     artifacts, inputs = work.artifacts, work.inputs
     qa = profile.query_attack
@@ -253,7 +257,7 @@ def run_profile(target: Target, profile: Profile, model: str | Path | Workload, 
                     on_cell(i, len(todo), cell, None)
                 continue
             rt = runtime_for(cell.precision)
-            profiler = prof_cls(**target.profiler_options) if prof_ok else None
+            profiler = prof_cls(**sensor_options(target, rt)) if prof_ok else None
             if cell.kind == "failures":
                 result = _failure_cell(store, run_id, target, cell, rt, inputs["clean"], qa,
                                        profiler)
@@ -273,6 +277,21 @@ def run_profile(target: Target, profile: Profile, model: str | Path | Workload, 
                        store.failures(run_id), None if prof_ok else prof_reason)
 
 
+def sensor_options(target: Target, rt) -> dict:
+    """The target's profiler options, pointed at the GPU the runtime runs on: NVML gets the
+    runtime's device UUID, else its PCI bus id, else its CUDA ordinal (a Jetson's sensors read
+    its one GPU; other profilers take the options as they are)."""
+    options = dict(target.profiler_options)
+    if target.profiler != "nvml":
+        return options
+    info = rt.info()
+    for key, option in (("device_uuid", "gpu_uuid"), ("pci_bus_id", "pci_bus_id"),
+                        ("cuda_device", "cuda_device")):
+        if info.get(key) is not None:
+            return {**options, option: info[key]}
+    return options
+
+
 def _measure_cell(store, run_id, target, runtime_name, cell, rt, inputs, timing, profiler,
                   prof_reason, machine, art) -> Measurement:
     m = measure(rt, inputs.images, inputs.labels, cell.batch_size, timing, profiler=profiler,
@@ -283,7 +302,9 @@ def _measure_cell(store, run_id, target, runtime_name, cell, rt, inputs, timing,
     row.update(run_id=run_id, target=target.name, runtime=runtime_name,
                precision=cell.precision, input_set=cell.input_set, artifact_sha256=art.sha256,
                fingerprint={**machine, **rt.info(), "artifact_sha256": art.sha256,
-                            "precision": cell.precision, "timestamp": now()})
+                            "precision": cell.precision, "timestamp": now(),
+                            # the physical GPU the power sensor read (NVML)
+                            **getattr(profiler, "identity", {})})
     if cell.input_set != "clean":
         row.update(_versus_clean(store, run_id, runtime_name, cell, m))
     store.add_measurement(row)
