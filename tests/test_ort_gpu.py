@@ -4,17 +4,26 @@ stdout), and the sweep's runtime choice for GPU and Jetson targets."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+
 import pytest
 
 from edgerob.errors import EdgerobError
 from edgerob.runtimes import create_runtime
 from edgerob.runtimes import ort as ortmod
-from edgerob.sweep import on_accelerator, pick_runtime
+from edgerob.store import Store
+from edgerob.sweep import Profile, on_accelerator, pick_runtime, run_profile
 from edgerob.targets import Target, load_target
+
+from conftest import FAST
+from test_profilers_host import FakeGpu, fake_pynvml
 
 CUDA = "CUDAExecutionProvider"
 TRT = "TensorrtExecutionProvider"
 CPU = "CPUExecutionProvider"
+REAL_SESSION = ortmod.ort.InferenceSession
 
 
 class _Node:
@@ -110,3 +119,46 @@ def test_gpu_target_with_cpu_only_options_is_refused_and_cpu_target_untouched(fa
     cpu = load_target("cpu")
     assert not on_accelerator(cpu)
     assert pick_runtime(cpu) == ("onnxruntime", {"providers": [CPU]})
+
+
+class GpuPretendingSession(FakeSession):
+    """Runs the model for real on the CPU but reports the providers asked, as a CUDA session
+    would: enough to drive a whole sweep of a GPU target here."""
+
+    def __init__(self, path, options=None, providers=None):
+        super().__init__(path, options, providers)
+        self.real = REAL_SESSION(path, providers=[CPU])
+
+    def get_providers(self):
+        return [p if isinstance(p, str) else p[0] for p in self.asked]
+
+    def get_inputs(self):
+        return self.real.get_inputs()
+
+    def get_outputs(self):
+        return self.real.get_outputs()
+
+    def run(self, *args):
+        return self.real.run(*args)
+
+
+def test_gpu_sweep_reads_the_runtimes_gpu_and_fingerprints_it(fake_ort, monkeypatch, tmp_path,
+                                                                tiny_model):
+    monkeypatch.setattr(ortmod.ort, "InferenceSession", GpuPretendingSession)
+    gpus = [FakeGpu(name=f"NVIDIA L4 #{i}", instant_mw=70_000,  # no counter: integrated
+                    pci=f"00000000:{bus:02X}:00.0") for i, bus in enumerate((0x01, 0x81))]
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(gpus))
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")  # overridden: CUDA 0 is ambiguous
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # the second GPU on the bus: NVML index 1
+    target = load_target("l4").model_copy(update={
+        "runtime": "onnxruntime", "fallback_runtimes": [],
+        "runtime_options": {"providers": [[CUDA, {"device_id": 0}]]},
+        "profiler_options": {"interval_s": 0.01}})
+    profile = Profile(name="one", precisions=["fp32"], batch_sizes=[4], timing=FAST)
+    res = run_profile(target, profile, tiny_model, Store(f"sqlite:///{tmp_path}/s.db"))
+    assert os.environ["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"  # set before any CUDA use
+    fp = json.loads(res.rows[0]["fingerprint"])
+    assert fp["cuda_device"] == 0 and fp["providers"] == [CUDA]
+    assert res.rows[0]["power_mean_w"] == pytest.approx(70.0)  # the fake GPU's 70 W
+    assert (fp["gpu_uuid"], fp["gpu_name"], fp["gpu_pci_bus_id"], fp["nvml_index"]) == (
+        gpus[1].uuid, "NVIDIA L4 #1", "00000000:81:00.0", 1)
