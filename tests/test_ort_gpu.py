@@ -162,3 +162,20 @@ def test_gpu_sweep_reads_the_runtimes_gpu_and_fingerprints_it(fake_ort, monkeypa
     assert res.rows[0]["power_mean_w"] == pytest.approx(70.0)  # the fake GPU's 70 W
     assert (fp["gpu_uuid"], fp["gpu_name"], fp["gpu_pci_bus_id"], fp["nvml_index"]) == (
         gpus[1].uuid, "NVIDIA L4 #1", "00000000:81:00.0", 1)
+
+
+def test_sensor_options_follow_the_runtime_device():
+    from types import SimpleNamespace
+
+    from edgerob.sweep import sensor_options
+
+    def rt(**info):
+        return SimpleNamespace(info=lambda: info)
+
+    h100 = load_target("h100")
+    base = h100.profiler_options
+    assert sensor_options(h100, rt(cuda_device=1)) == {**base, "cuda_device": 1}
+    assert sensor_options(h100, rt(cuda_device=1, pci_bus_id="0000:65:00.0",
+                                   device_uuid="GPU-ab")) == {**base, "gpu_uuid": "GPU-ab"}
+    orin = load_target("jetson-agx-orin")  # tegrastats reads the module: options as they are
+    assert sensor_options(orin, rt(cuda_device=0)) == orin.profiler_options

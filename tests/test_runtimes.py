@@ -173,6 +173,21 @@ def test_torch_compile_is_static_and_tf32_is_off_unless_asked(tiny_artifacts, mo
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
+def test_torch_cuda_identity_for_the_power_sensor():
+    """What torch reports for a CUDA device, in the forms NVML matching accepts."""
+    from edgerob.runtimes.torch_eager import cuda_identity
+
+    props = SimpleNamespace(uuid="5c7b3b2a-0000-1111-2222-333333333333", pci_bus_id=0x65,
+                            pci_device_id=0, pci_domain_id=0)
+    torch = SimpleNamespace(cuda=SimpleNamespace(get_device_properties=lambda i: props,
+                                                 current_device=lambda: 2))
+    assert cuda_identity(torch, SimpleNamespace(index=None)) == {
+        "cuda_device": 2, "device_uuid": "5c7b3b2a-0000-1111-2222-333333333333",
+        "pci_bus_id": "00000000:65:00.0"}
+    old = SimpleNamespace(cuda=SimpleNamespace(get_device_properties=lambda i: SimpleNamespace()))
+    assert cuda_identity(old, SimpleNamespace(index=1)) == {"cuda_device": 1}
+
+
 def test_torch_unavailable_without_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
     ok, reason = TorchRuntime.available()
