@@ -240,8 +240,10 @@ def _device_properties(cudart, index: int) -> tuple[str, str, dict]:
         name = bytes(name).split(b"\x00", 1)[0].decode(errors="replace")
     identity = {"cuda_device": index}
     raw = getattr(getattr(prop, "uuid", None), "bytes", None)
-    if raw is not None:
-        h = bytes(raw[:16]).hex() if not isinstance(raw, str) else raw.encode("latin-1").hex()
+    if isinstance(raw, str):
+        raw = raw.encode("latin-1")
+    if raw is not None and len(raw) == 16:  # a char array cut at a NUL byte is not a UUID
+        h = bytes(raw).hex()
         identity["device_uuid"] = f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
     if getattr(prop, "pciBusID", None) is not None:
         identity["pci_bus_id"] = (f"{getattr(prop, 'pciDomainID', 0):08x}:{prop.pciBusID:02x}:"
