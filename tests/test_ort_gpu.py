@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,7 +15,7 @@ from edgerob.errors import EdgerobError
 from edgerob.runtimes import create_runtime
 from edgerob.runtimes import ort as ortmod
 from edgerob.store import Store
-from edgerob.sweep import Profile, on_accelerator, pick_runtime, run_profile
+from edgerob.sweep import Profile, on_accelerator, pick_runtime, run_profile, sensor_options
 from edgerob.targets import Target, load_target
 
 from conftest import FAST
@@ -165,10 +166,6 @@ def test_gpu_sweep_reads_the_runtimes_gpu_and_fingerprints_it(fake_ort, monkeypa
 
 
 def test_sensor_options_follow_the_runtime_device():
-    from types import SimpleNamespace
-
-    from edgerob.sweep import sensor_options
-
     def rt(**info):
         return SimpleNamespace(info=lambda: info)
 
