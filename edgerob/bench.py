@@ -4,7 +4,10 @@ Rules (DESIGN.md, after trtexec and MLPerf LoadGen): warm up for a time, then ti
 until both a minimum duration and a minimum count are met. Each iteration is timed on its own
 (the runtime returns only once results are on the host, so the device is synchronised); throughput
 is samples over the wall time of the whole timed window. A profiler samples power during that
-window only; an idle baseline is measured just before it, and energy per inference is net of idle.
+window only. The idle baseline is measured first, before the accuracy pass and the warm-up (a GPU
+or Jetson measured idle just before timing would clock down before the timed window); energy per
+inference is the window's energy less idle power over the same window (the profiler's own window
+duration, the span its energy was integrated over), divided by the samples run in it.
 
 Batches are prepared before timing (contiguous, full size; the last one wraps around to the start
 of the input set) so the timed loop does nothing but call the runtime.
@@ -134,6 +137,11 @@ def measure(runtime: Runtime, images: np.ndarray, labels: np.ndarray | None, bat
     """Measure one cell. `profiler` None means no sensor: power stays NULL with `profiler_note`.
     `state()` reads clocks/temperatures/throttle counters before and after the timed window."""
     batches = make_batches(images, batch_size)
+    idle = None
+    if profiler is not None:  # idle first: after the warm-up the device would clock down in it
+        profiler.start()
+        time.sleep(rules.idle_s)
+        idle = profiler.stop()
     # The accuracy pass runs every sample once and doubles as the first part of the warm-up.
     preds = predict(runtime, batches, len(images))
     accuracy = float((preds == labels).mean()) if labels is not None else None
@@ -143,11 +151,6 @@ def measure(runtime: Runtime, images: np.ndarray, labels: np.ndarray | None, bat
         runtime.run(batches[i % len(batches)])
         i += 1
 
-    idle = None
-    if profiler is not None:
-        profiler.start()
-        time.sleep(rules.idle_s)
-        idle = profiler.stop()
     before = state() if state else {}
     if profiler is not None:
         profiler.start()
@@ -183,7 +186,8 @@ def _add_power(m: Measurement, trace, idle, rules: TimingRules, profiler=None) -
                      f"(< {rules.min_power_samples}); lengthen min_duration_s")
     inferences = m.iterations * m.batch_size
     if trace.energy_j is not None:
-        net = trace.energy_j - (m.power_idle_w or 0.0) * m.duration_s
+        # idle over the span the energy covers (the profiler's window), not the timed loop's
+        net = trace.energy_j - (m.power_idle_w or 0.0) * trace.duration_s
         m.energy_per_inference_j = net / inferences
     source = getattr(profiler, "note", None)  # e.g. NVML: which power reading was used
     if source:

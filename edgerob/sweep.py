@@ -25,7 +25,7 @@ from edgerob.catalog import find_yaml, load_yaml
 from edgerob.clocks import cpu_state
 from edgerob.errors import EdgerobError
 from edgerob.profilers import profiler_class
-from edgerob.runtimes import create_runtime, runtime_class
+from edgerob.runtimes import GPU_PROVIDERS, create_runtime, runtime_class
 from edgerob.store import Store, now
 from edgerob.targets import Target
 
@@ -159,17 +159,42 @@ def prepare_workload(profile: Profile, model_dir: str | Path) -> Workload:
     return Workload(card.name, card.checkpoint_sha256, artifacts, input_sets(profile, model_dir))
 
 
+# Profilers that read a GPU or a Jetson: a target measured by one of them names an accelerator.
+ACCELERATOR_PROFILERS = frozenset({"nvml", "tegrastats", "jtop", "ina3221"})
+
+
+def on_accelerator(target: Target) -> bool:
+    """Whether the target names a GPU or Jetson, whose numbers must come from its CUDA GPU: its
+    profiler reads one (nvml, tegrastats, jtop, ina3221), its runtime is tensorrt, or its
+    runtime options ask for a GPU execution provider."""
+    providers = target.runtime_options.get("providers") or []
+    names = [p if isinstance(p, str) else p[0] for p in providers]
+    return (target.profiler in ACCELERATOR_PROFILERS or target.runtime == "tensorrt"
+            or any(n in GPU_PROVIDERS for n in names))
+
+
 def pick_runtime(target: Target) -> tuple[str, dict]:
     """The target's runtime if it can run here, else the first fallback that can (without the
-    preferred runtime's options). Returns (name, options)."""
+    preferred runtime's options). Returns (name, options).
+
+    On an accelerator target (`on_accelerator`) every candidate must run on the CUDA GPU: its
+    options are made so (`Runtime.accelerator_options`: onnxruntime gets the CUDA execution
+    provider, torch device cuda), and a runtime that can only run on the CPU here is skipped with
+    its reason. A GPU target's numbers never come from the CPU."""
+    gpu = on_accelerator(target)
     reasons = []
     for i, name in enumerate([target.runtime, *target.fallback_runtimes]):
         try:
-            ok, reason = runtime_class(name).available()
+            cls = runtime_class(name)
+            ok, reason = cls.available()
         except EdgerobError as e:
             ok, reason = False, str(e)
+        options = target.runtime_options if i == 0 else {}
+        if ok and gpu:
+            options, why = cls.accelerator_options(options)
+            ok, reason = options is not None, f"cannot run on the GPU here: {why}"
         if ok:
-            return name, (target.runtime_options if i == 0 else {})
+            return name, options
         reasons.append(f"{name}: {reason}")
     raise EdgerobError(f"no runtime of target {target.name!r} can run here ({'; '.join(reasons)})")
 
@@ -187,6 +212,10 @@ def run_profile(target: Target, profile: Profile, model: str | Path | Workload, 
     if not target.is_local:
         raise EdgerobError(f"target {target.name!r} is on host {target.host!r}; this command "
                            f"measures the local machine only")
+    if on_accelerator(target):
+        # CUDA ordinals in PCI bus order, as nvidia-smi and NVML number GPUs, so a device_id maps
+        # to its power sensor (read by CUDA when it first initialises in this process)
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     work = model if isinstance(model, Workload) else prepare_workload(profile, model)
     artifacts, inputs = work.artifacts, work.inputs
     qa = profile.query_attack
@@ -228,7 +257,7 @@ def run_profile(target: Target, profile: Profile, model: str | Path | Workload, 
                     on_cell(i, len(todo), cell, None)
                 continue
             rt = runtime_for(cell.precision)
-            profiler = prof_cls(**target.profiler_options) if prof_ok else None
+            profiler = prof_cls(**sensor_options(target, rt)) if prof_ok else None
             if cell.kind == "failures":
                 result = _failure_cell(store, run_id, target, cell, rt, inputs["clean"], qa,
                                        profiler)
@@ -248,6 +277,21 @@ def run_profile(target: Target, profile: Profile, model: str | Path | Workload, 
                        store.failures(run_id), None if prof_ok else prof_reason)
 
 
+def sensor_options(target: Target, rt) -> dict:
+    """The target's profiler options, pointed at the GPU the runtime runs on: NVML gets the
+    runtime's device UUID, else its PCI bus id, else its CUDA ordinal (a Jetson's sensors read
+    its one GPU; other profilers take the options as they are)."""
+    options = dict(target.profiler_options)
+    if target.profiler != "nvml":
+        return options
+    info = rt.info()
+    for key, option in (("device_uuid", "gpu_uuid"), ("pci_bus_id", "pci_bus_id"),
+                        ("cuda_device", "cuda_device")):
+        if info.get(key) is not None:
+            return {**options, option: info[key]}
+    return options
+
+
 def _measure_cell(store, run_id, target, runtime_name, cell, rt, inputs, timing, profiler,
                   prof_reason, machine, art) -> Measurement:
     m = measure(rt, inputs.images, inputs.labels, cell.batch_size, timing, profiler=profiler,
@@ -258,7 +302,9 @@ def _measure_cell(store, run_id, target, runtime_name, cell, rt, inputs, timing,
     row.update(run_id=run_id, target=target.name, runtime=runtime_name,
                precision=cell.precision, input_set=cell.input_set, artifact_sha256=art.sha256,
                fingerprint={**machine, **rt.info(), "artifact_sha256": art.sha256,
-                            "precision": cell.precision, "timestamp": now()})
+                            "precision": cell.precision, "timestamp": now(),
+                            # the physical GPU the power sensor read (NVML)
+                            **getattr(profiler, "identity", {})})
     if cell.input_set != "clean":
         row.update(_versus_clean(store, run_id, runtime_name, cell, m))
     store.add_measurement(row)

@@ -107,9 +107,55 @@ def test_energy_per_inference_is_net_of_idle():
     assert m.power_idle_w == pytest.approx(3.0)
     assert m.power_mean_w == pytest.approx(10.0)
     assert m.power_samples == 10
-    expected = (m.energy_j - 3.0 * m.duration_s) / (m.iterations * 4)
-    assert m.energy_per_inference_j == pytest.approx(expected)
     assert m.energy_per_inference_j > 0 and m.power_note is None
+
+
+class Recorder:
+    """A runtime and a profiler writing one shared log, with windows of known energy and span:
+    the idle window is 2 s at 1.5 W, the timed window 10 J over 4 s."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.log = []
+        self.windows = 0
+
+    def run(self, x):  # the runtime
+        self.log.append("run")
+        return np.zeros((len(x), 10), np.float32)
+
+    def start(self):  # the profiler
+        self.log.append("start")
+
+    def stop(self):
+        self.log.append("stop")
+        self.windows += 1
+        if self.windows == 1:
+            return PowerTrace([0.0], [1.5], energy_j=3.0, duration_s=2.0, sensor_period_s=0.1)
+        return PowerTrace([0.0] * 8, [2.5] * 8, energy_j=10.0, duration_s=4.0,
+                          sensor_period_s=0.1)
+
+
+def test_idle_before_warmup_and_net_energy_over_the_profiler_window():
+    rec = Recorder()
+    rules = TimingRules(warmup_s=0.01, min_duration_s=0.01, min_iterations=3, idle_s=0.0)
+
+    def state():
+        rec.log.append("state")
+        return {}
+
+    m = measure(rec, np.zeros((8, 1, 2, 2), np.float32), None, 4, rules, profiler=rec,
+                profiler_name="rec", state=state)
+    log = rec.log
+    # idle window, then the accuracy pass and warm-up, then state, the timed window, state
+    assert log[:2] == ["start", "stop"]
+    second = log.index("start", 2)
+    assert log[2:second - 1] == ["run"] * (second - 3) and second - 3 >= 2 + 1
+    assert log[second - 1] == "state" and log[-2:] == ["stop", "state"]
+    assert log[second + 1:-2] == ["run"] * m.iterations
+    assert m.power_idle_w == 1.5 and m.energy_j == 10.0
+    # net = 10 J - 1.5 W x 4 s (the window the energy covers), per inference over samples run
+    assert m.energy_per_inference_j == (10.0 - 1.5 * 4.0) / (m.iterations * 4)
 
 
 def test_too_few_power_samples_is_flagged():

@@ -5,6 +5,7 @@ Energies are checked exactly (counter differences, wraparound), watts from mW an
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -24,12 +25,20 @@ NOT_SUPPORTED = 3
 # -- a fake pynvml -------------------------------------------------------------------------------
 
 
+_SERIAL = itertools.count(1)
+
+
 class FakeGpu:
-    """One GPU: None for a reading means NotSupported."""
+    """One GPU: None for a reading means NotSupported. UUID and PCI bus id default to distinct
+    values in creation order; `violations` maps nvmlPerfPolicyType values to violation ns."""
 
     def __init__(self, name="NVIDIA H100 80GB HBM3", energy_mj=None, instant_mw=None,
                  usage_mw=None, sm_mhz=1980, mem_mhz=2619, temp_c=41, limit_mw=700_000,
-                 reasons=0x1):
+                 reasons=0x1, uuid=None, pci=None, violations=None):
+        n = next(_SERIAL)
+        self.uuid = uuid or f"GPU-{n:08x}-1111-2222-3333-444444444444"
+        self.pci = pci or f"00000000:{n % 256:02X}:00.0"
+        self.violations = violations or {}
         self.name, self.energy_mj, self.instant_mw, self.usage_mw = (name, energy_mj,
                                                                      instant_mw, usage_mw)
         self.sm_mhz, self.mem_mhz, self.temp_c, self.limit_mw = sm_mhz, mem_mhz, temp_c, limit_mw
@@ -104,6 +113,10 @@ def fake_pynvml(gpus, init_error: str | None = None, field_api=True, event_api=T
     m.nvmlDeviceGetCount = lambda: len(gpus)
     m.nvmlDeviceGetHandleByIndex = handle
     m.nvmlDeviceGetName = lambda gpu: gpu.name
+    m.nvmlDeviceGetUUID = lambda gpu: gpu.uuid
+    m.nvmlDeviceGetPciInfo = lambda gpu: types.SimpleNamespace(busId=gpu.pci.encode())
+    m.nvmlDeviceGetViolationStatus = lambda gpu, policy: types.SimpleNamespace(
+        referenceTime=0, violationTime=need(gpu.violations.get(policy)))
     m.nvmlDeviceGetTotalEnergyConsumption = lambda gpu: need(gpu.energy_mj)
     m.nvmlDeviceGetPowerUsage = usage
     m.nvmlDeviceGetClockInfo = clock
@@ -242,7 +255,7 @@ def test_available_gpu_index_out_of_range(nvml):
     ok, why = NvmlProfiler.available(gpu_index=2)
     assert not ok and "gpu_index 2 is out of range" in why and "2 GPU(s)" in why
     assert mod.calls == {"init": 1, "shutdown": 1}
-    with pytest.raises(EdgerobError, match="NVML GPU 2"):
+    with pytest.raises(EdgerobError, match="gpu_index 2 is out of range"):
         NvmlProfiler(gpu_index=2).start()
     assert balanced(mod)
 
@@ -331,6 +344,97 @@ def test_state_without_readable_reasons_is_unknown_not_unthrottled(nvml):
     assert throttled_between(s, s)[0] is None
     nvml([FakeGpu(energy_mj=0, instant_mw=1)], event_api=False, throttle_api=False)
     assert "throttle_reasons" not in NvmlProfiler().state()
+
+
+# -- NVML: the GPU the runtime runs on -----------------------------------------------------------
+
+
+def _four_gpus():
+    """NVML's index order is not PCI order here (NVML does not promise it): index 0 is bus 0x41,
+    index 1 bus 0x01, index 2 bus 0x81, index 3 bus 0x21. The PCI order is 1, 3, 0, 2."""
+    buses = [0x41, 0x01, 0x81, 0x21]
+    names = ["NVIDIA A100-SXM4-80GB", "NVIDIA A100-SXM4-80GB", "NVIDIA L4", "NVIDIA A100-SXM4-80GB"]
+    return [FakeGpu(name=n, energy_mj=0, instant_mw=1, pci=f"00000000:{b:02X}:00.0",
+                    uuid=f"GPU-{b:02x}aaaaaa-0000-0000-0000-00000000{i:04d}")
+            for i, (b, n) in enumerate(zip(buses, names))]
+
+
+PCI = "PCI_BUS_ID"
+
+
+@pytest.mark.parametrize("env, cuda_device, nvml_index", [
+    ({"CUDA_DEVICE_ORDER": PCI}, 0, 1),  # CUDA 0 is the lowest bus, not NVML index 0
+    ({"CUDA_DEVICE_ORDER": PCI}, 3, 2),
+    ({"CUDA_DEVICE_ORDER": PCI, "CUDA_VISIBLE_DEVICES": "2,0"}, 0, 0),  # PCI #2 = bus 0x41
+    ({"CUDA_DEVICE_ORDER": PCI, "CUDA_VISIBLE_DEVICES": "2,0"}, 1, 1),
+    ({"CUDA_DEVICE_ORDER": PCI, "CUDA_VISIBLE_DEVICES": "3, 1"}, 1, 3),
+    # UUIDs, full or a unique prefix, in any order; no order needed with UUIDs only
+    ({"CUDA_VISIBLE_DEVICES": "GPU-81aaaaaa-0000-0000-0000-000000000002,GPU-21"}, 0, 2),
+    ({"CUDA_VISIBLE_DEVICES": "GPU-81aaaaaa-0000-0000-0000-000000000002,GPU-21"}, 1, 3),
+    # CUDA stops at the first entry it cannot use: 7 and the ambiguous 'GPU-' hide what follows
+    ({"CUDA_DEVICE_ORDER": PCI, "CUDA_VISIBLE_DEVICES": "1,7,0"}, 0, 3),
+])
+def test_cuda_device_maps_to_its_nvml_gpu(nvml, env, cuda_device, nvml_index):
+    from edgerob.profilers.nvml import resolve_gpu
+
+    mod = nvml(_four_gpus())
+    gpu = resolve_gpu(mod, cuda_device=cuda_device, env=env)
+    assert gpu["nvml_index"] == nvml_index
+
+
+@pytest.mark.parametrize("env, cuda_device, match", [
+    ({"CUDA_DEVICE_ORDER": PCI, "CUDA_VISIBLE_DEVICES": "1,7,0"}, 1, "1 visible"),
+    ({"CUDA_DEVICE_ORDER": PCI, "CUDA_VISIBLE_DEVICES": "GPU-,0"}, 0, "0 visible"),
+    ({"CUDA_DEVICE_ORDER": PCI, "CUDA_VISIBLE_DEVICES": "0,0"}, 1, "1 visible"),
+    ({"CUDA_DEVICE_ORDER": PCI, "CUDA_VISIBLE_DEVICES": ""}, 0, "0 visible"),
+    ({}, 0, "fastest first"),  # CUDA's default order is unspecified for several GPUs
+    ({"CUDA_VISIBLE_DEVICES": "1"}, 0, "fastest first"),
+    ({"CUDA_VISIBLE_DEVICES": "MIG-1234"}, 0, "MIG"),
+])
+def test_unmappable_cuda_devices_are_refused(nvml, env, cuda_device, match):
+    from edgerob.profilers.nvml import resolve_gpu
+
+    mod = nvml(_four_gpus())
+    with pytest.raises(EdgerobError, match=match):
+        resolve_gpu(mod, cuda_device=cuda_device, env=env)
+
+
+def test_profiler_reads_the_runtimes_gpu_and_records_it(nvml, monkeypatch):
+    mod = nvml(_four_gpus())
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", PCI)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,2")
+    p = NvmlProfiler(cuda_device=1)  # PCI #2: bus 0x41, NVML index 0
+    s = p.state()
+    assert s["gpu_index"] == 0 and s["gpu_pci_bus_id"] == "00000000:41:00.0"
+    assert s["gpu_uuid"] == "GPU-41aaaaaa-0000-0000-0000-000000000000"
+    assert p.identity == {"gpu_uuid": s["gpu_uuid"], "gpu_name": "NVIDIA A100-SXM4-80GB",
+                          "gpu_pci_bus_id": "00000000:41:00.0", "nvml_index": 0}
+    # torch's UUID has no 'GPU-' prefix; a PCI bus id with a 4-digit domain is the same bus
+    assert NvmlProfiler(gpu_uuid="81AAAAAA-0000-0000-0000-000000000002").state()["gpu_index"] == 2
+    assert NvmlProfiler(pci_bus_id="0000:21:00.0").state()["gpu_index"] == 3
+    # the target's NVML index and the runtime's device must be the same GPU
+    assert NvmlProfiler(gpu_index=0, cuda_device=1).state()["gpu_index"] == 0
+    with pytest.raises(EdgerobError, match="must read the GPU the runtime runs on"):
+        NvmlProfiler(gpu_index=0, cuda_device=0).start()
+    ok, why = NvmlProfiler.available(gpu_index=1, cuda_device=1)
+    assert not ok and "CUDA device 1 is NVIDIA A100-SXM4-80GB at 00000000:41:00.0" in why
+    assert balanced(mod)
+
+
+def test_violation_counters_flag_throttling_the_reason_bits_miss(nvml):
+    gpu = FakeGpu(energy_mj=0, instant_mw=1, reasons=0x1, violations={0: 500, 1: 0, 4: 10})
+    nvml([gpu])
+    p = NvmlProfiler()
+    before = p.state()
+    assert before["throttle_counts"] == {"gpu:power_violation_ns": 500,
+                                         "gpu:thermal_violation_ns": 0}
+    gpu.violations[4] = 99_999  # low utilisation is idleness, not throttling
+    assert throttled_between(before, p.state()) == (False, None)
+    gpu.violations[0] = 2_000_500  # power-capped for 2 ms inside the window
+    after = p.state()
+    assert before["throttle_reasons"] == after["throttle_reasons"] == []  # clear at both ends
+    flag, why = throttled_between(before, after)
+    assert flag is True and "gpu:power_violation_ns" in why
 
 
 # -- RAPL: fake sysfs ----------------------------------------------------------------------------

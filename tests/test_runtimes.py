@@ -149,6 +149,45 @@ def test_torch_compile_plumbing(tiny_artifacts, images):
         TorchRuntime(path, compile="no-such-backend")
 
 
+def test_torch_compile_is_static_and_tf32_is_off_unless_asked(tiny_artifacts, monkeypatch):
+    import torch
+
+    seen = {}
+
+    def fake_compile(model, **kwargs):
+        seen.update(kwargs)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        rt = TorchRuntime(tiny_artifacts["fp32"].path, compile=True)
+        assert seen == {"backend": "inductor", "dynamic": False}
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+        assert torch.backends.cudnn.allow_tf32 is False
+        assert rt.info()["tf32"] is False
+        assert TorchRuntime(tiny_artifacts["fp32"].path, tf32=True).info()["tf32"] is True
+        assert torch.backends.cudnn.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_torch_cuda_identity_for_the_power_sensor():
+    """What torch reports for a CUDA device, in the forms NVML matching accepts."""
+    from edgerob.runtimes.torch_eager import cuda_identity
+
+    props = SimpleNamespace(uuid="5c7b3b2a-0000-1111-2222-333333333333", pci_bus_id=0x65,
+                            pci_device_id=0, pci_domain_id=0)
+    torch = SimpleNamespace(cuda=SimpleNamespace(get_device_properties=lambda i: props,
+                                                 current_device=lambda: 2))
+    assert cuda_identity(torch, SimpleNamespace(index=None)) == {
+        "cuda_device": 2, "device_uuid": "5c7b3b2a-0000-1111-2222-333333333333",
+        "pci_bus_id": "00000000:65:00.0"}
+    old = SimpleNamespace(cuda=SimpleNamespace(get_device_properties=lambda i: SimpleNamespace()))
+    assert cuda_identity(old, SimpleNamespace(index=1)) == {"cuda_device": 1}
+
+
 def test_torch_unavailable_without_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
     ok, reason = TorchRuntime.available()
@@ -213,27 +252,27 @@ def test_version_parsing_and_bad_precision():
         trtmod.builder_flags(fake_trt("8.6.1"), "bf16")
 
 
-def test_batch_range():
-    assert trtmod.batch_range() == (1, 32, 32)
-    assert trtmod.batch_range([1, 8, 32]) == (1, 32, 32)
-    assert trtmod.batch_range([16, 4]) == (4, 16, 16)
-    assert trtmod.batch_range(8) == (8, 8, 8)
+def test_profile_batches():
+    assert trtmod.profile_batches() == (1, 8, 32)
+    assert trtmod.profile_batches([1, 8, 32]) == (1, 8, 32)
+    assert trtmod.profile_batches([16, 4, 16]) == (4, 16)
+    assert trtmod.profile_batches(8) == (8,)
     for bad in ([], [0, 4], [1.5], [True], ["8"]):
         with pytest.raises(EdgerobError, match="batch_sizes"):
-            trtmod.batch_range(bad)
+            trtmod.profile_batches(bad)
 
 
 def test_engine_cache_key_and_names(monkeypatch, tmp_path):
     base = dict(artifact_sha256="a" * 64, tensorrt_version="10.12.0.36",
-                device_name="NVIDIA H100 80GB HBM3", compute_capability="9.0", batch=(1, 32, 32))
+                device_name="NVIDIA H100 80GB HBM3", compute_capability="9.0", batch=(1, 8, 32))
     key = trtmod.engine_cache_key(**base)
     assert key == trtmod.engine_cache_key(**dict(base))  # stable
     for change in (dict(artifact_sha256="b" * 64), dict(tensorrt_version="10.13.0.35"),
                    dict(device_name="NVIDIA L4"), dict(compute_capability="8.9"),
-                   dict(batch=(1, 64, 64)), dict(batch=(8, 32, 32)), dict(tf32=False)):
+                   dict(batch=(1, 32)), dict(batch=(1, 8, 16, 32)), dict(tf32=True)):
         assert trtmod.engine_cache_key(**{**base, **change}) != key, change
     name = trtmod.engine_file_name(**base)
-    assert name.startswith("aaaaaaaaaaaa-trt10.12.0.36-nvidia-h100-80gb-hbm3-sm90-b1-32-")
+    assert name.startswith("aaaaaaaaaaaa-trt10.12.0.36-nvidia-h100-80gb-hbm3-sm90-b1_8_32-")
     assert name.endswith(".engine") and "/" not in name
     assert trtmod.engine_file_name(**{**base, "device_name": "NVIDIA L4"}) != name
     timing = trtmod.timing_cache_file_name("10.12.0.36", "NVIDIA H100 80GB HBM3", "9.0")
@@ -297,13 +336,18 @@ def test_cuda_helpers():
     cudart = SimpleNamespace(
         cudaError_t=_Err, cudaGetErrorName=lambda e: (_Err.cudaSuccess, e.name.encode()),
         cudaGetDeviceProperties=lambda i: (_Err.cudaSuccess, SimpleNamespace(
-            name=b"NVIDIA H100 80GB HBM3\x00\x00junk", major=9, minor=0)))
+            name=b"NVIDIA H100 80GB HBM3\x00\x00junk", major=9, minor=0,
+            uuid=SimpleNamespace(bytes=bytes(range(16))), pciBusID=0x65, pciDeviceID=0,
+            pciDomainID=0)))
     assert trtmod._check(cudart, (_Err.cudaSuccess,), "x") is None
     assert trtmod._check(cudart, (_Err.cudaSuccess, 5), "x") == 5
     assert trtmod._check(cudart, (_Err.cudaSuccess, 5, 6), "x") == (5, 6)
     with pytest.raises(RuntimeError, match="cudaMalloc failed: cudaErrorNoDevice"):
         trtmod._check(cudart, (_Err.cudaErrorNoDevice, 0), "cudaMalloc")
-    assert trtmod._device_properties(cudart, 0) == ("NVIDIA H100 80GB HBM3", "9.0")
+    assert trtmod._device_properties(cudart, 0) == (
+        "NVIDIA H100 80GB HBM3", "9.0",
+        {"cuda_device": 0, "device_uuid": "GPU-00010203-0405-0607-0809-0a0b0c0d0e0f",
+         "pci_bus_id": "00000000:65:00.0"})
     buf = (ctypes.c_float * 6)()
     view = trtmod._float_view(ctypes.addressof(buf), 6)
     view[:] = np.arange(6)
@@ -467,24 +511,32 @@ def fake_tensorrt_backed_by_ort(version: str) -> types.ModuleType:
             return Profile()
 
         def build_serialized_network(self, network, config):
-            (profile,) = config.profiles
+            shapes = [p.shape for p in config.profiles]
             trt.builds.append({"network_flags": network.flags, "flags": config.flags,
-                               "cleared": config.cleared, "profile": profile.shape,
+                               "cleared": config.cleared, "profiles": shapes,
                                "timing_cache_in": config.timing.data})
-            lo, hi = profile.shape[1][0], profile.shape[3][0]
-            return json.dumps({"onnx": network.path, "range": [lo, hi]}).encode()
+            ranges = [[lo[0], hi[0]] for _, lo, _, hi in shapes]
+            return json.dumps({"onnx": network.path, "ranges": ranges}).encode()
 
     class Context:
         def __init__(self, plan):
             self.session = ort.InferenceSession(plan["onnx"], providers=["CPUExecutionProvider"])
-            self.range, self.shape, self.addresses = plan["range"], None, {}
+            self.ranges, self.shape, self.addresses = plan["ranges"], None, {}
+            self.profile, self.profile_calls = 0, []  # TensorRT starts a context on profile 0
             self.classes = self.session.run(None, {"input": np.zeros((1, 1, 16, 16),
                                                                      np.float32)})[0].shape[1]
             self.shape_calls = 0
 
+        def set_optimization_profile_async(self, index, stream_handle):
+            assert stream_handle == 1234
+            self.profile_calls.append(index)
+            self.profile = index
+            return 0 <= index < len(self.ranges)
+
         def set_input_shape(self, name, shape):
             self.shape_calls += 1
-            if not self.range[0] <= shape[0] <= self.range[1]:
+            lo, hi = self.ranges[self.profile]
+            if not lo <= shape[0] <= hi:
                 return False
             self.shape = tuple(shape)
             return True
@@ -558,19 +610,28 @@ def test_tensorrt_plumbing_with_fakes(fake_gpu, tiny_artifacts, images, tmp_path
         assert build["network_flags"] == (1 << 1 if new else 1 << 0)
         assert build["flags"] == ([] if new else {"fp32": [], "fp16": ["FP16"],
                                                   "int8": ["INT8"]}[precision])
-        assert build["profile"] == ("input", (4, 1, 16, 16), (20, 1, 16, 16), (20, 1, 16, 16))
+        # one profile per batch size, min = opt = max; TF32 cleared (fp32 is fp32)
+        assert build["profiles"] == [("input", (b, 1, 16, 16), (b, 1, 16, 16), (b, 1, 16, 16))
+                                     for b in (4, 20)]
+        assert build["cleared"] == ["TF32"]
         np.testing.assert_array_equal(rt.run(images[:20]), ref)
+        assert rt.context.profile_calls == [1]  # batch 20 is profile 1, selected at bind
         np.testing.assert_array_equal(rt.run(images[:4]), ref[:4])  # new shape, same buffers
-        assert rt.context.shape_calls == 2  # max batch (20) at bind, then 4; 20 was set
+        assert rt.context.profile_calls == [1, 0] and rt.context.profile == 0
+        np.testing.assert_array_equal(rt.run(images[:4]), ref[:4])
+        assert rt.context.profile_calls == [1, 0]  # same batch: no switch, no new shape
+        assert rt.context.shape_calls == 2  # max batch (20) at bind, then 4
         assert set(rt.last_timing_ms) == {"h2d", "compute", "d2h"}
         assert cudart.copies[-2:] == [("cudaMemcpyHostToDevice", 4 * 256 * 4),
                                       ("cudaMemcpyDeviceToHost", 4 * 10 * 4)]
-        with pytest.raises(EdgerobError, match="outside the engine's profile 4..20"):
-            rt.run(images[:21])
+        for n in (21, 5):  # not built: refused, never run on another batch size's kernels
+            with pytest.raises(EdgerobError, match="no optimisation profile.*built for 4, 20"):
+                rt.run(images[:n])
         with pytest.raises(EdgerobError, match="the engine takes"):
             rt.run(images[:4, :, :8])
         info = rt.info()
-        assert info["strongly_typed"] is new and info["batch_range"] == [4, 20, 20]
+        assert info["strongly_typed"] is new and info["batch_sizes"] == [4, 20]
+        assert info["tf32"] is False and info["cuda_device"] == 0
         assert info["device"] == "Fake GPU" and info["compute_capability"] == "8.7"
         assert info["engine_from_cache"] is False and Path(info["engine_cache"]).is_file()
         rt.close()
@@ -586,19 +647,21 @@ def test_tensorrt_plumbing_with_fakes(fake_gpu, tiny_artifacts, images, tmp_path
                            cache_dir=tmp_path)
     assert again.info()["engine_from_cache"] is True and len(trt.builds) == builds
     assert trt.builds[1]["timing_cache_in"] == b"+"  # read back what the first build wrote
-    # another batch range is another engine; a damaged engine file is rebuilt
+    # other batch sizes are another engine; a damaged engine file is rebuilt
     create_runtime("tensorrt", tiny_artifacts["fp32"].path, batch_sizes=[1], cache_dir=tmp_path)
     assert len(trt.builds) == builds + 1
     Path(again.engine_path).write_bytes(b"garbage")
     rebuilt = create_runtime("tensorrt", tiny_artifacts["fp32"].path, batch_sizes=[4, 20],
                              cache_dir=tmp_path)
     assert rebuilt.info()["engine_from_cache"] is False and len(trt.builds) == builds + 2
-    np.testing.assert_array_equal(rebuilt.run(images[:5]),
+    np.testing.assert_array_equal(rebuilt.run(images[:4]),
                                   create_runtime("onnxruntime", tiny_artifacts["fp32"].path)
-                                  .run(images[:5]))
-    # TF32 off is a builder setting, part of the key
-    create_runtime("tensorrt", tiny_artifacts["fp32"].path, tf32=False, cache_dir=tmp_path)
-    assert trt.builds[-1]["cleared"] == ["TF32"]
+                                  .run(images[:4]))
+    # TF32 asked for deliberately: set, recorded, another engine
+    tf32 = create_runtime("tensorrt", tiny_artifacts["fp32"].path, tf32=True,
+                          batch_sizes=[4, 20], cache_dir=tmp_path)
+    assert trt.builds[-1]["flags"] == ["TF32"] and trt.builds[-1]["cleared"] == []
+    assert tf32.info()["tf32"] is True and tf32.engine_path != again.engine_path
     with pytest.raises(EdgerobError, match="unknown options"):
         create_runtime("tensorrt", tiny_artifacts["fp32"].path, providers=["x"])
     with pytest.raises(EdgerobError, match="no CUDA device 1"):

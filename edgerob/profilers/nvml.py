@@ -10,8 +10,19 @@ is a 1-second average on Ampere (except GA100) and newer GPUs and instantaneous 
 `power_source`, `energy_source` and `note` on the profiler say which were used (set by `start()`
 or `state()`).
 
-`gpu_index` is NVML's index (PCI bus order), which is not CUDA's device order unless
-CUDA_DEVICE_ORDER=PCI_BUS_ID, and ignores CUDA_VISIBLE_DEVICES.
+Which GPU: the one the runtime runs on. The sweep passes the runtime's device as `gpu_uuid` or
+`pci_bus_id` (torch and TensorRT report them) or as `cuda_device`, CUDA's ordinal (onnxruntime's
+device_id), which `resolve_gpu` maps to the physical GPU the way CUDA does: through
+CUDA_VISIBLE_DEVICES (indices or GPU-UUIDs, stopping at the first invalid entry) over the devices
+in PCI bus order, which is CUDA's order only with CUDA_DEVICE_ORDER=PCI_BUS_ID (the sweep sets it;
+CUDA's default, fastest first, leaves the order of several GPUs unspecified, so an ordinal is
+refused then). `gpu_index` is NVML's own index; given with one of the others, both must name the
+same GPU. The GPU's UUID, name and PCI bus id are recorded (`identity`, and in `state()`).
+
+Throttling: the clock-event reason bits are read at both ends of a window, and where the driver
+has them the cumulative violation counters (`nvmlDeviceGetViolationStatus`: ns spent held down by
+the power cap, thermal limit, sync boost, board limit or reliability) go into `throttle_counts`, so
+a limit hit inside the window and gone by its end still flags the cell.
 
 NVML is initialised for each window (`start()`) and each `state()` call and shut down after it;
 nvmlInit/nvmlShutdown are reference-counted by the library, so windows and other NVML users in the
@@ -20,6 +31,8 @@ same process do not disturb each other.
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 
 from edgerob.errors import EdgerobError
@@ -51,6 +64,11 @@ POWER_SOURCES = {
                 "GPUs, instantaneous on older ones"),
 }
 
+# nvmlPerfPolicyType_t values whose violation time means the clocks were held down by a limit
+# (LOW_UTILIZATION, 4, is idleness; TOTAL_APP_CLOCKS/TOTAL_BASE_CLOCKS, 10/11, are settings).
+VIOLATION_POLICIES = {"power": 0, "thermal": 1, "sync_boost": 2, "board_limit": 3,
+                      "reliability": 5}
+
 _VALUE_FIELDS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal"}
 
 
@@ -74,6 +92,101 @@ def _text(s) -> str:
     return s.decode() if isinstance(s, bytes) else str(s)
 
 
+def _uuid(text) -> str:
+    """A GPU UUID compared the same whatever the source: lower case, no 'GPU-' prefix."""
+    u = _text(text).strip().lower()
+    return u[4:] if u.startswith("gpu-") else u
+
+
+def _pci(text) -> tuple[int, int, int] | None:
+    """(domain, bus, device) of a PCI bus id ('00000000:65:00.0' from NVML, '0000:65:00.0')."""
+    m = re.fullmatch(r"([0-9a-f]+):([0-9a-f]+):([0-9a-f]+)(?:\.[0-9a-f]+)?",
+                     _text(text).strip().lower())
+    return tuple(int(g, 16) for g in m.groups()) if m else None
+
+
+def gpus(nvml) -> list[dict]:
+    """Every GPU NVML sees, in PCI bus order: nvml_index, handle, uuid, name, pci_bus_id."""
+    out = []
+    for i in range(nvml.nvmlDeviceGetCount()):
+        h = nvml.nvmlDeviceGetHandleByIndex(i)
+        out.append({"nvml_index": i, "handle": h, "uuid": _text(nvml.nvmlDeviceGetUUID(h)),
+                    "name": _text(nvml.nvmlDeviceGetName(h)),
+                    "pci_bus_id": _text(nvml.nvmlDeviceGetPciInfo(h).busId)})
+    return sorted(out, key=lambda g: _pci(g["pci_bus_id"]) or (1 << 32,))
+
+
+def cuda_visible(devices: list[dict], env=os.environ) -> list[dict]:
+    """The GPUs CUDA numbers 0, 1, ... in this process, from `devices` (PCI order)."""
+    order = env.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+    listed = env.get("CUDA_VISIBLE_DEVICES")
+    tokens = None if listed is None else [t.strip() for t in listed.split(",")]
+    by_ordinal = tokens is None or any(re.fullmatch(r"-?\d+", t) for t in tokens)
+    if order != "PCI_BUS_ID" and len(devices) > 1 and by_ordinal:
+        raise EdgerobError(f"CUDA_DEVICE_ORDER is {order}: CUDA numbers these {len(devices)} "
+                           f"GPUs fastest first in an unspecified order, so a CUDA ordinal "
+                           f"cannot be matched to its power sensor; set "
+                           f"CUDA_DEVICE_ORDER=PCI_BUS_ID")
+    if tokens is None:
+        return list(devices)
+    visible = []
+    for t in tokens:  # CUDA stops at the first entry it cannot use
+        if t.upper().startswith("MIG-"):
+            raise EdgerobError(f"CUDA_VISIBLE_DEVICES names a MIG instance ({t}): NVML reports "
+                               f"power for the whole GPU, not for one instance")
+        if re.fullmatch(r"-?\d+", t):
+            found = [devices[int(t)]] if 0 <= int(t) < len(devices) else []
+        else:
+            want = _uuid(t)
+            found = [d for d in devices if want and _uuid(d["uuid"]).startswith(want)]
+        if len(found) != 1 or found[0] in visible:
+            break
+        visible.append(found[0])
+    return visible
+
+
+def resolve_gpu(nvml, *, gpu_index: int | None = None, cuda_device: int | None = None,
+                gpu_uuid: str | None = None, pci_bus_id: str | None = None,
+                env=os.environ) -> dict:
+    """The GPU (a `gpus()` entry) named by the runtime's device (UUID, PCI bus id or CUDA
+    ordinal) and/or NVML's index; refused when two of them name different GPUs."""
+    devices = gpus(nvml)
+    if not devices:
+        raise EdgerobError("NVML sees no GPU")
+    picks = []
+    if gpu_uuid is not None:
+        found = [d for d in devices if _uuid(d["uuid"]) == _uuid(gpu_uuid)]
+        if not found:
+            raise EdgerobError(f"NVML sees no GPU with UUID {gpu_uuid}")
+        picks.append((f"UUID {gpu_uuid}", found[0]))
+    if pci_bus_id is not None:
+        found = [d for d in devices if _pci(d["pci_bus_id"]) == _pci(pci_bus_id)]
+        if not found:
+            raise EdgerobError(f"NVML sees no GPU at PCI bus id {pci_bus_id}")
+        picks.append((f"PCI bus id {pci_bus_id}", found[0]))
+    if cuda_device is not None:
+        visible = cuda_visible(devices, env)
+        if not 0 <= cuda_device < len(visible):
+            raise EdgerobError(f"CUDA device {cuda_device} does not exist here: "
+                               f"{len(visible)} visible (CUDA_VISIBLE_DEVICES="
+                               f"{env.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+        picks.append((f"CUDA device {cuda_device}", visible[cuda_device]))
+    if gpu_index is not None or not picks:
+        index = 0 if gpu_index is None else gpu_index
+        found = [d for d in devices if d["nvml_index"] == index]
+        if not found:
+            raise EdgerobError(f"gpu_index {index} is out of range: NVML sees {len(devices)} "
+                               f"GPU(s), indices 0..{len(devices) - 1}")
+        picks.append((f"NVML gpu_index {index}", found[0]))
+    (first, gpu), *others = picks
+    for what, other in others:
+        if other["uuid"] != gpu["uuid"]:
+            raise EdgerobError(f"{first} is {gpu['name']} at {gpu['pci_bus_id']}, but {what} is "
+                               f"{other['name']} at {other['pci_bus_id']}: the power sensor "
+                               f"must read the GPU the runtime runs on")
+    return gpu
+
+
 def _import_pynvml():
     import pynvml
 
@@ -85,11 +198,17 @@ class NvmlProfiler(PollingProfiler):
 
     name = "nvml"
 
-    def __init__(self, interval_s: float = 0.05, gpu_index: int = 0, **options):
+    def __init__(self, interval_s: float = 0.05, gpu_index: int | None = None,
+                 cuda_device: int | None = None, gpu_uuid: str | None = None,
+                 pci_bus_id: str | None = None, **options):
         super().__init__(interval_s=interval_s, **options)
-        if int(gpu_index) != gpu_index or gpu_index < 0:
-            raise ValueError(f"gpu_index must be a non-negative integer, not {gpu_index!r}")
-        self.gpu_index = int(gpu_index)
+        for name, value in (("gpu_index", gpu_index), ("cuda_device", cuda_device)):
+            if value is not None and (int(value) != value or value < 0):
+                raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+        self.selector = {"gpu_index": gpu_index, "cuda_device": cuda_device,
+                         "gpu_uuid": gpu_uuid, "pci_bus_id": pci_bus_id}
+        self.gpu_index: int | None = None  # NVML's index, once resolved
+        self.identity: dict = {}  # the GPU read: uuid, name, pci_bus_id, nvml_index
         self.power_source: str | None = None  # "instant", "average", or None: no power reading
         self.energy_source: str | None = None  # "counter" or "integrated"
         self.note: str | None = None  # what was used, and why, in words
@@ -104,8 +223,10 @@ class NvmlProfiler(PollingProfiler):
     # -- availability ---------------------------------------------------------------------------
 
     @classmethod
-    def available(cls, gpu_index: int = 0, **_options) -> tuple[bool, str]:
-        """Whether GPU `gpu_index` gives power or energy here; other profiler options ignored."""
+    def available(cls, gpu_index: int | None = None, cuda_device: int | None = None,
+                  gpu_uuid: str | None = None, pci_bus_id: str | None = None,
+                  **_options) -> tuple[bool, str]:
+        """Whether the GPU named gives power or energy here; other profiler options ignored."""
         try:
             nvml = _import_pynvml()
         except ImportError:
@@ -117,20 +238,18 @@ class NvmlProfiler(PollingProfiler):
             return False, (f"NVML could not initialise ({e}): no NVIDIA driver loaded, or "
                            f"libnvidia-ml not found")
         try:
-            count = nvml.nvmlDeviceGetCount()
-            if count == 0:
-                return False, "NVML sees no GPU"
-            if not 0 <= gpu_index < count:
-                return False, (f"gpu_index {gpu_index} is out of range: NVML sees {count} "
-                               f"GPU(s), indices 0..{count - 1}")
-            handle = nvml.nvmlDeviceGetHandleByIndex(gpu_index)
-            name = _text(nvml.nvmlDeviceGetName(handle))
-            energy, power, why = _probe(nvml, handle)
+            try:
+                gpu = resolve_gpu(nvml, gpu_index=gpu_index, cuda_device=cuda_device,
+                                  gpu_uuid=gpu_uuid, pci_bus_id=pci_bus_id)
+            except EdgerobError as e:
+                return False, str(e)
+            index, name = gpu["nvml_index"], gpu["name"]
+            energy, power, why = _probe(nvml, gpu["handle"])
             if energy is None and power is None:
-                return False, f"GPU {gpu_index} ({name}) gives no power or energy reading: {why}"
-            return True, f"GPU {gpu_index} ({name}): {_describe(energy, power, why)}"
+                return False, f"GPU {index} ({name}) gives no power or energy reading: {why}"
+            return True, f"GPU {index} ({name}): {_describe(energy, power, why)}"
         except nvml.NVMLError as e:
-            return False, f"NVML error on GPU {gpu_index}: {e}"
+            return False, f"NVML error: {e}"
         finally:
             nvml.nvmlShutdown()
 
@@ -145,12 +264,16 @@ class NvmlProfiler(PollingProfiler):
                 except nvml.NVMLError as e:
                     raise EdgerobError(f"NVML could not initialise: {e}") from e
                 try:
-                    self._handle = nvml.nvmlDeviceGetHandleByIndex(self.gpu_index)
-                    self.gpu_name = _text(nvml.nvmlDeviceGetName(self._handle))
+                    gpu = resolve_gpu(nvml, **self.selector)
+                    self._handle, self.gpu_index, self.gpu_name = (gpu["handle"],
+                                                                   gpu["nvml_index"], gpu["name"])
+                    self.identity = {"gpu_uuid": gpu["uuid"], "gpu_name": gpu["name"],
+                                     "gpu_pci_bus_id": gpu["pci_bus_id"],
+                                     "nvml_index": gpu["nvml_index"]}
                     mj, self.power_source, why = _probe(nvml, self._handle)
                 except nvml.NVMLError as e:
                     nvml.nvmlShutdown()
-                    raise EdgerobError(f"NVML GPU {self.gpu_index}: {e}") from e
+                    raise EdgerobError(f"NVML GPU {self.selector}: {e}") from e
                 except BaseException:
                     nvml.nvmlShutdown()
                     raise
@@ -236,7 +359,7 @@ class NvmlProfiler(PollingProfiler):
             limit_mw = get("nvmlDeviceGetEnforcedPowerLimit")
             out = {
                 "gpu_index": self.gpu_index,
-                "gpu_name": self.gpu_name,
+                **self.identity,
                 "sm_clock_mhz": get("nvmlDeviceGetClockInfo",
                                     getattr(nvml, "NVML_CLOCK_SM", NVML_CLOCK_SM)),
                 "mem_clock_mhz": get("nvmlDeviceGetClockInfo",
@@ -256,6 +379,15 @@ class NvmlProfiler(PollingProfiler):
             if mask is not None:
                 out["throttle_reasons"] = [r for r in out["clock_event_reasons"]
                                            if r not in BENIGN_REASONS]
+            # cumulative ns held down by each limit: their growth over a window is throttling
+            # even when the reason bits are clear at both ends
+            counts = {}
+            for policy, value in VIOLATION_POLICIES.items():
+                v = get("nvmlDeviceGetViolationStatus", value)
+                if v is not None:
+                    counts[f"gpu:{policy}_violation_ns"] = int(v.violationTime)
+            if counts:
+                out["throttle_counts"] = counts
             return out
         finally:
             self._close()

@@ -21,6 +21,9 @@ REGISTRY = {
     "torch": "edgerob.runtimes.torch_eager:TorchRuntime",
 }
 
+# onnxruntime execution providers that run on an NVIDIA GPU (a GPU target's accelerator).
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
 
 class Runtime(ABC):
     """A loaded artifact ready to run. `run` takes and returns float32 NCHW/(N, classes) arrays."""
@@ -31,6 +34,12 @@ class Runtime(ABC):
     @abstractmethod
     def available(cls) -> tuple[bool, str]:
         """Whether this runtime can run here, and why not when it cannot."""
+
+    @classmethod
+    def accelerator_options(cls, options: dict) -> tuple[dict | None, str]:
+        """`options` made to run on the CUDA GPU (the accelerator of a GPU or Jetson target), or
+        None and why this runtime cannot run there. Runtimes with a GPU path override it."""
+        return None, "it has no GPU path"
 
     @abstractmethod
     def __init__(self, artifact_path: str | Path, *, threads: int | None = None,

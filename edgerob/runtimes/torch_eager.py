@@ -6,6 +6,12 @@ float32, fp16 as half (weights and activations, like the fp16 graph). `dtype="bf
 bfloat16, which has no ONNX artifact of its own (run it from the fp32 artifact). int8 Q/DQ graphs
 have no eager equivalent here: they need onnxruntime or tensorrt.
 
+TF32 is off by default (`tf32=False`): on Ampere and newer torch lets cuDNN convolutions run fp32
+at the TF32 rate unless told not to, so "fp32" would not be fp32. The matmul and cuDNN TF32
+switches are process-wide; this runtime sets them when it is made (the last one made wins) and
+records the state in `info()`. `tf32=True` measures TF32 deliberately. `torch.compile` is called
+with `dynamic=False`, so every batch size gets its own static graph, compiled alike.
+
 torch is imported only when the runtime is used, so `import edgerob.runtimes.torch_eager` works on
 a device without it; `available()` says why not.
 """
@@ -54,6 +60,21 @@ def resolve_dtype(artifact_precision: str, dtype: str | None) -> str:
     return name
 
 
+def cuda_identity(torch, device) -> dict:
+    """The CUDA ordinal, UUID and PCI bus id of a torch CUDA device, so the power sensor reads
+    the same physical GPU (`edgerob.profilers.nvml.resolve_gpu`); absent fields where this torch
+    does not report them."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    out = {"cuda_device": index}
+    if getattr(props, "uuid", None) is not None:
+        out["device_uuid"] = str(props.uuid)
+    if getattr(props, "pci_bus_id", None) is not None:
+        out["pci_bus_id"] = (f"{getattr(props, 'pci_domain_id', 0):08x}:{props.pci_bus_id:02x}:"
+                             f"{getattr(props, 'pci_device_id', 0):02x}.0")
+    return out
+
+
 def resolve_device(torch, device: str) -> str:
     """'auto' -> 'cuda' where CUDA is usable, else 'cpu'; checks 'cuda[:N]' is there."""
     if device in (None, "auto"):
@@ -91,9 +112,23 @@ class TorchRuntime(Runtime):
             where = "CPU only (no CUDA device visible to torch)"
         return True, f"torch {torch.__version__}, {where}"
 
+    @classmethod
+    def accelerator_options(cls, options: dict) -> tuple[dict | None, str]:
+        """CUDA: the options' device when it is a CUDA one, else 'cuda' where torch sees one."""
+        device = str(options.get("device", "auto"))
+        if device.startswith("cuda"):
+            return options, ""
+        if device != "auto":
+            return None, f"its options ask for device {device!r}"
+        torch, _ = _import_torch()
+        if not torch.cuda.is_available():
+            return None, f"this torch ({torch.__version__}) sees no CUDA device"
+        return {**options, "device": "cuda"}, ""
+
     def __init__(self, artifact_path: str | Path, *, threads: int | None = None,
-                 batch_sizes: list[int] | None = None, device: str = "auto", dtype: str | None = None, compile: bool | str = False,
-                 cudnn_benchmark: bool = True, **options):
+                 batch_sizes: list[int] | None = None, device: str = "auto",
+                 dtype: str | None = None, compile: bool | str = False,
+                 cudnn_benchmark: bool = True, tf32: bool = False, **options):
         if options:
             raise EdgerobError(f"torch: unknown options {', '.join(sorted(options))}")
         ok, reason = self.available()
@@ -127,6 +162,10 @@ class TorchRuntime(Runtime):
             # cuDNN picks the fastest conv algorithm per shape, as TensorRT's tactic search does.
             # Process-wide, like the thread count.
             torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
+        # Process-wide as well; set on CPU too, so the recorded state is the one in force.
+        self.tf32 = bool(tf32)
+        torch.backends.cuda.matmul.allow_tf32 = self.tf32
+        torch.backends.cudnn.allow_tf32 = self.tf32
         self.dtype = getattr(torch, _DTYPES[self.precision])
         self.input_shape = tuple(self.artifact.input_shape)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
@@ -136,7 +175,7 @@ class TorchRuntime(Runtime):
         if compile:
             backend = "inductor" if compile is True else str(compile)
             try:
-                self.model = torch.compile(self.model, backend=backend)
+                self.model = torch.compile(self.model, backend=backend, dynamic=False)
             except Exception as e:  # noqa: BLE001 - unknown backend, unsupported platform
                 raise EdgerobError(f"torch.compile (backend {backend}) failed here: "
                                    f"{str(e).splitlines()[0][:300]}") from None
@@ -171,11 +210,12 @@ class TorchRuntime(Runtime):
         torch = self._torch
         info = {"runtime": self.name, "version": torch.__version__, "device": str(self.device),
                 "dtype": self.precision, "compiled": self.compiled,
-                "threads": torch.get_num_threads()}
+                "threads": torch.get_num_threads(),
+                "tf32": bool(torch.backends.cuda.matmul.allow_tf32
+                             or torch.backends.cudnn.allow_tf32)}
         if self.device.type == "cuda":
             info.update(device_name=torch.cuda.get_device_name(self.device),
                         cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
                         cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
-                        # fp32 convolutions may use TF32 on Ampere+ (torch's default): record it
-                        tf32_conv=bool(torch.backends.cudnn.allow_tf32))
+                        **cuda_identity(torch, self.device))
         return info

@@ -8,12 +8,18 @@ precision is set: FP16 for the fp16 graph, INT8 for the Q/DQ graph (explicit qua
 calibrator). INT8 is set alone, without FP16, so layers the graph keeps in float (the stem conv)
 run in fp32 as they do when strongly typed: "int8" is the same model on every TensorRT.
 
-One optimisation profile covers the batch sizes (`batch_sizes=[...]`: min, opt = max, max;
-default 1..32). Engines and the timing cache are cached under $EDGEROB_CACHE/engines (else
-~/.cache/edgerob/engines): an engine by artifact sha256, TensorRT version, device name, compute
-capability, batch range and TF32 setting; the timing cache by TensorRT version and device, so
-every model built on one GPU shares it. Inference: pinned host buffers, device buffers and a
-stream from cuda-python, `set_input_shape` when the batch size changes, `execute_async_v3`, and
+One engine holds one optimisation profile per measured batch size (`batch_sizes=[...]`, default
+1, 8, 32), each with min = opt = max = that size, so every batch size runs on the kernels TensorRT
+chose for it (a single min..max profile tunes for opt only). When the batch size changes the
+context switches to its profile (`set_optimization_profile_async`) and then sets the input shape;
+a batch size that was not built is refused. TF32 is off by default (`tf32=False` clears
+`BuilderFlag.TF32`, which TensorRT sets by default, so "fp32" layers run in fp32); `tf32=True`
+measures TF32 deliberately; `info()` records which. Engines and the timing cache are cached under
+$EDGEROB_CACHE/engines (else ~/.cache/edgerob/engines): an engine by artifact sha256, TensorRT
+version, device name, compute capability, batch sizes and TF32 setting; the timing cache by
+TensorRT version and device, so every model built on one GPU shares it. Inference: pinned host
+buffers, device buffers and a stream from cuda-python, the profile and `set_input_shape` when the
+batch size changes, `execute_async_v3`, and
 CUDA events around the host-to-device copy, the compute and the device-to-host copy, reported in
 `last_timing_ms` for the last call (trtexec's H2D / GPU compute / D2H split). TensorRT 8.5 is the
 oldest supported: it is the first with the name-based tensor API and `execute_async_v3`.
@@ -37,7 +43,7 @@ rest needs TensorRT and a GPU. To verify it on a GPU box (x86, NVIDIA driver for
     x = load_dataset("digits").x_test[:32]
     ref = create_runtime("onnxruntime", arts["fp32"].path).run(x)
     for p, a in arts.items():
-        rt = create_runtime("tensorrt", a.path, batch_sizes=[1, 32])
+        rt = create_runtime("tensorrt", a.path, batch_sizes=[1, 32])  # one profile each
         y, y1 = rt.run(x), rt.run(x[:1])
         print(p, rt.info(), rt.last_timing_ms)
         print("  max |err| vs ORT fp32:", float(abs(y - ref).max()),
@@ -45,8 +51,8 @@ rest needs TensorRT and a GPU. To verify it on a GPU box (x86, NVIDIA driver for
               "batch 1 = row 0 of batch 32:", np.allclose(y1, y[:1], atol=1e-2))
     EOF
     # Run it twice: the second run loads the engines from the cache (engine_from_cache True).
-    # Pass: fp32 top-1 agreement 1.0 with a small max error (TF32 is on by default; tf32=False
-    # compares tighter), fp16/int8 agreement at least the artifact's parity["min_top1_agreement"].
+    # Pass: fp32 top-1 agreement 1.0 with a small max error (TF32 off by default; tf32=True is
+    # looser), fp16/int8 agreement at least the artifact's parity["min_top1_agreement"].
     # Jetson, JetPack 6 (TensorRT 8.6/10.3, Python 3.10): TensorRT comes with JetPack
     # (apt install python3-libnvinfer), then pip install cuda-python for its CUDA; same script.
     # JetPack 5 (TensorRT 8.5) ships Python 3.8 bindings only, and edgerob needs Python 3.10+:
@@ -70,9 +76,9 @@ from edgerob.runtimes import Runtime
 
 MIN_VERSION = (8, 5)  # name-based tensor API and execute_async_v3
 STRONGLY_TYPED_FROM = (10, 12)  # FP16/INT8 builder flags deprecated here, removed in 11
-DEFAULT_BATCH_RANGE = (1, 32, 32)
+DEFAULT_BATCH_SIZES = (1, 8, 32)
 DEFAULT_WORKSPACE_MB = 1024
-CACHE_FORMAT = 1  # bump when what goes into an engine changes in a way the key does not show
+CACHE_FORMAT = 2  # bump when what goes into an engine changes in a way the key does not show
 
 INSTALL_HINT = ("pip install tensorrt; on a Jetson it comes with JetPack "
                 "(apt install python3-libnvinfer)")
@@ -140,17 +146,17 @@ def builder_flags(trt, precision: str) -> list:
     return [trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.INT8]
 
 
-def batch_range(batch_sizes=None) -> tuple[int, int, int]:
-    """(min, opt, max) of the optimisation profile: the batch sizes' min, max, max."""
+def profile_batches(batch_sizes=None) -> tuple[int, ...]:
+    """The batch sizes to build, ascending and unique: one optimisation profile (b, b, b) each."""
     if batch_sizes is None:
-        return DEFAULT_BATCH_RANGE
+        return DEFAULT_BATCH_SIZES
     if isinstance(batch_sizes, int):
         batch_sizes = [batch_sizes]
     sizes = list(batch_sizes)
     if not sizes or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1
                         for b in sizes):
         raise EdgerobError(f"tensorrt: batch_sizes must be positive integers, got {batch_sizes!r}")
-    return int(min(sizes)), int(max(sizes)), int(max(sizes))
+    return tuple(sorted({int(b) for b in sizes}))
 
 
 # ---- caches --------------------------------------------------------------------------------------
@@ -167,23 +173,23 @@ def _slug(text: str) -> str:
 
 
 def engine_cache_key(artifact_sha256: str, tensorrt_version: str, device_name: str,
-                     compute_capability: str, batch: tuple[int, int, int],
-                     tf32: bool = True) -> str:
+                     compute_capability: str, batch: tuple[int, ...],
+                     tf32: bool = False) -> str:
     """Hex key of one engine: what makes an engine valid for a graph on a device."""
     payload = {"format": CACHE_FORMAT, "artifact_sha256": artifact_sha256,
                "tensorrt": str(tensorrt_version), "device": device_name,
-               "compute_capability": str(compute_capability), "batch_range": list(batch),
+               "compute_capability": str(compute_capability), "batch_sizes": list(batch),
                "tf32": bool(tf32)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def engine_file_name(artifact_sha256: str, tensorrt_version: str, device_name: str,
-                     compute_capability: str, batch: tuple[int, int, int],
-                     tf32: bool = True) -> str:
+                     compute_capability: str, batch: tuple[int, ...],
+                     tf32: bool = False) -> str:
     key = engine_cache_key(artifact_sha256, tensorrt_version, device_name, compute_capability,
                            batch, tf32)
     return (f"{artifact_sha256[:12]}-trt{tensorrt_version}-{_slug(device_name)}"
-            f"-sm{str(compute_capability).replace('.', '')}-b{batch[0]}-{batch[2]}"
+            f"-sm{str(compute_capability).replace('.', '')}-b{'_'.join(map(str, batch))}"
             f"-{key[:16]}.engine")
 
 
@@ -225,13 +231,24 @@ def _device_count(cudart) -> tuple[int, str]:
     return int(result[1]), ""
 
 
-def _device_properties(cudart, index: int) -> tuple[str, str]:
-    """(name, 'major.minor') of a CUDA device."""
+def _device_properties(cudart, index: int) -> tuple[str, str, dict]:
+    """(name, 'major.minor', identity) of a CUDA device. The identity (CUDA ordinal, UUID and
+    PCI bus id where the bindings give them) lets the power sensor read the same physical GPU."""
     prop = _check(cudart, cudart.cudaGetDeviceProperties(index), "cudaGetDeviceProperties")
     name = prop.name
     if isinstance(name, (bytes, bytearray)):
         name = bytes(name).split(b"\x00", 1)[0].decode(errors="replace")
-    return str(name).strip(), f"{prop.major}.{prop.minor}"
+    identity = {"cuda_device": index}
+    raw = getattr(getattr(prop, "uuid", None), "bytes", None)
+    if isinstance(raw, str):
+        raw = raw.encode("latin-1")
+    if raw is not None and len(raw) == 16:  # a char array cut at a NUL byte is not a UUID
+        h = bytes(raw).hex()
+        identity["device_uuid"] = f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+    if getattr(prop, "pciBusID", None) is not None:
+        identity["pci_bus_id"] = (f"{getattr(prop, 'pciDomainID', 0):08x}:{prop.pciBusID:02x}:"
+                                  f"{getattr(prop, 'pciDeviceID', 0):02x}.0")
+    return str(name).strip(), f"{prop.major}.{prop.minor}", identity
 
 
 def _float_view(address: int, count: int) -> np.ndarray:
@@ -263,9 +280,13 @@ class TensorRTRuntime(Runtime):
             return False, f"no CUDA device{f' ({why})' if why else ''}"
         return True, f"tensorrt {trt.__version__}, {count} CUDA device(s)"
 
+    @classmethod
+    def accelerator_options(cls, options: dict) -> tuple[dict | None, str]:
+        return options, ""  # TensorRT runs on the CUDA GPU only
+
     def __init__(self, artifact_path: str | Path, *, threads: int | None = None,
                  batch_sizes=None, device: int = 0, workspace_mb: int = DEFAULT_WORKSPACE_MB,
-                 tf32: bool = True, cache_dir: str | Path | None = None, rebuild: bool = False,
+                 tf32: bool = False, cache_dir: str | Path | None = None, rebuild: bool = False,
                  **options):
         if options:
             raise EdgerobError(f"tensorrt: unknown options {', '.join(sorted(options))}")
@@ -281,14 +302,15 @@ class TensorRTRuntime(Runtime):
 
         self.artifact = load_artifact(artifact_path)
         self.threads = threads  # the GPU does the work; kept for the fingerprint only
-        self.batch_range = batch_range(batch_sizes)
+        self.batch_sizes = profile_batches(batch_sizes)
         self.tf32 = bool(tf32)
         self.device_index = int(device)
         count, _ = _device_count(cudart)
         if not 0 <= self.device_index < count:
             raise EdgerobError(f"tensorrt: no CUDA device {device} ({count} here: 0..{count - 1})")
         _check(cudart, cudart.cudaSetDevice(self.device_index), "cudaSetDevice")
-        self.device_name, self.compute_capability = _device_properties(cudart, self.device_index)
+        self.device_name, self.compute_capability, self.identity = _device_properties(
+            cudart, self.device_index)
         self.strongly_typed = strongly_typed(trt)
         self.builder_flags = [str(f).split(".")[-1]
                               for f in builder_flags(trt, self.artifact.precision)]
@@ -297,7 +319,7 @@ class TensorRTRuntime(Runtime):
         cache = Path(cache_dir) if cache_dir else engine_cache_dir()
         self.engine_path = cache / engine_file_name(
             self.artifact.sha256, trt.__version__, self.device_name, self.compute_capability,
-            self.batch_range, self.tf32)
+            self.batch_sizes, self.tf32)
         self.timing_cache_path = cache / timing_cache_file_name(
             trt.__version__, self.device_name, self.compute_capability)
 
@@ -343,19 +365,20 @@ class TensorRTRuntime(Runtime):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
         for flag in builder_flags(trt, art.precision):
             config.set_flag(flag)
-        if not self.tf32 and hasattr(trt.BuilderFlag, "TF32"):
-            config.clear_flag(trt.BuilderFlag.TF32)
+        # TensorRT sets TF32 by default: clear it for fp32 layers that really run in fp32.
+        if hasattr(trt.BuilderFlag, "TF32"):
+            (config.set_flag if self.tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
         timing_cache = self._timing_cache(config)
-        lo, opt, hi = self.batch_range
         input_name = network.get_input(0).name
-        profile = builder.create_optimization_profile()
-        profile.set_shape(input_name, (lo, *self.input_shape), (opt, *self.input_shape),
-                          (hi, *self.input_shape))
-        config.add_optimization_profile(profile)
+        for b in self.batch_sizes:  # profile i is batch_sizes[i], tuned for exactly that shape
+            profile = builder.create_optimization_profile()
+            shape = (b, *self.input_shape)
+            profile.set_shape(input_name, shape, shape, shape)
+            config.add_optimization_profile(profile)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
             raise EdgerobError(f"TensorRT {trt.__version__} could not build an engine for "
-                               f"{art.path} ({art.precision}, batch {lo}..{hi}) on "
+                               f"{art.path} ({art.precision}, batch sizes {list(self.batch_sizes)}) on "
                                f"{self.device_name}; TensorRT's log above says why")
         atomic_write_bytes(self.timing_cache_path, bytes(timing_cache.serialize()))
         return bytes(plan)
@@ -394,14 +417,15 @@ class TensorRTRuntime(Runtime):
             if not is_float32:
                 raise EdgerobError(f"engine tensor {n} is {engine.get_tensor_dtype(n)}; the "
                                    f"artifacts keep float32 inputs and outputs")
-        hi = self.batch_range[2]
+        hi = self.batch_sizes[-1]
+        self._stream = _check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._profile = 0  # a new context starts on profile 0
         self._set_batch(hi)
         out_shape = tuple(self.context.get_tensor_shape(self.output_name))
         self.num_classes = int(np.prod(out_shape[1:]))
         in_count = hi * int(np.prod(self.input_shape))
         out_count = hi * self.num_classes
 
-        self._stream = _check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._events = [_check(cudart, cudart.cudaEventCreate(), "cudaEventCreate")
                         for _ in range(4)]
         self._d_in = self._alloc("device", in_count)
@@ -423,9 +447,14 @@ class TensorRTRuntime(Runtime):
         return ptr
 
     def _set_batch(self, n: int) -> None:
+        """Switch to batch size n's optimisation profile, then set the input shape."""
+        index = self.batch_sizes.index(n)
+        if index != self._profile:
+            if not self.context.set_optimization_profile_async(index, int(self._stream)):
+                raise RuntimeError(f"TensorRT rejected optimisation profile {index} (batch {n})")
+            self._profile = index
         if not self.context.set_input_shape(self.input_name, (n, *self.input_shape)):
-            raise EdgerobError(f"TensorRT rejected batch size {n} "
-                               f"(profile {self.batch_range[0]}..{self.batch_range[2]})")
+            raise EdgerobError(f"TensorRT rejected batch size {n} (profile {index})")
         self._batch = n
 
     # -- run --------------------------------------------------------------------------------------
@@ -439,10 +468,10 @@ class TensorRTRuntime(Runtime):
             raise EdgerobError(f"tensorrt: input of shape {x.shape}, the engine takes "
                                f"(N, {', '.join(map(str, self.input_shape))})")
         n = x.shape[0]
-        lo, _, hi = self.batch_range
-        if not lo <= n <= hi:
-            raise EdgerobError(f"tensorrt: batch size {n} is outside the engine's profile "
-                               f"{lo}..{hi}; pass batch_sizes=[...] covering it")
+        if n not in self.batch_sizes:
+            raise EdgerobError(f"tensorrt: batch size {n} has no optimisation profile in this "
+                               f"engine (built for {', '.join(map(str, self.batch_sizes))}); "
+                               f"pass batch_sizes=[...] including it")
         if n != self._batch:
             self._set_batch(n)
         # Staging into pinned memory is a host copy, outside the timed H2D (as trtexec).
@@ -478,7 +507,7 @@ class TensorRTRuntime(Runtime):
                 "strongly_typed": self.strongly_typed, "builder_flags": self.builder_flags,
                 "tf32": self.tf32, "engine_cache": str(self.engine_path),
                 "engine_from_cache": self.engine_from_cache,
-                "batch_range": list(self.batch_range)}
+                "batch_sizes": list(self.batch_sizes), **self.identity}
 
     def close(self) -> None:
         """Free the CUDA buffers, events and stream (also done when the object is collected)."""
