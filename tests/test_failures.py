@@ -384,6 +384,8 @@ def test_km_median_is_exact_where_survival_reaches_one_half():
     assert km_median(*_records([(1, 6, 2), (2, 1, 3), (3, 1, 0), (4, 2, 3)])) == 3
     # S(1) = 19/26, S(2) = 19/26 x 13/19 = 1/2, with censoring tied at the median time
     assert km_median(*_records([(1, 7, 0), (2, 6, 3), (3, 7, 3)])) == 2
+    # S(1) = 21/24, S(2) = 7/8 x 16/20, S(3) = 7/10 x 10/14 = 1/2 (float factors give more)
+    assert km_median(*_records([(1, 3, 1), (2, 4, 2), (3, 4, 2), (4, 6, 2)])) == 3
     # durations in seconds (floats), the same counts
     assert km_median(*_records([(0.1, 11, 0), (0.2, 1, 0), (0.3, 12, 0)])) == 0.2
 
@@ -431,3 +433,25 @@ def test_compare_samples_matches_scipy():
     assert same["p_value"] == pytest.approx(1.0) and same["cliffs_delta"] == pytest.approx(0.0)
     apart = compare_samples(a + 10, a)
     assert apart["p_value"] < 1e-12 and apart["cliffs_delta"] == pytest.approx(1.0)
+
+
+def test_ingest_copies_attack_cells_with_their_records(tmp_path):
+    from edgerob.bundle import ingest
+
+    device = Store(f"sqlite:///{tmp_path}/device.db")
+    run_id, _ = device.begin_run(target="cpu", profile="p", model="m", model_sha256="0",
+                                 runtime="rt", host="h", versions={})
+    key = dict(run_id=run_id, target="cpu", precision="fp32", batch_size=4, attack="square",
+               eps=0.1)
+    device.add_failures([dict(key, sample_id=0, label=1, queries=7, budget_queries=20,
+                              duration_s=1.0, energy_j=None, event=1, duration_share_s=0.5,
+                              energy_share_j=None)],
+                        cell=dict(key, n_available=2, n_clean_wrong=1, n_attacked=1))
+    device.add_attack_cell(dict(key, precision="int8", n_available=2, n_clean_wrong=2,
+                                n_attacked=0))
+    host = Store(f"sqlite:///{tmp_path}/host.db")
+    assert ingest(tmp_path / "device.db", host)["failures"] == 1
+    assert [(c["precision"], c["n_clean_wrong"]) for c in host.attack_cells()] == [
+        ("fp32", 1), ("int8", 2)]
+    assert ingest(tmp_path / "device.db", host)["failures"] == 0
+    assert len(host.attack_cells()) == 2 and len(host.failures()) == 1
