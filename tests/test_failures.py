@@ -339,14 +339,20 @@ def test_bad_arguments(kw):
 
 # --- store: a cell's counts and records in one transaction ---------------------------------------
 
-def test_attack_cell_row_and_records_in_one_transaction(tmp_path):
-    store = Store(f"sqlite:///{tmp_path}/s.db")
+def _store_with_run(path):
+    """A store with one run; the key of an fp32 query-attack cell in it; one failure record."""
+    store = Store(f"sqlite:///{path}")
     run_id, _ = store.begin_run(target="cpu", profile="p", model="m", model_sha256="0",
                                 runtime="rt", host="h", versions={})
     key = dict(run_id=run_id, target="cpu", precision="fp32", batch_size=4, attack="square",
                eps=0.1)
     rec = dict(key, sample_id=3, label=1, queries=7, budget_queries=20, duration_s=1.0,
                energy_j=None, event=1, duration_share_s=0.5, energy_share_j=None)
+    return store, run_id, key, rec
+
+
+def test_attack_cell_row_and_records_in_one_transaction(tmp_path):
+    store, run_id, key, rec = _store_with_run(tmp_path / "s.db")
     cell = dict(key, n_available=5, n_clean_wrong=4, n_attacked=1)
     assert store.add_failures([rec], cell=cell)
     assert not store.add_failures([rec], cell=cell)  # the same cell again: refused whole
@@ -438,15 +444,8 @@ def test_compare_samples_matches_scipy():
 def test_ingest_copies_attack_cells_with_their_records(tmp_path):
     from edgerob.bundle import ingest
 
-    device = Store(f"sqlite:///{tmp_path}/device.db")
-    run_id, _ = device.begin_run(target="cpu", profile="p", model="m", model_sha256="0",
-                                 runtime="rt", host="h", versions={})
-    key = dict(run_id=run_id, target="cpu", precision="fp32", batch_size=4, attack="square",
-               eps=0.1)
-    device.add_failures([dict(key, sample_id=0, label=1, queries=7, budget_queries=20,
-                              duration_s=1.0, energy_j=None, event=1, duration_share_s=0.5,
-                              energy_share_j=None)],
-                        cell=dict(key, n_available=2, n_clean_wrong=1, n_attacked=1))
+    device, _, key, rec = _store_with_run(tmp_path / "device.db")
+    device.add_failures([rec], cell=dict(key, n_available=2, n_clean_wrong=1, n_attacked=1))
     device.add_attack_cell(dict(key, precision="int8", n_available=2, n_clean_wrong=2,
                                 n_attacked=0))
     host = Store(f"sqlite:///{tmp_path}/host.db")
