@@ -124,7 +124,7 @@ def load_bundle(bundle_dir: str | Path):
 def ingest(source: str | Path, store) -> dict[str, int]:
     """Copy runs, measurements and failure records from a bundle (or a results database) into
     `store`; rows it already holds are skipped. Returns counts of rows added and skipped."""
-    from edgerob.store import Store, failures, measurements, runs
+    from edgerob.store import Store, attack_cells, failures, measurements, runs
 
     source = Path(source)
     db = source / RESULTS_DB if source.is_dir() else source
@@ -136,6 +136,7 @@ def ingest(source: str | Path, store) -> dict[str, int]:
         run_rows = [dict(r._mapping) for r in c.execute(runs.select())]
         m_rows = [dict(r._mapping) for r in c.execute(measurements.select())]
         f_rows = [dict(r._mapping) for r in c.execute(failures.select())]
+        a_rows = [dict(r._mapping) for r in c.execute(attack_cells.select())]
     for run in run_rows:
         counts["runs"] += store.upsert_run(run)
     for row in m_rows:
@@ -147,8 +148,14 @@ def ingest(source: str | Path, store) -> dict[str, int]:
         row.pop("id")
         cells.setdefault((row["run_id"], row["precision"], row["batch_size"], row["attack"],
                           row["eps"]), []).append(row)
+    counted = {}  # each query-attack cell's counts go in with its records
+    for row in a_rows:
+        row.pop("id")
+        key = (row["run_id"], row["precision"], row["batch_size"], row["attack"], row["eps"])
+        counted[key] = row
+        cells.setdefault(key, [])
     for key, rows in cells.items():
-        if store.add_failures(rows):
+        if store.add_failures(rows, cell=counted.get(key)):
             counts["failures"] += len(rows)
         else:
             counts["skipped"] += len(rows)

@@ -244,7 +244,7 @@ def profile(
                              on_cell=on_cell)
     _print_measurements(result.rows, f"{tgt.name} / {prof.name}")
     _print_versus_clean(result.rows)
-    _print_failures(result.failures)
+    _print_failures(result.failures, result.attack_cells)
     err.print(f"run {result.run_id}: {result.measured} cells measured, {result.skipped} already "
               f"stored{' (resumed)' if result.resumed else ''} -> {store}")
     if result.power_note:
@@ -358,7 +358,9 @@ def results(
                            + (f" for target {target}" if target else ""))
     _print_measurements(rows, store)
     _print_versus_clean(rows)
-    _print_failures([f for f in db.failures(run) if not target or f["target"] == target])
+    _print_failures([f for f in db.failures(run) if not target or f["target"] == target],
+                    db.attack_cells(**{k: v for k, v in (("run_id", run), ("target", target))
+                                       if v}))
     if csv_out:
         cols = [c for c in rows[0] if c != "latencies_ms"]
         with open(csv_out, "w", newline="") as f:
@@ -501,7 +503,7 @@ def compare(
                         f"accuracy per input set; Kaplan-Meier medians to failure")
     for col in ("target", *(["runtime"] if runtimes else []), "prec", "batch", "rank", "p50 ms",
                 "p99 ms", "samples/s", "W", "J/inf", "clean", *[a[9:] for a in adv],
-                "s to fail", "J to fail", "records"):
+                "s to fail", "J to fail", "records", "clean wrong"):
         table.add_column(col, justify="left" if col in ("target", "runtime", "prec")
                          else "right", no_wrap=col in ("target", "runtime"))
     for r in rows:
@@ -514,7 +516,8 @@ def compare(
                       _fmt(r["energy_per_inference_j"], ".3g"), _fmt(r["accuracy"], ".2%"),
                       *[_fmt(r.get(a), ".2%") for a in adv],
                       _fmt(r["median_time_to_failure_s"], ".3g"),
-                      _fmt(r["median_energy_to_failure_j"], ".3g"), str(r["failure_records"]))
+                      _fmt(r["median_energy_to_failure_j"], ".3g"), str(r["failure_records"]),
+                      _fmt(r["failure_clean_wrong"], "d"))
     out.print(table)
     for f in fronts:
         if not f["front"]:
@@ -588,7 +591,8 @@ def cost(
         table.add_column(col, justify="left" if col in ("target", "prec", "pricing")
                          else "right", no_wrap=col == "target")
     attacker = Table(title="attacker's side: what a failure costs the target (Kaplan-Meier "
-                           "medians; E[T] restricted to the attack budget)")
+                           "medians of each sample's share of the queries; E[T] restricted to "
+                           "the attack budget)")
     for col in ("target", "prec", "batch", "attack", "s to failure", "USD to failure",
                 "J to failure", "E[T] s", "TRASH"):
         attacker.add_column(col, justify="left" if col in ("target", "prec", "attack")
@@ -744,22 +748,33 @@ def _print_versus_clean(rows: list[dict]) -> None:
     out.print(table)
 
 
-def _print_failures(records: list[dict]) -> None:
-    if not records:
+def _print_failures(records: list[dict], cells: list[dict]) -> None:
+    """Failure records per query-attack cell, with the samples left out because the artifact
+    misclassifies them clean (`attack_cells`; — for cells stored before it was counted)."""
+    if not records and not cells:
         return
     from edgerob.failures import km_median
 
+    def key(r: dict) -> tuple:
+        return r["precision"], r["batch_size"], f"{r['attack']}@{r['eps']:g}"
+
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r["precision"], r["batch_size"], f"{r['attack']}@{r['eps']:g}"),
-                          []).append(r)
-    table = Table("precision", "batch", "attack", "samples", "failed", "censored",
-                  "median queries", "median time s", "median energy J",
-                  title="failure records (Kaplan-Meier medians; — where over half survive)")
+        groups.setdefault(key(r), []).append(r)
+    clean_wrong: dict[tuple, int] = {}
+    for c in cells:
+        groups.setdefault(key(c), [])
+        clean_wrong[key(c)] = clean_wrong.get(key(c), 0) + c["n_clean_wrong"]
+    table = Table("precision", "batch", "attack", "clean wrong", "attacked", "failed",
+                  "censored", "median queries", "median time s", "median energy J",
+                  title="failure records (clean-misclassified samples are not attacked; "
+                        "Kaplan-Meier medians of the wall time and energy of the queries; — "
+                        "where over half survive)")
     for (prec, bs, name), rs in groups.items():
         ev = [r["event"] for r in rs]
         energy = [r["energy_j"] for r in rs]
-        table.add_row(prec, str(bs), name, str(len(rs)), str(sum(ev)), str(len(rs) - sum(ev)),
+        table.add_row(prec, str(bs), name, _fmt(clean_wrong.get((prec, bs, name)), "d"),
+                      str(len(rs)), str(sum(ev)), str(len(rs) - sum(ev)),
                       _fmt(km_median([r["queries"] for r in rs], ev), ".0f"),
                       _fmt(km_median([r["duration_s"] for r in rs], ev), ".3g"),
                       _fmt(km_median(energy, ev) if None not in energy else None, ".3g"))

@@ -103,21 +103,36 @@ def restricted_mean(durations, events, horizon: float | None = None) -> float | 
     return float(area)
 
 
-def failure_summary(records: list[dict]) -> dict:
-    """Kaplan-Meier summary of one group of failure records (one attack, one configuration)."""
+def _km_or_none(values, events) -> float | None:
+    """Kaplan-Meier median of a column some records lack (no sensor, older records): None."""
+    return None if None in values else km_median(values, events)
+
+
+def failure_summary(records: list[dict], cell: dict | None = None) -> dict:
+    """Kaplan-Meier summary of one group of failure records (one attack, one configuration);
+    `cell` is its `attack_cells` row (samples left out as misclassified clean), if stored."""
     ev = [r["event"] for r in records]
     energy = [r["energy_j"] for r in records]
     dur = [r["duration_s"] for r in records]
+    share = [r.get("duration_share_s") for r in records]
     return {
+        "failure_clean_wrong": cell["n_clean_wrong"] if cell else None,
         "failure_records": len(records),
         "failure_events": int(sum(ev)),
         "failure_censored": len(records) - int(sum(ev)),
         "budget_queries": max(r["budget_queries"] for r in records),
         "median_queries_to_failure": km_median([r["queries"] for r in records], ev),
         "median_time_to_failure_s": km_median(dur, ev),
-        "median_energy_to_failure_j": km_median(energy, ev) if None not in energy else None,
+        "median_energy_to_failure_j": _km_or_none(energy, ev),
+        # the per-sample share basis (edgerob.failures), what the attacker's cost uses
+        "median_time_share_to_failure_s": _km_or_none(share, ev),
+        "median_energy_share_to_failure_j": _km_or_none([r.get("energy_share_j")
+                                                         for r in records], ev),
         # E[T] restricted to the budget: area under the KM curve up to the longest duration
         "mean_time_to_failure_restricted_s": restricted_mean(dur, ev),
+        # the same per attacked sample (time shares): the E[T] of TRASH (Meyers et al.)
+        "mean_time_share_to_failure_restricted_s":
+            None if None in share else restricted_mean(share, ev),
         "failure_horizon_s": float(max(dur)),
     }
 
@@ -127,7 +142,8 @@ def failure_summary(records: list[dict]) -> dict:
 FAILURE_KEYS = ("failure_attack", "failure_records", "failure_events", "failure_censored",
                 "budget_queries", "median_queries_to_failure", "median_time_to_failure_s",
                 "median_energy_to_failure_j", "mean_time_to_failure_restricted_s",
-                "failure_horizon_s")
+                "failure_horizon_s", "failure_clean_wrong", "median_time_share_to_failure_s",
+                "median_energy_share_to_failure_j", "mean_time_share_to_failure_restricted_s")
 
 
 def _failure_groups(store, wanted: set[str] | None) -> dict[tuple, dict[str, list[dict]]]:
@@ -174,6 +190,8 @@ def fleet_table(store, targets=None) -> list[dict]:
     for m in meas:  # ordered by id: a later row of the same cell replaces an earlier one
         key = (m["target"], m["runtime"], m["precision"], m["batch_size"])
         latest.setdefault(key, {})[m["input_set"]] = m
+    attack_cells = {(c["run_id"], c["precision"], c["batch_size"], f"{c['attack']}@{c['eps']:g}"): c
+                    for c in store.attack_cells()}
     cache = TargetCache()
     rows = []
     for key in sorted(set(latest) | set(fails), key=lambda k: (k[0], k[1], k[2], k[3])):
@@ -195,7 +213,9 @@ def fleet_table(store, targets=None) -> list[dict]:
         scored = [(m["accuracy"], name) for name, m in adv.items() if m["accuracy"] is not None]
         row["robust_accuracy"], row["robust_input_set"] = min(scored) if scored else (None, None)
         groups = fails.get(key, {})
-        row["failures_by_attack"] = {a: failure_summary(rs) for a, rs in sorted(groups.items())}
+        row["failures_by_attack"] = {
+            a: failure_summary(rs, attack_cells.get((rs[0]["run_id"], precision, batch, a)))
+            for a, rs in sorted(groups.items())}
         if groups:
             main = max(groups, key=lambda a: (len(groups[a]), a))
             row.update(failure_attack=main, **row["failures_by_attack"][main])

@@ -218,30 +218,38 @@ def tco(target, row: dict, workload: Workload, train_time_s: float | None = None
 
 def attacker_side(target, row: dict, workload: Workload, train_time_s: float | None = None,
                   n_train_samples: int | None = None) -> dict:
-    """What a failure costs the target, from the failure records in `row`:
+    """What a failure costs the target, from the failure records in `row`. Time and energy are
+    both the per-sample share (edgerob.failures: each query's time and energy divided among the
+    samples attacked in it), so USD and joules are on one basis whatever the batch size:
 
-    - attacker_s_to_failure: Kaplan-Meier median wall time on the target until a sample fails;
+    - attacker_s_to_failure: Kaplan-Meier median time share on the target until a sample fails;
     - attacker_usd_to_failure: that time / 3600 x cloud_usd_per_h (an attacker rents the same
       device), or for a device that is only bought, the purchase price amortised per second of
       service life (purchase_usd / service seconds) x that time;
-    - attacker_j_to_failure: Kaplan-Meier median energy the target spent (J), and its price at the
-      workload's electricity rate (J / 3.6e6 x USD/kWh);
-    - trash_score: `trash` with E[T] the restricted mean time to failure per attacked sample
-      (area under the Kaplan-Meier curve of the records' duration_s up to the attack budget).
+    - attacker_j_to_failure, attacker_kwh_to_failure: Kaplan-Meier median energy share the
+      target spent (J; / 3.6e6 for kWh), and its price at the workload's electricity rate;
+    - trash_score: `trash`, with E[T] the restricted mean time share to failure per attacked
+      sample (area under the Kaplan-Meier curve of duration_share_s up to the attack budget);
+      above 1: cheaper to break than to build.
       Where samples survive the budget E[T] is underestimated, so TRASH is an upper bound.
     """
     target = _load(target)
     price = target.price
     notes = []
-    t = row.get("median_time_to_failure_s")
-    j = row.get("median_energy_to_failure_j")
+    t = row.get("median_time_share_to_failure_s")
+    j = row.get("median_energy_share_to_failure_j")
     out = {"failure_attack": row.get("failure_attack"), "attacker_s_to_failure": t,
            "attacker_usd_to_failure": None, "attacker_usd_basis": None,
-           "attacker_j_to_failure": j, "attacker_energy_usd_to_failure": None,
-           "expected_time_to_failure_s": row.get("mean_time_to_failure_restricted_s"),
+           "attacker_j_to_failure": j, "attacker_kwh_to_failure": None,
+           "attacker_energy_usd_to_failure": None,
+           "attacker_basis": "per-sample share of the queries (each query / samples in it)",
+           "expected_time_to_failure_s": row.get("mean_time_share_to_failure_restricted_s"),
            "train_time_s": train_time_s, "trash_score": None,
            "cheaper_to_break_than_build": None}
-    if t is None and not row.get("failure_records"):
+    if t is None and row.get("median_time_to_failure_s") is not None:
+        notes.append("no per-sample time share to failure (records written before it was "
+                     "recorded, or a prediction): no attacker cost")
+    elif t is None and not row.get("failure_records"):
         notes.append("no failure records for this configuration: no attacker cost")
     elif t is None:
         notes.append("over half the attacked samples survive the budget: no median time to "
@@ -249,15 +257,16 @@ def attacker_side(target, row: dict, workload: Workload, train_time_s: float | N
     if t is not None:
         if price.cloud_usd_per_h:
             out["attacker_usd_to_failure"] = usd_for_seconds(t, price.cloud_usd_per_h)
-            out["attacker_usd_basis"] = "median s to failure / 3600 x cloud_usd_per_h"
+            out["attacker_usd_basis"] = "median s share to failure / 3600 x cloud_usd_per_h"
         elif price.purchase_usd:
             out["attacker_usd_to_failure"] = price.purchase_usd / workload.service_s * t
-            out["attacker_usd_basis"] = ("purchase_usd / service seconds x median s to failure "
-                                         "(amortised device time)")
+            out["attacker_usd_basis"] = ("purchase_usd / service seconds x median s share to "
+                                         "failure (amortised device time)")
         else:
             notes.append(f"no price in targets/{target.name}.yaml: no attacker USD")
     if _ok(j):
-        out["attacker_energy_usd_to_failure"] = (joules_to_kwh(j)
+        out["attacker_kwh_to_failure"] = joules_to_kwh(j)
+        out["attacker_energy_usd_to_failure"] = (out["attacker_kwh_to_failure"]
                                                  * workload.electricity_usd_per_kwh)
     elif row.get("failure_records") and t is not None:
         notes.append("no energy in the failure records (no sensor): no attacker joules")

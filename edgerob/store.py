@@ -105,8 +105,29 @@ failures = sa.Table(
     sa.Column("event", sa.Integer, nullable=False),  # 1 misclassified within budget, 0 censored
     sa.Column("label", sa.Integer),
     sa.Column("created_at", sa.String),
+    # the sample's share of the same queries (each query / samples attacked in it): what a
+    # failure costs (edgerob.failures); NULL in records written before these columns
+    sa.Column("duration_share_s", sa.Float),
+    sa.Column("energy_share_j", sa.Float),
     sa.UniqueConstraint("run_id", "precision", "batch_size", "attack", "eps", "sample_id",
                         name="one_row_per_attacked_sample"),
+)
+
+attack_cells = sa.Table(
+    "attack_cells", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), nullable=False),
+    sa.Column("target", sa.String, nullable=False),
+    sa.Column("precision", sa.String(8), nullable=False),
+    sa.Column("batch_size", sa.Integer, nullable=False),
+    sa.Column("attack", sa.String, nullable=False),
+    sa.Column("eps", sa.Float, nullable=False),
+    sa.Column("n_available", sa.Integer, nullable=False),  # samples in the input set
+    sa.Column("n_clean_wrong", sa.Integer, nullable=False),  # misclassified clean: not attacked
+    sa.Column("n_attacked", sa.Integer, nullable=False),  # clean-correct samples attacked
+    sa.Column("created_at", sa.String),
+    sa.UniqueConstraint("run_id", "precision", "batch_size", "attack", "eps",
+                        name="one_row_per_attack_cell"),
 )
 
 
@@ -270,21 +291,45 @@ class Store:
     # --- failure records -------------------------------------------------------------------
 
     def failure_cells(self, run_id: str) -> set[tuple]:
-        cols = [failures.c[k] for k in ("precision", "batch_size", "attack", "eps")]
+        """(precision, batch_size, attack, eps) of the query-attack cells stored for the run:
+        those with an `attack_cells` row (even with no sample attacked) or with records."""
+        out = set()
         with self.engine.connect() as c:
-            return {tuple(r) for r in c.execute(sa.select(*cols).distinct()
-                                                .where(failures.c.run_id == run_id))}
+            for table in (failures, attack_cells):
+                cols = [table.c[k] for k in ("precision", "batch_size", "attack", "eps")]
+                out |= {tuple(r) for r in c.execute(sa.select(*cols).distinct()
+                                                    .where(table.c.run_id == run_id))}
+        return out
 
-    def add_failures(self, rows: list[dict]) -> bool:
-        """Insert one cell's failure records in one transaction; False if already stored."""
+    def add_failures(self, rows: list[dict], cell: dict | None = None) -> bool:
+        """Insert one cell's failure records, and its `attack_cells` row when given, in one
+        transaction; False if already stored."""
         stamp = now()
         try:
             with self.engine.begin() as c:
-                c.execute(failures.insert(),
-                          [{**r, "created_at": r.get("created_at") or stamp} for r in rows])
+                if cell is not None:
+                    c.execute(attack_cells.insert().values(
+                        **{**cell, "created_at": cell.get("created_at") or stamp}))
+                if rows:
+                    c.execute(failures.insert(),
+                              [{**r, "created_at": r.get("created_at") or stamp} for r in rows])
         except IntegrityError:
             return False
         return True
+
+    def add_attack_cell(self, row: dict) -> bool:
+        """Insert one query-attack cell's row in its own transaction; False if already stored."""
+        return self.add_failures([], cell=row)
+
+    def attack_cells(self, **filters) -> list[dict]:
+        """`attack_cells` rows, e.g. attack_cells(run_id=..., precision="int8")."""
+        q = attack_cells.select().order_by(attack_cells.c.id)
+        for k, v in filters.items():
+            if k not in attack_cells.c:
+                raise EdgerobError(f"attack_cells has no column {k!r}")
+            q = q.where(attack_cells.c[k] == v)
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
 
     def failures(self, run_id: str | None = None) -> list[dict]:
         q = failures.select().order_by(failures.c.id)

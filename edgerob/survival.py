@@ -885,7 +885,10 @@ class FitResult:
         expected time to failure per attacked sample, averaged over the group's records.
         `train_time_s` and `n_train_samples`: numbers, or {model name: number} (models without a
         train time are skipped). Where the TRASH is not estimable (no sample count, infinite
-        E[T]) `trash` is NaN and `note` says why."""
+        E[T]) `trash` is NaN and `note` says why. Records' durations are the wall time of the
+        batched queries a sample took part in, so a record's E[T] per attacked sample is the
+        fitted expectation divided by its batch size (deckard divides the batch's expected time by
+        the batch's sample count)."""
         from edgerob.cost import trash
 
         if self.duration != "time":
@@ -896,6 +899,8 @@ class FitResult:
             raise EdgerobError(f"cannot group TRASH scores by {missing[0]!r}: not in the records")
         X = self.design.values(self.data)
         expected = self.final.mean(X, self.design.columns)
+        if "batch_size" in self.data:
+            expected = np.asarray(expected, dtype=float) / self.data["batch_size"].to_numpy()
         frame = self.data[by].copy()
         frame["_e"] = expected
         rows = []

@@ -12,7 +12,7 @@ import os
 import platform
 import socket
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Callable, Literal
 
@@ -24,6 +24,7 @@ from edgerob.bench import Measurement, TimingRules, compare_samples, measure
 from edgerob.catalog import find_yaml, load_yaml
 from edgerob.clocks import cpu_state
 from edgerob.errors import EdgerobError
+from edgerob.failures import MIN_EPS, square_attack
 from edgerob.profilers import profiler_class
 from edgerob.runtimes import GPU_PROVIDERS, create_runtime, runtime_class
 from edgerob.store import Store, now
@@ -62,7 +63,7 @@ class QueryAttackSpec(_Strict):
     """Black-box attack on the deployed artifact, producing failure records."""
 
     attack: Literal["square"] = "square"
-    eps: list[Annotated[float, Field(gt=0, le=1)]] = Field(min_length=1)
+    eps: list[Annotated[float, Field(ge=MIN_EPS, le=1)]] = Field(min_length=1)
     budget_queries: int = Field(ge=2)
     samples: PositiveInt = 32
     precisions: list[Precision] | None = None  # None: the profile's
@@ -118,6 +119,7 @@ class SweepResult:
     rows: list[dict]  # every measurement of the run
     failures: list[dict]  # every failure record of the run
     power_note: str | None  # why power is NULL, when it is
+    attack_cells: list[dict] = field(default_factory=list)  # per query-attack cell: counts
 
 
 def cells(profile: Profile) -> list[Cell]:
@@ -274,7 +276,8 @@ def run_profile(target: Target, profile: Profile, model: str | Path | Workload, 
         raise
     store.finish_run(run_id, "done")
     return SweepResult(run_id, resumed, measured, skipped, store.measurements(run_id),
-                       store.failures(run_id), None if prof_ok else prof_reason)
+                       store.failures(run_id), None if prof_ok else prof_reason,
+                       store.attack_cells(run_id=run_id))
 
 
 def sensor_options(target: Target, rt) -> dict:
@@ -326,18 +329,21 @@ def _versus_clean(store, run_id, runtime, cell, m: Measurement) -> dict:
     return out
 
 
-def _failure_cell(store, run_id, target, cell, rt, clean, qa, profiler) -> list:
-    from edgerob.failures import square_attack
-
+def _failure_cell(store, run_id, target, cell, rt, clean, qa, profiler):
+    """Attack the clean samples the artifact gets right; store the records and the cell's
+    counts (`attack_cells`) in one transaction. Returns the AttackCell."""
     attack, eps = cell.input_set.split("@")
     n = min(qa.samples, len(clean.images))
-    records = square_attack(rt, clean.images[:n], clean.labels[:n], clean.sample_ids[:n],
-                            float(eps), qa.budget_queries, cell.batch_size, p_init=qa.p_init,
-                            seed=qa.seed, profiler=profiler)
-    store.add_failures([{**asdict(r), "run_id": run_id, "target": target.name,
-                         "precision": cell.precision, "batch_size": cell.batch_size,
-                         "attack": attack, "eps": float(eps)} for r in records])
-    return records
+    result = square_attack(rt, clean.images[:n], clean.labels[:n], clean.sample_ids[:n],
+                           float(eps), qa.budget_queries, cell.batch_size, p_init=qa.p_init,
+                           seed=qa.seed, profiler=profiler)
+    key = {"run_id": run_id, "target": target.name, "precision": cell.precision,
+           "batch_size": cell.batch_size, "attack": attack, "eps": float(eps)}
+    store.add_failures([{**asdict(r), **key} for r in result.records],
+                       cell={**key, "n_available": result.n_available,
+                             "n_clean_wrong": result.n_clean_wrong,
+                             "n_attacked": result.n_attacked})
+    return result
 
 
 def machine_state(profiler=None) -> dict:

@@ -105,6 +105,12 @@ def test_fleet_table_values_equal_the_stored_ones(real_fleet, monkeypatch):
             assert r["median_time_to_failure_s"] == km_median([f["duration_s"] for f in recs], ev)
             assert r["median_queries_to_failure"] == km_median([f["queries"] for f in recs], ev)
             assert r["median_energy_to_failure_j"] is None  # no sensor
+            assert r["median_time_share_to_failure_s"] == km_median(
+                [f["duration_share_s"] for f in recs], ev)
+            [cell] = [c for c in store.attack_cells(target=r["target"])
+                      if (c["precision"], c["batch_size"]) == (r["precision"], r["batch_size"])]
+            assert r["failure_clean_wrong"] == cell["n_clean_wrong"]
+            assert cell["n_attacked"] == len(recs)
         else:
             assert r["median_time_to_failure_s"] is None
         tgt = load_target(r["target"])
@@ -296,8 +302,10 @@ def test_cloud_device_cost_l4(tmp_path, monkeypatch):
     w = Workload(inferences_per_s=100, hours_per_day=8, years=1, electricity_usd_per_kwh=0.2,
                  utilisation=0.5)
     c = tco("l4-test", _row(throughput_sps=400.0, power_mean_w=72.0, failure_records=20,
-                            median_time_to_failure_s=90.0, median_energy_to_failure_j=1800.0,
-                            mean_time_to_failure_restricted_s=120.0), w, train_time_s=600.0,
+                            median_time_to_failure_s=360.0, median_energy_to_failure_j=7200.0,
+                            median_time_share_to_failure_s=90.0,
+                            median_energy_share_to_failure_j=1800.0,
+                            mean_time_share_to_failure_restricted_s=120.0), w, train_time_s=600.0,
             n_train_samples=50)
     assert c["pricing"] == "cloud"
     assert c["service_h"] == 2920  # 8 x 365 x 1
@@ -309,9 +317,11 @@ def test_cloud_device_cost_l4(tmp_path, monkeypatch):
     inferences = 100 * 2920 * 3600  # 1.0512e9
     assert c["usd_per_million_inferences"] == pytest.approx(2350.016 / inferences * 1e6)
     assert c["kwh_per_million_inferences"] == pytest.approx(210.24 / inferences * 1e6)
-    # attacker: 90 s on an L4 at 0.8048 USD/h is 0.02012 USD
+    # attacker: a 90 s share of an L4 at 0.8048 USD/h is 0.02012 USD; the same share in J
+    assert c["attacker_s_to_failure"] == 90.0
     assert c["attacker_usd_to_failure"] == pytest.approx(0.02012)
     assert c["attacker_j_to_failure"] == 1800.0
+    assert c["attacker_kwh_to_failure"] == pytest.approx(1800 / 3.6e6)
     assert c["attacker_energy_usd_to_failure"] == pytest.approx(1800 / 3.6e6 * 0.2)
     # 600 s over 50 training samples is 12 s per sample, against 120 s per attacked sample
     assert c["trash_score"] == pytest.approx(600 / 50 / 120)
@@ -322,7 +332,7 @@ def test_seconds_times_usd_per_hour_is_divided_by_3600(tmp_path, monkeypatch):
     """Regression (deckard's defect): seconds x USD/hour must be divided by 3600."""
     monkeypatch.chdir(tmp_path)
     write_target(tmp_path, "v100", {"fp32": 15.7}, 900, 250, cloud=2.55)
-    side = attacker_side("v100", _row(failure_records=10, median_time_to_failure_s=7200.0),
+    side = attacker_side("v100", _row(failure_records=10, median_time_share_to_failure_s=7200.0),
                          Workload())
     assert side["attacker_usd_to_failure"] == pytest.approx(5.10)  # 2 h x 2.55 USD/h
     assert side["attacker_usd_to_failure"] != pytest.approx(7200.0 * 2.55)
@@ -335,7 +345,7 @@ def test_purchased_device_needing_several_devices(tmp_path, monkeypatch):
     w = Workload(inferences_per_s=1000, hours_per_day=24, years=3, electricity_usd_per_kwh=0.2,
                  utilisation=0.8)
     c = tco("nx-test", _row(throughput_sps=300.0, power_mean_w=25.0, failure_records=20,
-                            median_time_to_failure_s=30.0), w)
+                            median_time_share_to_failure_s=30.0), w)
     assert c["pricing"] == "purchase"
     assert c["devices_needed"] == 5  # 1000 / (300 x 0.8) = 4.17 -> 5
     assert c["capital_usd"] == 599 * 5

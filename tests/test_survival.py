@@ -294,12 +294,12 @@ def test_trash_is_one_definition_in_one_place(weibull_fit):
     device = SimpleNamespace(name="dev", price=SimpleNamespace(cloud_usd_per_h=None,
                                                                purchase_usd=None))
     for target, row in fit.iterrows():
-        side = attacker_side(device, {"failure_records": 10, "mean_time_to_failure_restricted_s":
+        side = attacker_side(device, {"failure_records": 10, "mean_time_share_to_failure_restricted_s":
                                       row["expected_time_s"]}, Workload(), 600.0, 50)
         assert side["trash_score"] == row["trash"] == pytest.approx(12.0 / row["expected_time_s"])
     # no sample count: not estimable, and said so (not 0, not the old train time / E[T])
     side = attacker_side(device, {"failure_records": 10,
-                                  "mean_time_to_failure_restricted_s": 4.0}, Workload(), 600.0)
+                                  "mean_time_share_to_failure_restricted_s": 4.0}, Workload(), 600.0)
     assert side["trash_score"] is None
     assert any("n_train_samples" in n for n in side["attacker_notes"])
     with pytest.raises(EdgerobError, match="positive integer"):

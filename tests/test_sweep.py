@@ -113,17 +113,52 @@ def test_adversarial_sets_and_failure_records(tiny_model, attack_profile, tmp_pa
     # FGSM at 0.1 hurts the deployed artifacts (the transfer view)
     assert (sum(r["accuracy"] for r in by_set["fgsm@0.1"])
             < sum(r["accuracy"] for r in by_set["clean"]))
-    assert len(res.failures) == 6
+    # the samples the int8 artifact gets right on the clean input are attacked, the others
+    # counted in the cell's row
+    [cell] = res.attack_cells
+    assert (cell["precision"], cell["batch_size"], cell["attack"], cell["eps"]) == (
+        "int8", 4, "square", 0.2)
+    assert cell["n_available"] == 6 and cell["n_attacked"] == len(res.failures) > 0
+    assert cell["n_clean_wrong"] + cell["n_attacked"] == 6
     assert {(f["precision"], f["batch_size"], f["attack"], f["eps"]) for f in res.failures} == {
         ("int8", 4, "square", 0.2)}
-    assert [f["sample_id"] for f in res.failures] == list(range(6))
+    ids = [f["sample_id"] for f in res.failures]
+    assert ids == sorted(ids) and set(ids) <= set(range(6))
+    for f in res.failures:
+        assert 0 < f["duration_share_s"] <= f["duration_s"]
 
     cached = tiny_model / "inputs" / "fgsm@0.1.npz"
     stamp = cached.stat().st_mtime_ns
     again = run_profile(load_target("cpu"), attack_profile, tiny_model, store)
     assert again.measured == 0 and again.skipped == 9
     assert cached.stat().st_mtime_ns == stamp  # reused, not crafted again
-    assert len(store.failures()) == 6
+    assert len(store.failures()) == cell["n_attacked"] and len(store.attack_cells()) == 1
     more = attack_profile.model_copy(update={"samples": 30})
     run_profile(load_target("cpu"), more, tiny_model, store, new_run=True)
     assert cached.stat().st_mtime_ns != stamp  # other samples: crafted again
+
+
+def test_a_cell_with_nothing_attacked_is_stored_and_not_run_again(tiny_model, attack_profile,
+                                                                  tmp_path, monkeypatch):
+    """Every sample misclassified clean: no failure record, but the cell's row says so, and a
+    resumed sweep skips the cell instead of attacking again."""
+    import edgerob.sweep as sweep
+    from edgerob.failures import AttackCell
+
+    calls = []
+
+    def nothing_right(rt, images, *args, **kw):
+        calls.append(len(images))
+        return AttackCell(n_available=len(images), n_clean_wrong=len(images))
+
+    monkeypatch.setattr(sweep, "square_attack", nothing_right)
+    prof = attack_profile.model_copy(update={"attacks": [], "precisions": ["int8"],
+                                             "batch_sizes": [4]})
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    first = run_profile(load_target("cpu"), prof, tiny_model, store)
+    assert calls == [6] and first.failures == []
+    assert [(c["n_available"], c["n_clean_wrong"], c["n_attacked"]) for c in store.attack_cells()
+            ] == [(6, 6, 0)]
+    again = run_profile(load_target("cpu"), prof, tiny_model, store)
+    assert again.resumed and again.skipped == 2 and calls == [6]
+    assert len(store.attack_cells()) == 1
