@@ -197,8 +197,15 @@ def profile(
     bundle: BundleOpt = None,
     new_run: Annotated[bool, typer.Option(help="Start a new run instead of resuming the last "
                                                "one for this target/profile/model.")] = False,
+    force_target: Annotated[bool, typer.Option(
+        "--force-target", help="Measure even where this machine is not the target's device "
+                               "(its detect rules); the run is marked forced.")] = False,
 ):
     """Measure a model on a target over a profile's sweep and store the results.
+
+    A local target is verified first: this machine must be the device it names (a family name
+    such as jetson-orin resolves to the member this machine is), else exit 2 with nothing
+    stored, unless --force-target.
 
     A target whose host is ssh://user@host is profiled remotely: the bundle is copied there,
     run, and its results ingested here."""
@@ -212,9 +219,14 @@ def profile(
         db = Store(store or results_url(bundle))
         model_or_work, store = work, store or results_url(bundle)
     else:
-        from edgerob.targets import load_target
+        from edgerob.targets import resolve_target, verify_target
 
-        tgt, prof = load_target(target), load_profile(profile_name)
+        tgt, prof = resolve_target(target), load_profile(profile_name)
+        if tgt.is_local:
+            verify_target(tgt, force=force_target)  # refuse before any training
+        elif force_target:
+            raise EdgerobError("--force-target is for local targets: a remote device verifies "
+                               "its own target when it runs the bundle")
         store = store or DEFAULT_URL
         db = Store(store)  # open early: a bad URL fails before any training
         model_or_work = model or _default_model()
@@ -241,8 +253,12 @@ def profile(
 
     with progress:
         result = run_profile(tgt, prof, model_or_work, db, new_run=new_run, threads=threads,
-                             on_cell=on_cell)
-    _print_measurements(result.rows, f"{tgt.name} / {prof.name}")
+                             on_cell=on_cell, force_target=force_target)
+    forced = {r["run_id"] for r in db.runs() if r.get("forced_target")}
+    _print_measurements(result.rows, f"{tgt.name} / {prof.name}", forced)
+    if result.run_id in forced:
+        err.print(f"[yellow]warning[/] run {result.run_id} is marked forced: this machine is "
+                  f"not {tgt.name} (--force-target)")
     _print_versus_clean(result.rows)
     _print_failures(result.failures, result.attack_cells)
     err.print(f"run {result.run_id}: {result.measured} cells measured, {result.skipped} already "
@@ -312,20 +328,34 @@ app.add_typer(targets_app, name="targets")
 @targets_app.command("list")
 @user_errors
 def targets_list():
-    """Every target: runtime, profiler, peak TOPS, bandwidth, TDP and price."""
+    """Every target: runtime, profiler, peak TOPS, bandwidth, TDP and price; then the families
+    (names such as jetson-orin that resolve to one member on the device itself).
+
+    Peak figures are dense, GPU only (no DLA), tensor cores where the device has them, at the
+    power mode of the TDP column."""
     from edgerob.catalog import list_names
-    from edgerob.targets import load_target
+    from edgerob.targets import families, load_target
 
     table = Table("name", "runtime", "profiler", "host", "int8 TOPS", "fp16 TOPS", "GB/s",
-                  "TDP W", "USD", "USD/h", title="targets")
+                  "TDP W", "USD", "USD/h", title="targets (peak TOPS: dense, GPU only, at TDP)")
+    table.columns[0].no_wrap = True
     for name in list_names("targets"):
         t = load_target(name)
         tops = t.specs.peak_tops
+        p = t.price
         table.add_row(t.name, t.runtime, t.profiler, t.host, _fmt(tops.get("int8"), "g"),
                       _fmt(tops.get("fp16"), "g"), _fmt(t.specs.memory_bandwidth_gbs, "g"),
-                      _fmt(t.specs.tdp_w, "g"), _fmt(t.price.purchase_usd, ",.0f"),
-                      _fmt(t.price.cloud_usd_per_h, ".2f"))
+                      _fmt(t.specs.tdp_w, "g"),
+                      _fmt(p.purchase_usd, ",.0f") + (f" {p.purchase_kind}, {p.purchase_as_of}"
+                                                      if p.purchase_usd else ""),
+                      _fmt(p.cloud_usd_per_h, ".2f") + (f" ({p.cloud_as_of})"
+                                                        if p.cloud_usd_per_h else ""))
     out.print(table)
+    fam = Table("family", "members (resolved on the device by device-tree model and memory, "
+                "or NVML name and memory)", title="families")
+    for name, members in families().items():
+        fam.add_row(name, ", ".join(members))
+    out.print(fam)
 
 
 @targets_app.command("show")
@@ -356,7 +386,10 @@ def results(
         raise EdgerobError(f"no measurements in {store}"
                            + (f" for run {run}" if run else "")
                            + (f" for target {target}" if target else ""))
-    _print_measurements(rows, store)
+    forced = {r["run_id"] for r in db.runs() if r.get("forced_target")}
+    _print_measurements(rows, store, forced)
+    if forced & {r["run_id"] for r in rows}:
+        err.print(FORCED_NOTE)
     _print_versus_clean(rows)
     _print_failures([f for f in db.failures(run) if not target or f["target"] == target],
                     db.attack_cells(**{k: v for k, v in (("run_id", run), ("target", target))
@@ -426,7 +459,7 @@ def doctor():
     this machine."""
     from edgerob.profilers import REGISTRY as PROFILERS, profiler_class
     from edgerob.runtimes import REGISTRY as RUNTIMES, runtime_class
-    from edgerob.targets import machine_facts, matching_targets
+    from edgerob.targets import describe_facts, machine_facts, matching_targets
 
     table = Table("kind", "name", "available", "why", title="edgerob doctor")
     for kind, names, get in (("runtime", RUNTIMES, runtime_class),
@@ -440,8 +473,7 @@ def doctor():
     out.print(table)
     facts = machine_facts()
     fits = matching_targets(facts)
-    out.print(f"device model: {facts['device_model'] or '—'}; NVIDIA GPUs: "
-              f"{', '.join(facts['gpu_names']) or '—'}")
+    out.print(f"this machine: {describe_facts(facts)}", highlight=False, markup=False)
     if fits:
         out.print(f"target for this machine: [bold]{fits[0].name}[/] "
                   f"(edgerob profile --target {fits[0].name})")
@@ -508,7 +540,8 @@ def compare(
                          else "right", no_wrap=col in ("target", "runtime"))
     for r in rows:
         rank = r["latency_rank"]
-        table.add_row(r["target"], *([r["runtime"]] if runtimes else []), r["precision"],
+        table.add_row(_target_cell(r["target"], r["forced"]),
+                      *([r["runtime"]] if runtimes else []), r["precision"],
                       str(r["batch_size"]),
                       "—" if rank is None else f"{'=' if r['latency_tie'] else ''}{rank}",
                       _fmt(r["latency_p50_ms"], ".3f"), _fmt(r["latency_p99_ms"], ".3f"),
@@ -519,6 +552,8 @@ def compare(
                       _fmt(r["median_energy_to_failure_j"], ".3g"), str(r["failure_records"]),
                       _fmt(r["failure_clean_wrong"], "d"))
     out.print(table)
+    if any(r["forced"] for r in rows):
+        err.print(FORCED_NOTE)
     for f in fronts:
         if not f["front"]:
             reasons = sorted({x["reason"] for x in f["excluded"]})
@@ -714,14 +749,25 @@ def _fmt(v, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
-def _print_measurements(rows: list[dict], title: str) -> None:
+FORCED_NOTE = ("target*: forced, measured with --force-target on a machine that is not the "
+               "target (runs.target_facts says what it was)")
+
+
+def _target_cell(name: str, forced: bool) -> str:
+    """A target's name, marked * where it was measured with --force-target on another machine
+    (short: these tables are wide)."""
+    return f"{name}[red]*[/]" if forced else name
+
+
+def _print_measurements(rows: list[dict], title: str, forced: set = frozenset()) -> None:
     table = Table(title=title)
     for col in ("target", "precision", "batch", "input set", "p50 ms", "p99 ms", "mean ms",
                 "std ms", "samples/s", "accuracy", "power W", "J/inference", "iters"):
         table.add_column(col, justify="left" if col in ("target", "precision", "input set")
                          else "right", no_wrap=True)
     for r in rows:
-        table.add_row(r["target"], r["precision"], str(r["batch_size"]), r["input_set"],
+        table.add_row(_target_cell(r["target"], r["run_id"] in forced), r["precision"],
+                      str(r["batch_size"]), r["input_set"],
                       _fmt(r["latency_p50_ms"], ".3f"), _fmt(r["latency_p99_ms"], ".3f"),
                       _fmt(r["latency_mean_ms"], ".3f"), _fmt(r["latency_std_ms"], ".3f"),
                       _fmt(r["throughput_sps"], ",.0f"), _fmt(r["accuracy"], ".2%"),

@@ -193,6 +193,7 @@ def fleet_table(store, targets=None) -> list[dict]:
     attack_cells = {(c["run_id"], c["precision"], c["batch_size"], f"{c['attack']}@{c['eps']:g}"): c
                     for c in store.attack_cells()}
     cache = TargetCache()
+    forced = {r["run_id"] for r in store.runs() if r.get("forced_target")}
     rows = []
     for key in sorted(set(latest) | set(fails), key=lambda k: (k[0], k[1], k[2], k[3])):
         target, runtime, precision, batch = key
@@ -225,6 +226,9 @@ def fleet_table(store, targets=None) -> list[dict]:
         row["price_purchase_usd"] = tgt.price.purchase_usd if tgt else None
         row["price_cloud_usd_per_h"] = tgt.price.cloud_usd_per_h if tgt else None
         row["target_note"] = cache.notes.get(target)
+        # measured with --force-target on a machine that is not the target: marked everywhere
+        row["forced"] = any(m["run_id"] in forced for m in sets.values()) or any(
+            f["run_id"] in forced for rs in groups.values() for f in rs)
         rows.append(row)
     for row, rank in zip(rows, rank_latency(rows, within=("batch_size",))):
         row["latency_rank"] = rank

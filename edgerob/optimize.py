@@ -286,7 +286,7 @@ def resolve_targets(names: Sequence[str] | str | None) -> tuple[list, list[str]]
     `auto` (or None) is every catalog target that matches this machine. Returns (targets,
     notes)."""
     from edgerob.sweep import pick_runtime
-    from edgerob.targets import load_target, machine_facts, matching_targets
+    from edgerob.targets import detected, load_target, machine_facts, matching_targets
 
     notes = []
     if isinstance(names, str):
@@ -314,7 +314,7 @@ def resolve_targets(names: Sequence[str] | str | None) -> tuple[list, list[str]]
                                f"--storage and --resume)")
         if t.detect is not None:
             facts = facts or machine_facts()
-            if not _detected(t.detect, facts):
+            if not detected(t.detect, facts):
                 raise EdgerobError(
                     f"target {t.name!r} describes another machine (its detect: "
                     f"{t.detect.model_dump(exclude_none=True)}; this one: "
@@ -327,19 +327,6 @@ def resolve_targets(names: Sequence[str] | str | None) -> tuple[list, list[str]]
     if len({t.name for t in out}) != len(out):
         raise EdgerobError(f"targets named twice: {', '.join(t.name for t in out)}")
     return out, notes
-
-
-def _detected(detect, facts: dict) -> bool:
-    """Whether a target's `detect` fits this machine (as `edgerob doctor` matches them)."""
-    import re
-
-    def words(needle: str, text: str) -> bool:
-        return re.search(rf"(?<!\w){re.escape(needle.lower())}(?!\w)", text.lower()) is not None
-
-    model = facts.get("device_model") or ""
-    return bool((detect.device_model and words(detect.device_model, model))
-                or (detect.gpu_name and any(words(detect.gpu_name, g)
-                                            for g in facts.get("gpu_names") or [])))
 
 
 def plan_study(space: Space, targets: list) -> Plan:

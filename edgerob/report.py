@@ -125,7 +125,8 @@ def _fleet_section(rows: list[dict]) -> str:
         rank_html = None
         if rank is not None and r.get("latency_tie"):
             rank_html = f'<span class="tie" title="tied within measurement noise">={rank}</span>'
-        line = [_cell(r["target"]), _cell(r["runtime"]), _cell(r["precision"]),
+        forced = " (forced: not measured on this target)" if r.get("forced") else ""
+        line = [_cell(r["target"] + forced), _cell(r["runtime"]), _cell(r["precision"]),
                 _cell(r["batch_size"]), (_fmt(rank), rank_html),
                 _cell(r["latency_p50_ms"], ".3f"), _cell(r["latency_p99_ms"], ".3f"),
                 _cell(r["throughput_sps"], ",.0f"), _cell(r["power_mean_w"], ".2f"),

@@ -45,6 +45,10 @@ runs = sa.Table(
     # target|profile|model_sha256|runtime|host: longer than 64 characters (a sha256 alone is
     # 64), which PostgreSQL enforces and SQLite does not, so no length limit
     sa.Column("resume_key", sa.String, index=True),
+    # True: measured with --force-target on a machine its `detect` rules did not match (NULL:
+    # stored before verification existed); target_facts: JSON, the machine's facts and mismatch
+    sa.Column("forced_target", sa.Boolean),
+    sa.Column("target_facts", sa.Text),
 )
 
 CELL_KEY = ("runtime", "precision", "batch_size", "input_set")
@@ -206,10 +210,14 @@ class Store:
     # --- runs ------------------------------------------------------------------------------
 
     def begin_run(self, *, target: str, profile: str, model: str, model_sha256: str,
-                  runtime: str, host: str, versions: dict, new: bool = False) -> tuple[str, bool]:
+                  runtime: str, host: str, versions: dict, new: bool = False,
+                  forced_target: bool | None = None, target_facts: dict | None = None,
+                  ) -> tuple[str, bool]:
         """Resume the latest run with the same target, profile, model, runtime and host (unless
         `new`), else start one. Returns (run_id, resumed)."""
         key = f"{target}|{profile}|{model_sha256}|{runtime}|{host}"
+        check = {"forced_target": forced_target,
+                 "target_facts": None if target_facts is None else json.dumps(target_facts)}
         with self.engine.begin() as c:
             if not new:
                 self._lock_resume_key(c, key)
@@ -217,13 +225,13 @@ class Store:
                                 .order_by(runs.c.started_at.desc()).limit(1)).first()
                 if row:
                     c.execute(runs.update().where(runs.c.run_id == row.run_id)
-                              .values(status="running", finished_at=None))
+                              .values(status="running", finished_at=None, **check))
                     return row.run_id, True
             run_id = uuid.uuid4().hex
             c.execute(runs.insert().values(
                 run_id=run_id, target=target, profile=profile, model=model,
                 model_sha256=model_sha256, runtime=runtime, host=host, status="running",
-                started_at=now(), versions=json.dumps(versions), resume_key=key))
+                started_at=now(), versions=json.dumps(versions), resume_key=key, **check))
         return run_id, False
 
     def finish_run(self, run_id: str, status: str = "done") -> None:

@@ -28,7 +28,7 @@ from edgerob.failures import MIN_EPS, square_attack
 from edgerob.profilers import profiler_class
 from edgerob.runtimes import GPU_PROVIDERS, create_runtime, runtime_class
 from edgerob.store import Store, now
-from edgerob.targets import Target
+from edgerob.targets import Target, verify_target
 
 Precision = Literal["fp32", "fp16", "int8"]
 
@@ -204,16 +204,18 @@ def pick_runtime(target: Target) -> tuple[str, dict]:
 def run_profile(target: Target, profile: Profile, model: str | Path | Workload, store: Store, *,
                 new_run: bool = False, threads: int | None = None,
                 on_cell: Callable[[int, int, Cell, object | None], None] | None = None,
-                ) -> SweepResult:
+                force_target: bool = False) -> SweepResult:
     """Measure every cell of `profile` on `target` (this machine) for `model`: a model folder
     (artifacts and input sets are made on first use and reused after) or a prepared Workload.
 
     `on_cell(done, total, cell, result)` is called after each cell (result None: already
-    stored, skipped).
+    stored, skipped). This machine must be the one `target` describes (`verify_target`) unless
+    `force_target`, which marks the run forced.
     """
     if not target.is_local:
         raise EdgerobError(f"target {target.name!r} is on host {target.host!r}; this command "
                            f"measures the local machine only")
+    check = verify_target(target, force=force_target)  # before anything is measured or stored
     if on_accelerator(target):
         # CUDA ordinals in PCI bus order, as nvidia-smi and NVML number GPUs, so a device_id maps
         # to its power sensor (read by CUDA when it first initialises in this process)
@@ -231,7 +233,7 @@ def run_profile(target: Target, profile: Profile, model: str | Path | Workload, 
     run_id, resumed = store.begin_run(
         target=target.name, profile=profile.name, model=work.model,
         model_sha256=work.model_sha256, runtime=runtime_name, host=socket.gethostname(),
-        versions=versions, new=new_run)
+        versions=versions, new=new_run, **check)
     done = store.measured_cells(run_id)
     done_failures = store.failure_cells(run_id)
     todo = cells(profile)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
-
+import platform
 import re
+from datetime import date
 from pathlib import Path
+from typing import Literal
+
+from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator,
+                      model_validator)
 
 from edgerob.catalog import find_yaml, list_names, load_yaml
 from edgerob.errors import EdgerobError
@@ -18,7 +22,13 @@ class _Strict(BaseModel):
 
 
 class Specs(_Strict):
-    """Spec-sheet figures; absent (null) where the vendor publishes none."""
+    """Spec-sheet figures; absent (null) where the vendor publishes none.
+
+    Every peak figure follows one definition, so devices can be compared and regressed on:
+    **dense** (no 2:4 structured sparsity), **GPU only** (no DLA or other accelerator), on the
+    **tensor cores where the device has them** (fp32 is the CUDA-core rate: tensor cores have no
+    fp32 path; tf32 is its own key), at the clock of the power mode whose watts are `tdp_w`.
+    """
 
     peak_tops: dict[str, PositiveFloat] = Field(default_factory=dict)  # by precision
     memory_bandwidth_gbs: PositiveFloat | None = None
@@ -26,16 +36,62 @@ class Specs(_Strict):
     memory_gb: PositiveFloat | None = None
 
 
+_MONTH = r"^\d{4}-\d{2}(-\d{2})?$"  # YYYY-MM or YYYY-MM-DD
+
+
 class Price(_Strict):
     purchase_usd: PositiveFloat | None = None
     cloud_usd_per_h: PositiveFloat | None = None
+    purchase_as_of: str | None = Field(None, pattern=_MONTH)  # when purchase_usd was the price
+    purchase_kind: Literal["kit", "module", "card"] | None = None  # what purchase_usd buys
+    cloud_as_of: str | None = Field(None, pattern=_MONTH)  # when cloud_usd_per_h was listed
+    cloud_instance: str | None = None  # provider, instance type, region, pricing model
+
+    @field_validator("purchase_as_of", "cloud_as_of", mode="before")
+    @classmethod
+    def _date_text(cls, v):
+        return v.isoformat() if isinstance(v, date) else v  # YAML reads 2024-12-17 as a date
 
 
 class Detect(_Strict):
-    """How `edgerob doctor` recognises the machine a target describes (substrings, any case)."""
+    """How a machine is recognised as the one a target describes; every rule given must hold.
+
+    Names match as whole words, any case. The memory range (GiB, min inclusive, max exclusive)
+    applies to the GPU's total memory from NVML where `gpu_name` is given, else to MemTotal in
+    /proc/meminfo (a Jetson's unified memory, a little under the nominal size: firmware
+    carve-outs take a few percent)."""
 
     device_model: str | None = None  # in /proc/device-tree/model, e.g. "Orin Nano" on a Jetson
     gpu_name: str | None = None  # in an NVIDIA GPU's name from NVML, e.g. "H100"
+    gpu_name_has: str | None = None  # also a plain substring of that name: "SXM", "PCIe", "HBM3"
+    cpu_model: str | None = None  # in /proc/cpuinfo "model name", e.g. "EPYC 7B13"
+    memory_gib_min: float | None = None
+    memory_gib_max: float | None = None
+
+    @model_validator(mode="after")
+    def _has_a_name(self):
+        if not (self.device_model or self.gpu_name or self.cpu_model):
+            raise ValueError("detect needs device_model, gpu_name or cpu_model")
+        if self.gpu_name_has and not self.gpu_name:
+            raise ValueError("gpu_name_has refines gpu_name: give gpu_name too")
+        return self
+
+    def describe(self) -> str:
+        """What the rule asks for, in words."""
+        parts = []
+        if self.device_model:
+            parts.append(f"device-tree model with {self.device_model!r}")
+        if self.gpu_name:
+            has = f" and {self.gpu_name_has!r}" if self.gpu_name_has else ""
+            parts.append(f"NVIDIA GPU named with {self.gpu_name!r}{has}")
+        if self.cpu_model:
+            parts.append(f"CPU model with {self.cpu_model!r}")
+        lo, hi = self.memory_gib_min, self.memory_gib_max
+        if lo is not None or hi is not None:
+            what = "GPU memory" if self.gpu_name else "MemTotal"
+            parts.append(f"{what} >= {lo:g} GiB" if hi is None else f"{what} < {hi:g} GiB"
+                         if lo is None else f"{what} in [{lo:g}, {hi:g}) GiB")
+        return ", ".join(parts)
 
 
 class Target(_Strict):
@@ -55,6 +111,7 @@ class Target(_Strict):
     specs: Specs = Field(default_factory=Specs)
     price: Price = Field(default_factory=Price)
     detect: Detect | None = None  # None: a generic target (cpu), the fallback
+    families: list[str] = Field(default_factory=list)  # names that resolve to it on its device
 
     @field_validator("runtime", "fallback_runtimes")
     @classmethod
@@ -90,52 +147,207 @@ class Target(_Strict):
 
 
 def load_target(name: str) -> Target:
-    """A target by catalog name (cpu, jetson-orin-nano, ...) or by path to its YAML file."""
-    return load_yaml(find_yaml("targets", name), Target)
-
-
-def machine_facts() -> dict:
-    """What identifies this machine: the device-tree model (Jetsons) and NVIDIA GPU names."""
-    facts = {"device_model": None, "gpu_names": []}
+    """A target by catalog name (cpu, jetson-orin-nano-8gb, ...) or by path to its YAML file."""
     try:
-        facts["device_model"] = Path("/proc/device-tree/model").read_text().strip("\x00\n ")
+        path = find_yaml("targets", name)
+    except EdgerobError:
+        members = family_members(name)
+        if not members:
+            raise
+        raise EdgerobError(f"{name!r} is a target family ({', '.join(t.name for t in members)}): "
+                           f"it resolves on the device itself; elsewhere name one of them"
+                           ) from None
+    return load_yaml(path, Target)
+
+
+def catalog() -> list[Target]:
+    """Every loadable catalog target (a broken YAML is reported by `targets show`, not here)."""
+    out = []
+    for name in list_names("targets"):
+        try:
+            out.append(load_yaml(find_yaml("targets", name), Target))
+        except EdgerobError:
+            continue
+    return out
+
+
+def family_members(family: str) -> list[Target]:
+    return [t for t in catalog() if family in t.families]
+
+
+def families() -> dict[str, list[str]]:
+    """Family name -> member target names."""
+    out: dict[str, list[str]] = {}
+    for t in catalog():
+        for f in t.families:
+            out.setdefault(f, []).append(t.name)
+    return dict(sorted(out.items()))
+
+
+# --- this machine's facts ----------------------------------------------------------------------
+
+def machine_facts(root: str | Path = "/", nvml=None) -> dict:
+    """What identifies this machine: the device-tree model and MemTotal (Jetsons), the CPU
+    model, and each NVIDIA GPU's name and total memory from NVML. `root` holds proc/ (tests
+    point it at a fake folder); `nvml` is a pynvml-like module (default: pynvml if installed)."""
+    proc = Path(root) / "proc"
+    facts = {"device_model": None, "memory_gib": None, "cpu_model": None, "gpus": [],
+             "gpu_names": [], "nvml_note": None}
+    try:
+        facts["device_model"] = (proc / "device-tree/model").read_text().strip("\x00\n ")
     except OSError:
         pass
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            for i in range(pynvml.nvmlDeviceGetCount()):
-                name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
-                facts["gpu_names"].append(name.decode() if isinstance(name, bytes) else name)
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no pynvml, no driver: no GPU facts
-        pass
+    facts["memory_gib"] = _meminfo_gib(proc / "meminfo")
+    facts["cpu_model"] = _cpu_model(proc / "cpuinfo")
+    if facts["cpu_model"] is None and Path(root) == Path("/"):
+        facts["cpu_model"] = platform.processor() or None  # no "model name" on some ARM kernels
+    facts["gpus"], facts["nvml_note"] = _nvml_gpus(nvml)
+    facts["gpu_names"] = [g["name"] for g in facts["gpus"]]
     return facts
+
+
+def _meminfo_gib(path: Path) -> float | None:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 2**20  # kB (KiB) -> GiB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cpu_model(path: Path) -> str | None:
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+def _nvml_gpus(nvml) -> tuple[list[dict], str | None]:
+    if nvml is None:
+        try:
+            import pynvml as nvml  # optional: only machines with NVIDIA GPUs have it
+        except ImportError:
+            return [], "pynvml is not installed"
+    try:
+        nvml.nvmlInit()
+    except Exception as e:  # noqa: BLE001 - NVMLError subclasses: no driver, no GPU
+        return [], f"NVML did not start ({e})"
+    gpus = []
+    try:
+        for i in range(nvml.nvmlDeviceGetCount()):
+            h = nvml.nvmlDeviceGetHandleByIndex(i)
+            name = nvml.nvmlDeviceGetName(h)
+            gpus.append({"name": name.decode() if isinstance(name, bytes) else name,
+                         "memory_gib": nvml.nvmlDeviceGetMemoryInfo(h).total / 2**30})
+    finally:
+        nvml.nvmlShutdown()
+    return gpus, None
+
+
+def describe_facts(facts: dict) -> str:
+    """This machine in words, for error messages."""
+    model, mem = facts.get("device_model"), facts.get("memory_gib")
+    parts = [f"device-tree model {model!r}" if model
+             else "not a Jetson (no /proc/device-tree/model)"]
+    if mem is not None:
+        parts.append(f"MemTotal {mem:.1f} GiB")
+    gpus = _gpus(facts)
+    parts.append("NVIDIA GPUs: " + ", ".join(
+        g["name"] + (f" ({g['memory_gib']:.1f} GiB)" if g.get("memory_gib") else "")
+        for g in gpus) if gpus else
+        "no NVIDIA GPU" + (f" ({facts['nvml_note']})" if facts.get("nvml_note") else ""))
+    if facts.get("cpu_model"):
+        parts.append(f"CPU {facts['cpu_model']!r}")
+    return "; ".join(parts)
+
+
+def _gpus(facts: dict) -> list[dict]:
+    """GPUs from `facts` (older callers give only gpu_names: memory unknown)."""
+    return facts.get("gpus") or [{"name": n, "memory_gib": None}
+                                 for n in facts.get("gpu_names") or []]
 
 
 def _has_words(needle: str, text: str) -> bool:
     """`needle` in `text` as whole words, so "NVIDIA L4" does not match "NVIDIA L40S"."""
-    return re.search(rf"(?<!\w){re.escape(needle.lower())}(?!\w)", text) is not None
+    return re.search(rf"(?<!\w){re.escape(needle.lower())}(?!\w)", text.lower()) is not None
+
+
+def detected(detect: Detect, facts: dict) -> bool:
+    """Whether this machine (`facts`) satisfies every rule of `detect`. An unknown memory size
+    fails a memory rule: a target is never assumed."""
+    def memory_ok(gib):
+        lo, hi = detect.memory_gib_min, detect.memory_gib_max
+        if lo is None and hi is None:
+            return True
+        return gib is not None and (lo is None or gib >= lo) and (hi is None or gib < hi)
+
+    if detect.gpu_name:
+        if not any(_has_words(detect.gpu_name, g["name"])
+                   and (detect.gpu_name_has or "").lower() in g["name"].lower()
+                   and memory_ok(g.get("memory_gib")) for g in _gpus(facts)):
+            return False
+    elif not memory_ok(facts.get("memory_gib")):
+        return False
+    if detect.device_model and not _has_words(detect.device_model,
+                                               facts.get("device_model") or ""):
+        return False
+    return not detect.cpu_model or _has_words(detect.cpu_model, facts.get("cpu_model") or "")
 
 
 def matching_targets(facts: dict | None = None) -> list[Target]:
     """Catalog targets that fit this machine, most specific first; generic ones (no `detect`)
     last, as the fallback."""
     facts = machine_facts() if facts is None else facts
-    model = (facts.get("device_model") or "").lower()
-    gpus = [g.lower() for g in facts.get("gpu_names") or []]
-    specific, generic = [], []
-    for name in list_names("targets"):
-        try:
-            t = load_target(name)
-        except Exception:  # noqa: BLE001 - a broken YAML is reported by `targets show`, not here
-            continue
-        if t.detect is None:
-            generic.append(t)
-        elif ((t.detect.device_model and _has_words(t.detect.device_model, model))
-              or (t.detect.gpu_name and any(_has_words(t.detect.gpu_name, g) for g in gpus))):
-            specific.append(t)
-    return specific + generic
+    everything = catalog()
+    return ([t for t in everything if t.detect is not None and detected(t.detect, facts)]
+            + [t for t in everything if t.detect is None])
+
+
+# --- verification before measuring ---------------------------------------------------------------
+
+def resolve_target(name: str, facts: dict | None = None) -> Target:
+    """A target by name or path; a family name (jetson-orin, a100, ...) resolves to the member
+    this machine is, or fails saying what this machine is and listing the members."""
+    try:
+        find_yaml("targets", name)
+    except EdgerobError:
+        members = family_members(name)
+        if not members:
+            raise
+        facts = machine_facts() if facts is None else facts
+        fits = [t for t in members if t.detect is not None and detected(t.detect, facts)]
+        if len(fits) == 1:
+            return fits[0]
+        listing = "; ".join(f"{t.name} ({t.detect.describe() if t.detect else 'generic'})"
+                            for t in members)
+        if fits:
+            raise EdgerobError(f"family {name!r} is ambiguous here: "
+                               f"{', '.join(t.name for t in fits)} all fit this machine; name "
+                               f"one with --target") from None
+        raise EdgerobError(f"no member of family {name!r} fits this machine: "
+                           f"{describe_facts(facts)}. The family's members: {listing}") from None
+    return load_target(name)
+
+
+def verify_target(target: Target, facts: dict | None = None, force: bool = False) -> dict:
+    """Check that this machine is the one `target` describes, before anything is measured.
+
+    Generic targets (no `detect`, e.g. cpu) fit any machine. Returns what the run records:
+    {"forced_target": bool, "target_facts": dict | None}; raises EdgerobError on a mismatch
+    unless `force`, in which case the run is marked forced with the facts and the reason."""
+    if target.detect is None:
+        return {"forced_target": False, "target_facts": None}
+    facts = machine_facts() if facts is None else facts
+    if detected(target.detect, facts):
+        return {"forced_target": False, "target_facts": {"facts": facts}}
+    why = (f"target {target.name!r} needs {target.detect.describe()}; this machine: "
+           f"{describe_facts(facts)}")
+    if not force:
+        raise EdgerobError(f"{why}. Nothing measured; --force-target measures it anyway, "
+                           f"marked as forced")
+    return {"forced_target": True, "target_facts": {"facts": facts, "mismatch": why}}

@@ -90,10 +90,10 @@ def test_provider_option_pairs_pass_through_exactly(fake_ort):
 
 
 def _gpu_target(**changes) -> Target:
-    return load_target("h100").model_copy(update=changes)
+    return load_target("h100-sxm").model_copy(update=changes)
 
 
-@pytest.mark.parametrize("name", ["h100", "jetson-agx-orin", "jetson-orin-nano"])
+@pytest.mark.parametrize("name", ["h100-sxm", "jetson-agx-orin-64gb", "jetson-orin-nano-8gb"])
 def test_a_gpu_targets_fallback_runs_on_its_gpu(fake_ort, monkeypatch, name):
     target = load_target(name)  # tensorrt, falling back to onnxruntime
     assert on_accelerator(target)
@@ -146,7 +146,7 @@ class GpuPretendingSession(FakeSession):
 def test_gpu_sweep_reads_the_runtimes_gpu_and_fingerprints_it(fake_ort, monkeypatch, tmp_path,
                                                                 tiny_model):
     monkeypatch.setattr(ortmod.ort, "InferenceSession", GpuPretendingSession)
-    gpus = [FakeGpu(name=f"NVIDIA L4 #{i}", instant_mw=70_000,  # no counter: integrated
+    gpus = [FakeGpu(name=f"NVIDIA L4 #{i}", instant_mw=70_000, memory_gib=22.5,  # no counter
                     pci=f"00000000:{bus:02X}:00.0") for i, bus in enumerate((0x01, 0x81))]
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(gpus))
     monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")  # overridden: CUDA 0 is ambiguous
@@ -169,10 +169,10 @@ def test_sensor_options_follow_the_runtime_device():
     def rt(**info):
         return SimpleNamespace(info=lambda: info)
 
-    h100 = load_target("h100")
+    h100 = load_target("h100-sxm")
     base = h100.profiler_options
     assert sensor_options(h100, rt(cuda_device=1)) == {**base, "cuda_device": 1}
     assert sensor_options(h100, rt(cuda_device=1, pci_bus_id="0000:65:00.0",
                                    device_uuid="GPU-ab")) == {**base, "gpu_uuid": "GPU-ab"}
-    orin = load_target("jetson-agx-orin")  # tegrastats reads the module: options as they are
+    orin = load_target("jetson-agx-orin-64gb")  # tegrastats reads the module: options as they are
     assert sensor_options(orin, rt(cuda_device=0)) == orin.profiler_options

@@ -34,7 +34,7 @@ class FakeGpu:
 
     def __init__(self, name="NVIDIA H100 80GB HBM3", energy_mj=None, instant_mw=None,
                  usage_mw=None, sm_mhz=1980, mem_mhz=2619, temp_c=41, limit_mw=700_000,
-                 reasons=0x1, uuid=None, pci=None, violations=None):
+                 reasons=0x1, uuid=None, pci=None, violations=None, memory_gib=80):
         n = next(_SERIAL)
         self.uuid = uuid or f"GPU-{n:08x}-1111-2222-3333-444444444444"
         self.pci = pci or f"00000000:{n % 256:02X}:00.0"
@@ -43,6 +43,7 @@ class FakeGpu:
                                                                      instant_mw, usage_mw)
         self.sm_mhz, self.mem_mhz, self.temp_c, self.limit_mw = sm_mhz, mem_mhz, temp_c, limit_mw
         self.reasons = reasons
+        self.memory_bytes = int(memory_gib * 2**30)
         self.fail_reads = False  # every power reading raises from now on
 
 
@@ -114,6 +115,7 @@ def fake_pynvml(gpus, init_error: str | None = None, field_api=True, event_api=T
     m.nvmlDeviceGetHandleByIndex = handle
     m.nvmlDeviceGetName = lambda gpu: gpu.name
     m.nvmlDeviceGetUUID = lambda gpu: gpu.uuid
+    m.nvmlDeviceGetMemoryInfo = lambda gpu: types.SimpleNamespace(total=gpu.memory_bytes)
     m.nvmlDeviceGetPciInfo = lambda gpu: types.SimpleNamespace(busId=gpu.pci.encode())
     m.nvmlDeviceGetViolationStatus = lambda gpu, policy: types.SimpleNamespace(
         referenceTime=0, violationTime=need(gpu.violations.get(policy)))

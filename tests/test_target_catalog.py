@@ -15,33 +15,45 @@ from edgerob.targets import load_target, matching_targets
 
 CATALOG = Path(edgerob.__file__).resolve().parent.parent / "targets"
 
-JETSONS = ["jetson-nano", "jetson-xavier-nx", "jetson-agx-xavier", "jetson-orin-nano",
-           "jetson-orin-nx", "jetson-agx-orin"]
-GPUS = ["rtx-4090", "l4", "a100", "h100"]
+ORINS = ["jetson-orin-nano-4gb", "jetson-orin-nano-8gb", "jetson-orin-nx-8gb",
+         "jetson-orin-nx-16gb", "jetson-agx-orin-32gb", "jetson-agx-orin-64gb"]
+JETSONS = ["jetson-nano", "jetson-xavier-nx", "jetson-agx-xavier", *ORINS]
+GPUS = ["rtx-4090", "l4", "a100-sxm", "a100-pcie", "h100-sxm", "h100-pcie"]
 FAMILIES = ["cpu", *JETSONS, *GPUS]
 
-# A price left null because no public source for it could be verified; each YAML says why.
-# The test below fails once one of these gains a price, so the list only ever shrinks.
-UNPRICED = {"jetson-agx-xavier"}
+# A price left null because no dated public source for it could be verified; each YAML says
+# why. The test below fails once one of these gains a price, so the list only ever shrinks.
+UNPRICED = {"jetson-agx-xavier", "jetson-agx-orin-32gb", "jetson-orin-nx-8gb",
+            "jetson-orin-nx-16gb", "a100-pcie", "h100-pcie"}
 
-# Realistic /proc/device-tree/model strings (trailing NUL stripped, as machine_facts does).
+# Realistic /proc/device-tree/model strings (trailing NUL stripped, as machine_facts does), with
+# MemTotal in GiB: a few percent under the nominal size (firmware carve-outs).
 DEVICE_MODELS = {
-    "jetson-nano": ["NVIDIA Jetson Nano Developer Kit", "NVIDIA Jetson Nano 2GB Developer Kit"],
-    "jetson-xavier-nx": ["NVIDIA Jetson Xavier NX Developer Kit"],
+    "jetson-nano": [("NVIDIA Jetson Nano Developer Kit", 3.9),
+                    ("NVIDIA Jetson Nano 2GB Developer Kit", 1.9)],
+    "jetson-xavier-nx": [("NVIDIA Jetson Xavier NX Developer Kit", 7.6)],
     # L4T 32.2 and later print "Jetson-AGX" on the AGX Xavier developer kit
-    "jetson-agx-xavier": ["Jetson-AGX"],
-    "jetson-orin-nano": ["NVIDIA Jetson Orin Nano Developer Kit",
-                         "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super"],
-    "jetson-orin-nx": ["NVIDIA Jetson Orin NX Engineering Reference Developer Kit"],
-    "jetson-agx-orin": ["NVIDIA Jetson AGX Orin Developer Kit", "Jetson AGX Orin"],
+    "jetson-agx-xavier": [("Jetson-AGX", 31.0)],
+    "jetson-orin-nano-8gb": [("NVIDIA Jetson Orin Nano Developer Kit", 7.4),
+                             ("NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super",
+                              7.4),
+                             ("Jetson Orin Nano Super Developer Kit", 7.4)],
+    "jetson-orin-nano-4gb": [("NVIDIA Jetson Orin Nano Developer Kit", 3.4)],
+    "jetson-orin-nx-16gb": [("NVIDIA Jetson Orin NX Engineering Reference Developer Kit", 15.3)],
+    "jetson-orin-nx-8gb": [("NVIDIA Jetson Orin NX Engineering Reference Developer Kit", 7.4)],
+    "jetson-agx-orin-64gb": [("NVIDIA Jetson AGX Orin Developer Kit", 61.4),
+                             ("Jetson AGX Orin", 61.4)],
+    "jetson-agx-orin-32gb": [("Jetson AGX Orin", 30.6)],
 }
 
-# NVML device names.
+# NVML device names with total memory (GiB).
 GPU_NAMES = {
-    "rtx-4090": ["NVIDIA GeForce RTX 4090"],
-    "l4": ["NVIDIA L4"],
-    "a100": ["NVIDIA A100-SXM4-80GB", "NVIDIA A100-SXM4-40GB", "NVIDIA A100 80GB PCIe"],
-    "h100": ["NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe"],
+    "rtx-4090": [("NVIDIA GeForce RTX 4090", 23.99)],
+    "l4": [("NVIDIA L4", 22.5)],
+    "a100-sxm": [("NVIDIA A100-SXM4-80GB", 80.0)],
+    "a100-pcie": [("NVIDIA A100 80GB PCIe", 80.0)],
+    "h100-sxm": [("NVIDIA H100 80GB HBM3", 79.6)],
+    "h100-pcie": [("NVIDIA H100 PCIe", 79.6)],
 }
 
 
@@ -100,7 +112,8 @@ def test_jetsons_use_tegrastats(shipped_only, name):
 def test_gpus_use_nvml(shipped_only, name):
     target = load_target(name)
     assert target.profiler == "nvml"
-    assert target.profiler_options == {"gpu_index": 0, "interval_s": 0.05}
+    # no gpu_index: the sensor follows the runtime's device (same physical GPU, by UUID/PCI id)
+    assert target.profiler_options == {"interval_s": 0.05}
     assert target.detect is not None and target.detect.gpu_name
     assert target.detect.device_model is None
 
@@ -134,7 +147,7 @@ def test_priced(shipped_only, name):
         assert has_price, f"{name} has neither a purchase nor a cloud price"
 
 
-@pytest.mark.parametrize("name", ["l4", "a100", "h100"])
+@pytest.mark.parametrize("name", ["l4", "a100-sxm", "h100-sxm"])
 def test_data_centre_gpus_have_cloud_price(shipped_only, name):
     assert load_target(name).price.cloud_usd_per_h is not None
 
@@ -189,19 +202,33 @@ def test_source_comment_check_catches_a_bare_number():
 
 # --- detection -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,model",
-                         [(n, m) for n, models in DEVICE_MODELS.items() for m in models])
-def test_jetson_detected_without_collision(shipped_only, name, model):
-    facts = {"device_model": model, "gpu_names": []}
+@pytest.mark.parametrize("name,model,gib",
+                         [(n, m, g) for n, models in DEVICE_MODELS.items() for m, g in models])
+def test_jetson_detected_without_collision(shipped_only, name, model, gib):
+    facts = {"device_model": model, "memory_gib": gib, "gpus": []}
     assert matching_targets(facts)[0].name == name
     assert _specific(facts) == [name], f"{model!r} matched {_specific(facts)}"
 
 
-@pytest.mark.parametrize("name,gpu", [(n, g) for n, gpus in GPU_NAMES.items() for g in gpus])
-def test_gpu_detected_without_collision(shipped_only, name, gpu):
-    facts = {"device_model": None, "gpu_names": [gpu]}
+@pytest.mark.parametrize("name,gpu,gib",
+                         [(n, g, m) for n, gpus in GPU_NAMES.items() for g, m in gpus])
+def test_gpu_detected_without_collision(shipped_only, name, gpu, gib):
+    facts = {"device_model": None, "gpus": [{"name": gpu, "memory_gib": gib}]}
     assert matching_targets(facts)[0].name == name
     assert _specific(facts) == [name], f"{gpu!r} matched {_specific(facts)}"
+
+
+@pytest.mark.parametrize("gpu,gib", [("NVIDIA A100-SXM4-40GB", 40.0),
+                                     ("NVIDIA A100-PCIE-40GB", 40.0),
+                                     ("NVIDIA H100 NVL", 93.6)])
+def test_variants_without_an_entry_match_nothing(shipped_only, gpu, gib):
+    # their bandwidth and TDP differ from every entry's: no entry's figures may be borrowed
+    assert _specific({"device_model": None, "gpus": [{"name": gpu, "memory_gib": gib}]}) == []
+
+
+def test_memory_unknown_matches_no_sized_variant(shipped_only):
+    # an Orin whose MemTotal could not be read is not assumed to be any one module
+    assert _specific({"device_model": "Jetson AGX Orin", "memory_gib": None, "gpus": []}) == []
 
 
 def test_every_device_has_a_detection_case():
@@ -210,10 +237,59 @@ def test_every_device_has_a_detection_case():
 
 
 def test_unknown_machine_falls_back_to_cpu(shipped_only):
-    facts = {"device_model": "Raspberry Pi 5 Model B Rev 1.0", "gpu_names": ["NVIDIA T4"]}
+    facts = {"device_model": "Raspberry Pi 5 Model B Rev 1.0", "memory_gib": 7.8,
+             "gpu_names": ["NVIDIA T4"]}
     assert _specific(facts) == []
     assert matching_targets(facts)[0].name == "cpu"
 
 
 def test_l40s_not_taken_for_l4(shipped_only):
     assert "l4" not in _specific({"device_model": None, "gpu_names": ["NVIDIA L40S"]})
+
+
+# --- one definition of peak figures: dense, GPU only, tensor cores, at the tdp_w mode -----------
+
+# GPU-only dense INT8 from NVIDIA data sheets (sparse halved, DLAs left out): REFERENCES.md
+# "Peak figures". The DLA-inclusive or sparse headline figures (AGX Orin 275/137.5, Orin NX 157/78,
+# AGX Xavier 32) must not reappear.
+GPU_ONLY_DENSE_INT8 = {"jetson-agx-orin-64gb": 85, "jetson-orin-nx-16gb": 38.5,
+                       "jetson-orin-nano-8gb": 33, "jetson-orin-nano-4gb": 10,
+                       "jetson-agx-xavier": 22}
+TENSOR_CORE_JETSONS = [n for n in JETSONS if n != "jetson-nano"]  # Maxwell: no tensor cores
+
+
+@pytest.mark.parametrize("name,int8", GPU_ONLY_DENSE_INT8.items())
+def test_jetson_int8_is_the_gpu_only_dense_figure(shipped_only, name, int8):
+    assert load_target(name).specs.peak_tops["int8"] == pytest.approx(int8)
+
+
+@pytest.mark.parametrize("name", TENSOR_CORE_JETSONS)
+def test_jetson_fp16_and_int8_are_tensor_core_rates(shipped_only, name):
+    tops = load_target(name).specs.peak_tops
+    # Volta/Ampere tensor cores run dense INT8 at twice their FP16 rate (AGX Orin 85 / 42.5,
+    # AGX Xavier 22 / 11); FP16 on tensor cores is ~8x the CUDA-core FP32 rate, where the
+    # CUDA-core FP16 rate (which the catalog listed before) is only 2x
+    assert tops["int8"] == pytest.approx(2 * tops["fp16"], rel=0.01)
+    assert tops["fp16"] >= 4 * tops["fp32"]
+
+
+@pytest.mark.parametrize("name", JETSONS + GPUS)
+def test_memory_ranges_hold_the_nominal_size_only(shipped_only, name):
+    t = load_target(name)
+    lo, hi = t.detect.memory_gib_min, t.detect.memory_gib_max
+    if lo is None and hi is None:  # one size only; collisions are tested with detection above
+        return
+    size = t.specs.memory_gb
+    # the OS reports 90-100% of the nominal size; the next size down or up (half, double) is out
+    for reported in (0.9 * size, 0.97 * size, size):
+        assert lo <= reported < hi, (reported, lo, hi)
+    assert not lo <= size / 2 < hi and not lo <= 0.9 * 2 * size < hi
+
+
+@pytest.mark.parametrize("name", JETSONS + GPUS)
+def test_every_price_is_dated_and_says_what_it_buys(shipped_only, name):
+    p = load_target(name).price
+    if p.purchase_usd is not None:
+        assert p.purchase_as_of and p.purchase_kind in ("kit", "module", "card")
+    if p.cloud_usd_per_h is not None:
+        assert p.cloud_as_of and p.cloud_instance
