@@ -291,13 +291,30 @@ def bundle_cmd(
 @app.command()
 @user_errors
 def ingest(
-    source: Annotated[Path, typer.Argument(help="A bundle folder with results, or a results "
-                                                ".db file.")],
+    source: Annotated[Optional[Path], typer.Argument(help="A bundle folder with results, or a "
+                                                          "results .db file.")] = None,
+    mlperf: Annotated[Optional[Path], typer.Option(
+        "--mlperf", help="Import published MLPerf Inference results (ResNet-50, VALID only): a "
+                         "results repository checkout or any folder under it.")] = None,
     store: StoreOpt = DEFAULT_URL,
 ):
     """Import a device's results into the store, skipping rows already there."""
-    from edgerob.bundle import ingest as ingest_results
     from edgerob.store import Store
+
+    if (source is None) == (mlperf is None):
+        raise EdgerobError("give a bundle folder (or results .db) or --mlperf PATH, not both")
+    if mlperf is not None:
+        from edgerob.mlperf import ingest_mlperf
+
+        counts = ingest_mlperf(mlperf, Store(store))
+        for line in counts["problems"] + counts["invalid"]:
+            err.print(f"skipped: {line}", highlight=False, markup=False)
+        out.print(f"imported {counts['imported']} MLPerf results (source mlperf) for "
+                  f"{', '.join(counts['targets'])}; {counts['already_stored']} already stored, "
+                  f"{len(counts['invalid'])} INVALID skipped, {len(counts['problems'])} "
+                  f"file(s) unreadable -> {store}", highlight=False)
+        return
+    from edgerob.bundle import ingest as ingest_results
 
     counts = ingest_results(source, Store(store))
     out.print(f"ingested {counts['runs']} new runs, {counts['measurements']} measurements, "
@@ -665,9 +682,9 @@ def _cost_candidate(db, candidate: str, targets, w, json_out: bool) -> None:
                "inside interval", "median |rel err| J/inf",
                title="leave-one-target-out: how far to trust the prediction")
     for r in loo:
-        lt.add_row(r["target"], str(r["cells"]), _fmt(r["latency_median_abs_rel_error"], ".1%"),
-                   _fmt(r["latency_max_abs_rel_error"], ".1%"),
-                   _fmt(r["latency_inside_interval_fraction"], ".0%"),
+        lt.add_row(r["target"], str(r["cells"]), _fmt(r["median_abs_rel_error"], ".1%"),
+                   _fmt(r["max_abs_rel_error"], ".1%"),
+                   _fmt(r["inside_interval_fraction"], ".0%"),
                    _fmt(r["energy_median_abs_rel_error"], ".1%"))
     out.print(lt)
 

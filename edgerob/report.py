@@ -234,9 +234,9 @@ def _prediction_section(store, targets) -> str:
     except EdgerobError as e:
         return head + f"<p class='note'>{_e(e)}</p>"
     body = [[_cell(r["target"]), _cell(r["cells"]),
-             _cell(r["latency_median_abs_rel_error"], ".1%"),
-             _cell(r["latency_max_abs_rel_error"], ".1%"),
-             _cell(r["latency_inside_interval_fraction"], ".0%"),
+             _cell(r["median_abs_rel_error"], ".1%"),
+             _cell(r["max_abs_rel_error"], ".1%"),
+             _cell(r["inside_interval_fraction"], ".0%"),
              _cell(r["energy_median_abs_rel_error"], ".1%"), _cell(r["extrapolated_cells"])]
             for r in loo]
     return (head + "<p class='note'>Each measured target with a spec sheet is held out and "

@@ -45,6 +45,15 @@ runs = sa.Table(
     # target|profile|model_sha256|runtime|host: longer than 64 characters (a sha256 alone is
     # 64), which PostgreSQL enforces and SQLite does not, so no length limit
     sa.Column("resume_key", sa.String, index=True),
+    # provenance (NULL = measured here): "mlperf" for imported published results, the file it
+    # came from, its MLPerf version and scenario, the submitter's system folder name, and which
+    # engines ran ("GPU", or "GPU + 2 DLA" for NVIDIA's Jetson Offline runs)
+    sa.Column("source", sa.String(16)),
+    sa.Column("source_path", sa.Text),
+    sa.Column("mlperf_version", sa.String(16)),
+    sa.Column("scenario", sa.String(16)),
+    sa.Column("system_name", sa.String),
+    sa.Column("accelerators", sa.String),
 )
 
 CELL_KEY = ("runtime", "precision", "batch_size", "input_set")
