@@ -373,6 +373,11 @@ def results(
         raise EdgerobError(f"no measurements in {store}"
                            + (f" for run {run}" if run else "")
                            + (f" for target {target}" if target else ""))
+    from edgerob.compare import provenance, source_label
+
+    sources = {r["run_id"]: source_label(provenance(r)) for r in db.runs()}
+    for r in rows:
+        r["source"] = sources.get(r["run_id"], "measured")
     _print_measurements(rows, store)
     _print_versus_clean(rows)
     _print_failures([f for f in db.failures(run) if not target or f["target"] == target])
@@ -497,7 +502,7 @@ def compare(
 
     Latency (ties within noise), throughput, power, energy, accuracy under attack, time and
     energy to failure; Pareto fronts as tables and plots."""
-    from edgerob.compare import compare_fleet, config_label, public_rows
+    from edgerob.compare import compare_fleet, config_label, public_rows, side_by_side_notes
     from edgerob.store import Store
 
     result = compare_fleet(Store(store), targets, out_dir)
@@ -511,14 +516,16 @@ def compare(
     runtimes = len({r["runtime"] for r in rows}) > 1
     table = Table(title=f"fleet ({store}): latency rank within batch size, =N tied within noise; "
                         f"accuracy per input set; Kaplan-Meier medians to failure")
-    for col in ("target", *(["runtime"] if runtimes else []), "prec", "batch", "rank", "p50 ms",
+    for col in ("target", "source", *(["runtime"] if runtimes else []), "prec", "batch", "rank",
+                "p50 ms",
                 "p99 ms", "samples/s", "W", "J/inf", "clean", *[a[9:] for a in adv],
                 "s to fail", "J to fail", "records"):
-        table.add_column(col, justify="left" if col in ("target", "runtime", "prec")
+        table.add_column(col, justify="left" if col in ("target", "source", "runtime", "prec")
                          else "right", no_wrap=col in ("target", "runtime"))
     for r in rows:
         rank = r["latency_rank"]
-        table.add_row(r["target"], *([r["runtime"]] if runtimes else []), r["precision"],
+        table.add_row(r["target"], r["source_label"], *([r["runtime"]] if runtimes else []),
+                      r["precision"],
                       str(r["batch_size"]),
                       "—" if rank is None else f"{'=' if r['latency_tie'] else ''}{rank}",
                       _fmt(r["latency_p50_ms"], ".3f"), _fmt(r["latency_p99_ms"], ".3f"),
@@ -528,6 +535,8 @@ def compare(
                       _fmt(r["median_time_to_failure_s"], ".3g"),
                       _fmt(r["median_energy_to_failure_j"], ".3g"), str(r["failure_records"]))
     out.print(table)
+    for line in side_by_side_notes(rows):
+        err.print(f"note: {line}", highlight=False, markup=False)
     for f in fronts:
         if not f["front"]:
             reasons = sorted({x["reason"] for x in f["excluded"]})
@@ -643,12 +652,13 @@ def _cost_candidate(db, candidate: str, targets, w, json_out: bool) -> None:
         _print_json({"candidate": tgt.name, "workload": workload_dict(w), "predictions": preds,
                      "leave_one_target_out": loo})
         return
-    n = preds[0]["n_targets"] if preds else 0
-    table = Table(title=f"{tgt.name}: predicted from {n} measured targets, "
-                        f"{preds[0]['level'] if preds else 0.95:.0%} prediction intervals")
-    for col in ("prec", "batch", "p50 ms", "p50 interval", "samples/s", "J/inf", "J/inf interval",
-                "median s to failure", "devices", "total USD", "USD / M inferences"):
-        table.add_column(col, justify="left" if col == "prec" else "right")
+    table = Table(title=f"{tgt.name}: predicted from the other targets' rows (measured, or "
+                        f"published MLPerf), {preds[0]['level'] if preds else 0.95:.0%} "
+                        f"prediction intervals; 'true' is {tgt.name}'s own row, never fitted")
+    for col in ("group", "from", "predicts", "predicted", "interval", "true", "inside",
+                "samples/s", "J/inf", "J/inf interval", "median s to failure", "devices",
+                "total USD", "USD / M inferences"):
+        table.add_column(col, justify="left" if col in ("group", "predicts") else "right")
 
     def interval(p, key):
         lo, hi = p[f"{key}_lo"], p[f"{key}_hi"]
@@ -656,29 +666,37 @@ def _cost_candidate(db, candidate: str, targets, w, json_out: bool) -> None:
 
     for p in preds:
         c = p.get("cost") or {}
-        table.add_row(p["precision"], str(p["batch_size"]), _fmt(p["latency_p50_ms"], ".3g"),
-                      interval(p, "latency_p50_ms"), _fmt(p["throughput_sps"], ",.0f"),
+        k = p["response"]
+        inside = {None: "—", True: "yes", False: "no"}[p["truth_in_interval"]]
+        table.add_row(p["group"], str(p["n_targets"]), k, _fmt(p[k], ".4g"), interval(p, k),
+                      _fmt(p["truth"], ".4g"), inside, _fmt(p["throughput_sps"], ",.0f"),
                       _fmt(p["energy_per_inference_j"], ".3g"),
                       interval(p, "energy_per_inference_j"),
                       _fmt(p["median_time_to_failure_s"], ".3g"),
                       _fmt(c.get("devices_needed"), "d"), _fmt(c.get("total_usd"), ",.2f"),
                       _fmt(c.get("usd_per_million_inferences"), ".4g"))
     out.print(table)
-    models = dict.fromkeys(m for p in preds for m in (p["latency_model"], p["energy_model"]) if m)
-    for m in models:
-        err.print(f"model: {m}", highlight=False, markup=False)
+    for p in preds:
+        if p["truth_note"]:
+            err.print(f"{p['group']}: {tgt.name}'s published row is not comparable: "
+                      f"{p['truth_note']}", highlight=False, markup=False)
+    for p in preds:
+        for m, tag in ((p["model"], p["model_loto_rmse_log"]), (p["energy_model"], None)):
+            if m:
+                score = ("" if tag is None else f" (chosen by leave-one-target-out: RMS log "
+                                                f"error {tag:.3f})")
+                err.print(f"{p['group']}: model {m}{score}", highlight=False, markup=False)
     warned: dict[str, list[str]] = {}
     for p in preds:
         for text in p["warnings"]:
-            warned.setdefault(text, []).append(f"{p['precision']} b{p['batch_size']}")
+            warned.setdefault(text, []).append(p["group"])
     for text, where in warned.items():
         err.print(f"[yellow]warning[/] {escape(text)} ({', '.join(where)})", highlight=False)
     for p in preds:
         for text in p["notes"]:
-            if "needed" in text:  # cells that could not be predicted
-                err.print(f"{p['precision']} b{p['batch_size']}: {text}", highlight=False,
-                          markup=False)
-    lt = Table("held-out target", "cells", "median |rel err| p50", "max |rel err| p50",
+            if "needed" in text or text.startswith("excluded"):
+                err.print(f"{p['group']}: {text}", highlight=False, markup=False)
+    lt = Table("held-out target", "cells", "median |rel err|", "max |rel err|",
                "inside interval", "median |rel err| J/inf",
                title="leave-one-target-out: how far to trust the prediction")
     for r in loo:
@@ -721,12 +739,13 @@ def _fmt(v, spec: str) -> str:
 
 def _print_measurements(rows: list[dict], title: str) -> None:
     table = Table(title=title)
-    for col in ("target", "precision", "batch", "input set", "p50 ms", "p99 ms", "mean ms",
-                "std ms", "samples/s", "accuracy", "power W", "J/inference", "iters"):
-        table.add_column(col, justify="left" if col in ("target", "precision", "input set")
-                         else "right", no_wrap=True)
+    for col in ("target", "source", "precision", "batch", "input set", "p50 ms", "p99 ms",
+                "mean ms", "std ms", "samples/s", "accuracy", "power W", "J/inference", "iters"):
+        table.add_column(col, justify="left" if col in ("target", "source", "precision",
+                                                        "input set") else "right", no_wrap=True)
     for r in rows:
-        table.add_row(r["target"], r["precision"], str(r["batch_size"]), r["input_set"],
+        table.add_row(r["target"], r.get("source", "measured"), r["precision"],
+                      str(r["batch_size"]), r["input_set"],
                       _fmt(r["latency_p50_ms"], ".3f"), _fmt(r["latency_p99_ms"], ".3f"),
                       _fmt(r["latency_mean_ms"], ".3f"), _fmt(r["latency_std_ms"], ".3f"),
                       _fmt(r["throughput_sps"], ",.0f"), _fmt(r["accuracy"], ".2%"),
