@@ -115,7 +115,10 @@ def _safe_url(url: str) -> str:
 
 def _fleet_section(rows: list[dict]) -> str:
     adv = sorted({k for r in rows for k in r if k.startswith("accuracy@")})
-    headers = (["target", "runtime", "precision", "batch", "latency rank", "p50 ms", "p99 ms",
+    from edgerob.compare import side_by_side_notes
+
+    headers = (["target", "source", "runtime", "precision", "batch", "latency rank", "p50 ms",
+                "p99 ms",
                 "samples/s", "power W", "J/inference", "clean acc"] + adv
                + ["robust acc", "query attack", "records", "median s to failure",
                   "median J to failure"])
@@ -125,7 +128,8 @@ def _fleet_section(rows: list[dict]) -> str:
         rank_html = None
         if rank is not None and r.get("latency_tie"):
             rank_html = f'<span class="tie" title="tied within measurement noise">={rank}</span>'
-        line = [_cell(r["target"]), _cell(r["runtime"]), _cell(r["precision"]),
+        line = [_cell(r["target"]), _cell(r.get("source_label", "measured")),
+                _cell(r["runtime"]), _cell(r["precision"]),
                 _cell(r["batch_size"]), (_fmt(rank), rank_html),
                 _cell(r["latency_p50_ms"], ".3f"), _cell(r["latency_p99_ms"], ".3f"),
                 _cell(r["throughput_sps"], ",.0f"), _cell(r["power_mean_w"], ".2f"),
@@ -135,7 +139,7 @@ def _fleet_section(rows: list[dict]) -> str:
                  _cell(r.get("failure_records")), _cell(r.get("median_time_to_failure_s")),
                  _cell(r.get("median_energy_to_failure_j"))]
         body.append(line)
-    numeric = set(range(3, len(headers))) - {len(headers) - 4}
+    numeric = set(range(4, len(headers))) - {len(headers) - 4}
     notes = sorted({f"{r['target']}: {r['power_note']}" for r in rows
                     if r.get("power_note") and r.get("power_mean_w") is None})
     return ("<h2 id='fleet'>Fleet</h2>"
@@ -144,8 +148,11 @@ def _fleet_section(rows: list[dict]) -> str:
             "configurations whose latency difference is within measurement noise (|Cliff's "
             "delta| &lt; 0.147 on the per-iteration latencies), shown as ties rather than "
             "rankings. Times and energy to failure are Kaplan-Meier medians of the failure "
-            "records (— where over half the samples survive the budget).</p>"
+            "records (— where over half the samples survive the budget). Source: measured by "
+            "edgerob, or imported from published MLPerf Inference results (version, system, "
+            "scenario; MLPerf power is wall power of the whole system).</p>"
             + _table(headers, body, numeric)
+            + "".join(f"<p class='note'>{_e(n)}</p>" for n in side_by_side_notes(rows))
             + "".join(f"<p class='note'>no power: {_e(n)}</p>" for n in notes))
 
 
@@ -240,11 +247,13 @@ def _prediction_section(store, targets) -> str:
              _cell(r["energy_median_abs_rel_error"], ".1%"), _cell(r["extrapolated_cells"])]
             for r in loo]
     return (head + "<p class='note'>Each measured target with a spec sheet is held out and "
-            "predicted from the others: log(latency) on log(peak TOPS at the precision) and "
-            "log(memory bandwidth), as many covariates as the targets allow (at least one "
-            "residual degree of freedom), with 95% prediction intervals. Few targets make wide "
-            "intervals and large errors: that is how far to trust a prediction.</p>"
-            + _table(["held-out target", "cells", "median |rel. error| p50", "max |rel. error|",
+            "predicted from the others (own rows: p50 latency; published MLPerf rows: the "
+            "scenario's metric, within one MLPerf version): log-linear on log(peak TOPS at the "
+            "precision) and log(memory bandwidth), the covariates chosen by leave-one-target-out "
+            "error (at least two residual degrees of freedom), with 95% prediction intervals. "
+            "Few targets make wide intervals and large errors: that is how far to trust a "
+            "prediction.</p>"
+            + _table(["held-out target", "cells", "median |rel. error|", "max |rel. error|",
                       "inside 95% PI", "median |rel. error| J/inf", "extrapolated cells"],
                      body, {1, 2, 3, 4, 5, 6}))
 
