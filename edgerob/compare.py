@@ -253,7 +253,8 @@ def fleet_table(store, targets=None) -> list[dict]:
         row["price_cloud_usd_per_h"] = tgt.price.cloud_usd_per_h if tgt else None
         row["target_note"] = cache.notes.get(target)
         rows.append(row)
-    within = ("batch_size", "source", "scenario")  # published rows are ranked apart from ours
+    # published rows are ranked apart from ours, and per MLPerf version and scenario
+    within = ("batch_size", "source", "mlperf_version", "scenario")
     for row, rank in zip(rows, rank_latency(rows, within=within)):
         row["latency_rank"] = rank
     shared = {}

@@ -242,3 +242,25 @@ def test_real_tree_every_value_and_idempotent(tmp_path):
         else:
             assert m["latency_p99_ms"] == float(kv["99.00 percentile latency (ns)"]) / 1e6
     assert ingest_mlperf(dst, store)["imported"] == 0
+
+
+def test_own_and_published_rows_side_by_side(tree, tmp_path):
+    from edgerob.compare import fleet_table, side_by_side_notes
+
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    ingest_mlperf(tree, store)
+    run_id, _ = store.begin_run(target="a30", profile="p", model="resnet8", model_sha256="x",
+                                runtime="tensorrt", host="lab", versions={})
+    store.add_measurement({"run_id": run_id, "target": "a30", "runtime": "tensorrt",
+                           "precision": "int8", "batch_size": 1, "input_set": "clean",
+                           "latency_p50_ms": 0.2, "throughput_sps": 5000.0})
+    rows = [r for r in fleet_table(store) if r["target"] == "a30" and r["batch_size"] == 1]
+    assert sorted(r["source_label"] for r in rows) == ["MLPerf v9.9 A30x1 SingleStream",
+                                                       "measured"]
+    # the published row never replaces the own one of the same cell, nor is ranked against it
+    assert {r["latency_p50_ms"] for r in rows} == {0.2, 630245 / 1e6}
+    assert all(r["latency_rank"] == 1 for r in rows)
+    [note] = side_by_side_notes(rows)
+    assert note.startswith("a30:") and "same device" in note and "different model" in note
+    r = CliRunner().invoke(app, ["compare", "--store", f"sqlite:///{tmp_path}/s.db"])
+    assert r.exit_code == 0 and "MLPerf" in r.output and "same device" in r.output
