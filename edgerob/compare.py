@@ -593,9 +593,12 @@ class LogLinearFit:
     dropped: list[str] = field(default_factory=list)  # covariate: why it is not in the model
     loto_rmse_log: float | None = None
     scores: dict[str, float] = field(default_factory=dict)
+    offset: dict[str, float] = field(default_factory=dict)  # covariate: fixed elasticity
 
     def formula(self, response: str, precision: str) -> str:
         terms = ["1"] + [f"log({_cov_label(c, precision)})" for c in self.covariates]
+        terms += [f"offset({e:+g} x log({_cov_label(c, precision)}))"
+                  for c, e in self.offset.items()]
         return f"log({response}) ~ {' + '.join(terms)}"
 
     def predict(self, x: dict[str, float], level: float) -> tuple[float, float | None,
@@ -603,7 +606,7 @@ class LogLinearFit:
         from scipy import stats
 
         x0 = np.array([1.0] + [math.log(x[c]) for c in self.covariates])
-        mid = float(x0 @ self.coef)
+        mid = float(x0 @ self.coef) + sum(e * math.log(x[c]) for c, e in self.offset.items())
         if self.df < 1 or not math.isfinite(self.s):
             return math.exp(mid), None, None
         se = self.s * math.sqrt(1 + float(x0 @ self.xtx_inv @ x0))
@@ -628,13 +631,15 @@ def loto_rmse(ly: np.ndarray, X: np.ndarray) -> float | None:
 
 
 def fit_loglinear(y: list[float], xs: list[dict[str, float | None]], pool: tuple[str, ...],
-                  candidate: dict[str, float | None],
-                  min_df: int = MIN_RESIDUAL_DF) -> LogLinearFit:
+                  candidate: dict[str, float | None], min_df: int = MIN_RESIDUAL_DF,
+                  proportional: dict[str, float] | None = None) -> LogLinearFit:
     """Fit log(y) on the logs of the covariate subset of `pool` with the smallest
-    leave-one-target-out error (ties: fewer covariates). A covariate is usable where the
+    leave-one-target-out error (ties: fewer parameters). A covariate is usable where the
     candidate and every training point have it and it varies; a subset is considered when its
     full fit keeps `min_df` residual degrees of freedom and it is not collinear. The intercept-
-    only model (the training targets' geometric mean) is always considered."""
+    only model (the training targets' geometric mean) is always considered, and so is, for each
+    usable covariate in `proportional`, y proportional to x^e with e fixed (e.g. throughput
+    proportional to peak TOPS: one fitted parameter, the scale)."""
     n = len(y)
     ly = np.log(np.asarray(y, dtype=np.float64))
     usable, dropped = [], []
@@ -654,6 +659,11 @@ def fit_loglinear(y: list[float], xs: list[dict[str, float | None]], pool: tuple
         return np.column_stack([np.ones(n)] + [logs[c] for c in combo])
 
     scores: dict[tuple, float] = {}
+    offsets = {c: e for c, e in (proportional or {}).items() if c in usable}
+    for c, e in offsets.items():
+        err = loto_rmse(ly - e * logs[c], design(()))
+        if err is not None:
+            scores[(f"={c}",)] = err
     for k in range(len(usable) + 1):
         if k and n - (k + 1) < min_df:
             break
@@ -664,22 +674,27 @@ def fit_loglinear(y: list[float], xs: list[dict[str, float | None]], pool: tuple
             err = loto_rmse(ly, X)
             if err is not None:
                 scores[combo] = err
-    chosen = min(scores, key=lambda c: (scores[c], len(c))) if scores else ()
+    best = min(scores, key=lambda c: (scores[c], len(c) if c[:1] and c[0][0] != "=" else 0)
+               ) if scores else ()
+    offset = {best[0][1:]: offsets[best[0][1:]]} if best[:1] and best[0][0] == "=" else {}
+    chosen = () if offset else best
     for c in usable:
-        if c not in chosen:
+        if c not in chosen and c not in offset:
             dropped.append(f"{c}: not chosen (leave-one-target-out error)"
                            if any(c in combo for combo in scores) else
                            f"{c}: too few training targets ({n}) to keep {min_df} residual df")
     X = design(chosen)
-    coef, *_ = np.linalg.lstsq(X, ly, rcond=None)
-    resid = ly - X @ coef
+    target = ly - sum((e * logs[c] for c, e in offset.items()), np.zeros(n))
+    coef, *_ = np.linalg.lstsq(X, target, rcond=None)
+    resid = target - X @ coef
     df = n - X.shape[1]
     s = math.sqrt(float(resid @ resid) / df) if df > 0 else float("nan")
-    ranges = {c: (min(x[c] for x in xs), max(x[c] for x in xs)) for c in chosen}
+    ranges = {c: (min(x[c] for x in xs), max(x[c] for x in xs)) for c in (*chosen, *offset)}
     return LogLinearFit(list(chosen), coef, np.linalg.pinv(X.T @ X), s, df, n, ranges, dropped,
-                        scores.get(chosen),
-                        {"1" + "".join(f" + {c}" for c in combo): e
-                         for combo, e in scores.items()})
+                        scores.get(best),
+                        {("1 + offset " + combo[0][1:] if combo[:1] and combo[0][0] == "="
+                          else "1" + "".join(f" + {c}" for c in combo)): e
+                         for combo, e in scores.items()}, offset)
 
 
 def _specs_dict(target, precision: str, names: tuple[str, ...]) -> dict[str, float | None]:
@@ -744,7 +759,7 @@ def _per_target_rows(rows: list[dict], cache: TargetCache) -> dict[tuple, dict]:
 
 def _range_warnings(fit: LogLinearFit, x: dict[str, float], precision: str) -> list[str]:
     out = []
-    for c in fit.covariates:
+    for c in fit.ranges:
         lo, hi = fit.ranges[c]
         if not lo <= x[c] <= hi:
             out.append(f"{_cov_label(c, precision)} = {x[c]:g} is outside the measured range "
@@ -798,7 +813,10 @@ def _predict_rows(rows: list[dict], failures: dict, cache: TargetCache, candidat
         cand_x = _specs_dict(candidate, precision, ENERGY_COVARIATES)
         names = sorted(train)
         xs = [_specs_dict(cache.get(t), precision, ENERGY_COVARIATES) for t in names]
-        fit = fit_loglinear([train[t][response] for t in names], xs, LATENCY_COVARIATES, cand_x)
+        # candidate law: throughput proportional to peak TOPS, latency inversely proportional
+        law = {"peak_tops": 1.0 if response == "throughput_sps" else -1.0}
+        fit = fit_loglinear([train[t][response] for t in names], xs, LATENCY_COVARIATES, cand_x,
+                            proportional=law)
         mid, lo, hi = fit.predict(cand_x, level)
         res.update({response: mid, f"{response}_lo": lo, f"{response}_hi": hi},
                    model=fit.formula(response, precision), model_df=fit.df,
@@ -817,7 +835,7 @@ def _predict_rows(rows: list[dict], failures: dict, cache: TargetCache, candidat
                             f"{candidate.name}'s spec sheet: the model leaves it out"
                             for d in fit.dropped if "candidate's spec sheet" in d
                             and d.split(":")[0] in LATENCY_COVARIATES]
-        if not fit.covariates:
+        if not fit.covariates and not fit.offset:
             res["notes"].append("no covariate beats the training targets' geometric mean "
                                 "(leave-one-target-out): the prediction is that mean")
         res["notes"] += [f"model: {d}" for d in fit.dropped]

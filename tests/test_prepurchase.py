@@ -112,3 +112,19 @@ def test_every_device_costed_on_one_energy_basis(tmp_path, monkeypatch):
     # an Offline prediction (throughput, no latency) is costed too
     [p] = candidate_costs([{**pred, "latency_p50_ms": None}], "dev", w)
     assert p["cost"]["devices_needed"] == 1
+
+
+def test_proportional_law_is_a_candidate_with_three_targets():
+    # 3 targets: a free slope would leave 1 df (not considered); throughput proportional to peak
+    # TOPS (scale fitted, exponent fixed) keeps 2 df and predicts held-out devices best here
+    tops = [36.0, 330.0, 624.0]
+    y = [84.0 * t * f for t, f in zip(tops, (1.0, 0.9, 1.05))]
+    fit = fit_loglinear(y, _xs(peak_tops=tops), ("peak_tops",), {"peak_tops": 242.5},
+                        proportional={"peak_tops": 1.0})
+    assert fit.offset == {"peak_tops": 1.0} and fit.covariates == [] and fit.df == 2
+    assert "1 + peak_tops" not in fit.scores
+    assert fit.scores["1 + offset peak_tops"] < fit.scores["1"]
+    mid, lo, hi = fit.predict({"peak_tops": 242.5}, 0.95)
+    scale = math.exp(np.mean(np.log(np.asarray(y) / np.asarray(tops))))
+    assert mid == pytest.approx(scale * 242.5) and lo < mid < hi
+    assert "offset(+1 x log(peak_tops[int8]))" in fit.formula("throughput_sps", "int8")
