@@ -603,9 +603,10 @@ def cost(
     table = Table(title=f"cost of ownership: {w.inferences_per_s:g} inferences/s, "
                         f"{w.hours_per_day:g} h/day, {w.years:g} years ({w.service_h:,.0f} h), "
                         f"utilisation {w.utilisation:.0%}, {w.electricity_usd_per_kwh:g} USD/kWh")
-    for col in ("target", "prec", "batch", "pricing", "devices", "capital USD", "energy kWh",
-                "energy USD", "total USD", "USD / M inferences", "kWh / M inferences"):
-        table.add_column(col, justify="left" if col in ("target", "prec", "pricing")
+    for col in ("target", "source", "prec", "batch", "pricing", "devices", "capital USD",
+                "energy kWh", "energy USD", "total USD", "USD / M inferences",
+                "kWh / M inferences"):
+        table.add_column(col, justify="left" if col in ("target", "source", "prec", "pricing")
                          else "right", no_wrap=col == "target")
     attacker = Table(title="attacker's side: what a failure costs the target (Kaplan-Meier "
                            "medians; E[T] restricted to the attack budget)")
@@ -616,7 +617,8 @@ def cost(
     for c in costs:
         trash = c.get("trash_score")
         key = (c["target"], c.get("precision") or "—", str(c.get("batch_size")))
-        table.add_row(*key, c.get("pricing") or "—", _fmt(c.get("devices_needed"), "d"),
+        table.add_row(key[0], c.get("source_label") or "measured", *key[1:],
+                      c.get("pricing") or "—", _fmt(c.get("devices_needed"), "d"),
                       _fmt(c.get("capital_usd"), ",.2f"), _fmt(c.get("energy_kwh"), ",.1f"),
                       _fmt(c.get("energy_usd"), ",.2f"), _fmt(c.get("total_usd"), ",.2f"),
                       _fmt(c.get("usd_per_million_inferences"), ".4g"),

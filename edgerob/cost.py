@@ -109,6 +109,7 @@ def tco(target, row: dict, workload: Workload, train_time_s: float | None = None
         "service_h": w.service_h, "inferences_total": w.inferences,
         "electricity_usd_per_kwh": w.electricity_usd_per_kwh,
         "throughput_sps": row.get("throughput_sps"),
+        "source_label": row.get("source_label") or "measured",  # or e.g. "MLPerf v3.0 ..."
     }
     for k in ("devices_needed", "capital_usd", "energy_kwh", "energy_usd", "total_usd",
               "usd_per_million_inferences", "kwh_per_million_inferences"):

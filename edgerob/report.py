@@ -194,7 +194,7 @@ def _cost_section(rows: list[dict], workload, train_time_s) -> str:
 
     costs = cost_table(rows, workload, train_time_s)
     w = workload
-    headers = ["target", "precision", "batch", "pricing", "devices", "capital USD",
+    headers = ["target", "source", "precision", "batch", "pricing", "devices", "capital USD",
                "energy kWh", "energy USD", "total USD", "USD / M inferences",
                "kWh / M inferences", "attacker s to failure", "attacker USD to failure",
                "attacker J to failure", "E[T] s (restricted)", "TRASH"]
@@ -205,7 +205,8 @@ def _cost_section(rows: list[dict], workload, train_time_s) -> str:
         if trash is not None and c.get("cheaper_to_break_than_build"):
             trash_html = (f'<span class="flag" title="cheaper to break than to build">'
                           f'{trash:.3g} ⚑</span>')
-        body.append([_cell(c["target"]), _cell(c.get("precision")), _cell(c.get("batch_size")),
+        body.append([_cell(c["target"]), _cell(c.get("source_label") or "measured"),
+                     _cell(c.get("precision")), _cell(c.get("batch_size")),
                      _cell(c.get("pricing")), _cell(c.get("devices_needed")),
                      _cell(c.get("capital_usd"), ",.2f"), _cell(c.get("energy_kwh"), ",.1f"),
                      _cell(c.get("energy_usd"), ",.2f"), _cell(c.get("total_usd"), ",.2f"),
@@ -226,7 +227,7 @@ def _cost_section(rows: list[dict], workload, train_time_s) -> str:
             f"the Kaplan-Meier curve up to the attack budget); ⚑ above 1: cheaper to break than "
             f"to build{'' if train_time_s else ' (no train time given: TRASH not computed)'}."
             f"</p>"
-            + _table(headers, body, set(range(4, len(headers))))
+            + _table(headers, body, set(range(5, len(headers))))
             + (("<details><summary>how each figure is computed and what is missing</summary><ul>"
                 + "".join(f"<li class='note'>{_e(n)}</li>" for n in bases + notes)
                 + "</ul></details>") if bases or notes else ""))
