@@ -63,7 +63,6 @@ TARGET_MAP: dict[tuple[str, int], tuple[str, ...]] = {
     ("nvidia jetson agx orin", 32): ("jetson-agx-orin-32gb",),
     ("nvidia jetson agx orin", 64): ("jetson-agx-orin-64gb", "jetson-agx-orin"),
     ("nvidia orin nx", 16): ("jetson-orin-nx-16gb", "jetson-orin-nx"),
-    ("nvidia orin nx 16g", 16): ("jetson-orin-nx-16gb", "jetson-orin-nx"),
     ("nvidia jetson xavier nx", 8): ("jetson-xavier-nx",),
     ("nvidia jetson agx xavier", 32): ("jetson-agx-xavier",),
     ("nvidia a100-pcie-80gb", 80): ("a100-pcie",),
@@ -96,8 +95,8 @@ SYSTEM_FOLDERS: dict[str, tuple[str, int]] = {
     "A10x1_TRT": ("nvidia a10", 24),
 }
 # NVIDIA's Jetson Offline runs use the GPU and both DLAs (their system notes; REFERENCES.md)
-DLA_BOARDS = {"nvidia jetson agx orin", "nvidia orin nx", "nvidia orin nx 16g",
-              "nvidia jetson xavier nx", "nvidia jetson agx xavier"}
+DLA_BOARDS = {"nvidia jetson agx orin", "nvidia orin nx", "nvidia jetson xavier nx",
+              "nvidia jetson agx xavier"}
 
 
 @dataclass
@@ -182,7 +181,9 @@ def device_key(system_name: str, system: dict | None) -> tuple[str, int] | None:
     """(accelerator name, memory GB) of a system, from its JSON or else its folder name."""
     if system is None:
         return SYSTEM_FOLDERS.get(system_name)
+    # spelling drifts between versions: "Orin NX 16G", "A100-SXM4-80GB", "AGX Xavier 32GB"
     acc = str(system.get("accelerator_model_name") or "").strip().lower()
+    acc = re.sub(r"\s+\d+\s*gb?$", "", re.sub(r"-sxm\d", "-sxm", acc))
     mem = system.get("accelerator_memory_capacity")
     gb = _memory_gb(system.get("host_memory_capacity") if "shared" in str(mem).lower() else mem)
     return (acc, gb) if acc and gb else None
@@ -324,6 +325,10 @@ def _one_result(summary: Path, known: set[str]) -> dict | None:
     if validity != "VALID":
         return {"validity": validity, "measurement": None}
     system = read_system(loc.root / "systems" / f"{loc.system}.json")
+    per_node = (system or {}).get("accelerators_per_node", 1)
+    if str(per_node) != "1" or str((system or {}).get("number_of_nodes", 1)) != "1":
+        raise EdgerobError(f"{summary}: {per_node} accelerators per node: edgerob's targets "
+                           f"are single devices, so multi-accelerator results are not imported")
     key = device_key(loc.system, system)
     if key not in TARGET_MAP:
         why = (f"accelerator {key[0]!r} with {key[1]} GB" if key else

@@ -264,3 +264,15 @@ def test_own_and_published_rows_side_by_side(tree, tmp_path):
     assert note.startswith("a30:") and "same device" in note and "different model" in note
     r = CliRunner().invoke(app, ["compare", "--store", f"sqlite:///{tmp_path}/s.db"])
     assert r.exit_code == 0 and "MLPerf" in r.output and "same device" in r.output
+
+
+def test_multi_accelerator_system_is_not_imported_as_one_device(tmp_path):
+    root = tmp_path / "r"
+    result(root, "A30x8", "Offline", OFFLINE)
+    system_json(root, "A30x8", {**SYSTEM, "accelerators_per_node": 8})
+    result(root, "A30x1", "Offline", OFFLINE)
+    system_json(root, "A30x1", {**SYSTEM, "accelerator_model_name": "NVIDIA A30 24GB",
+                                "accelerators_per_node": 1})
+    counts = ingest_mlperf(root, Store(f"sqlite:///{tmp_path}/s.db"))
+    assert counts["imported"] == 1 and counts["targets"] == ["a30"]
+    assert len(counts["problems"]) == 1 and "8 accelerators per node" in counts["problems"][0]
