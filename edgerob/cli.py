@@ -306,9 +306,8 @@ def ingest(
     if mlperf is not None:
         from edgerob.mlperf import ingest_mlperf
 
-        counts = ingest_mlperf(mlperf, Store(store))
-        for line in counts["problems"] + counts["invalid"]:
-            err.print(f"skipped: {line}", highlight=False, markup=False)
+        counts = ingest_mlperf(mlperf, Store(store), on_skip=lambda line: err.print(
+            f"skipped: {line}", highlight=False, markup=False, soft_wrap=True))
         out.print(f"imported {counts['imported']} MLPerf results (source mlperf) for "
                   f"{', '.join(counts['targets'])}; {counts['already_stored']} already stored, "
                   f"{len(counts['invalid'])} INVALID skipped, {len(counts['problems'])} "

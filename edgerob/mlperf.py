@@ -375,16 +375,20 @@ def _one_result(summary: Path, known: set[str]) -> dict | None:
     return {"validity": validity, "run": run, "measurement": m}
 
 
-def ingest_mlperf(path: str | Path, store) -> dict:
+def ingest_mlperf(path: str | Path, store, on_skip=None) -> dict:
     """Store every VALID ResNet-50 performance result under `path` in one transaction; results
     already stored (same version, division, submitter, system, benchmark, scenario) are skipped.
-    EdgerobError (nothing written) when nothing could be imported."""
+    `on_skip(line)` is called once per file not imported (unreadable or INVALID), before
+    anything is written. EdgerobError (nothing written) when nothing could be imported."""
     import sqlalchemy as sa
 
     from edgerob.catalog import list_names
     from edgerob.store import measurements, now, runs
 
     imp = collect(path, set(list_names("targets")))
+    for line in imp.problems + imp.invalid:
+        if on_skip:
+            on_skip(line)
     if not imp.results:
         lines = imp.problems + imp.invalid
         raise EdgerobError(f"nothing imported from {path}: {len(imp.problems)} file(s) "

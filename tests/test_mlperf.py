@@ -166,6 +166,15 @@ def test_cli_exit_codes(tree, tmp_path):
     r = runner.invoke(app, ["ingest", "--mlperf", str(empty), "--store",
                             f"sqlite:///{tmp_path}/c.db"])
     assert r.exit_code == 2 and "no mlperf_log_summary.txt" in r.output
+    bad = tmp_path / "bad"
+    result(bad, "A30x1", "SingleStream", SS.format(validity="VALID")[:600])
+    result(bad, "A30x1", "Offline", OFFLINE.replace("Offline", "Elsewhere"))
+    system_json(bad, "A30x1", SYSTEM)
+    r = runner.invoke(app, ["ingest", "--mlperf", str(bad), "--store",
+                            f"sqlite:///{tmp_path}/c.db"])
+    lines = [x for x in r.output.splitlines() if x.startswith("skipped:")]
+    assert r.exit_code == 2 and len(lines) == 2 and "Traceback" not in r.output
+    assert any("truncated" in x for x in lines) and any("unknown scenario" in x for x in lines)
     r = runner.invoke(app, ["ingest", "--mlperf", str(tree), "--store",
                             f"sqlite:///{tmp_path}/c.db"])
     assert r.exit_code == 0, r.output
