@@ -35,7 +35,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from edgerob.catalog import list_names
 from edgerob.errors import EdgerobError
+from edgerob.store import measurements, now, runs
 
 SUMMARY = "mlperf_log_summary.txt"
 DETAIL = "mlperf_log_detail.txt"
@@ -380,11 +384,6 @@ def ingest_mlperf(path: str | Path, store, on_skip=None) -> dict:
     already stored (same version, division, submitter, system, benchmark, scenario) are skipped.
     `on_skip(line)` is called once per file not imported (unreadable or INVALID), before
     anything is written. EdgerobError (nothing written) when nothing could be imported."""
-    import sqlalchemy as sa
-
-    from edgerob.catalog import list_names
-    from edgerob.store import measurements, now, runs
-
     imp = collect(path, set(list_names("targets")))
     for line in imp.problems + imp.invalid:
         if on_skip:
