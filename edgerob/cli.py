@@ -307,13 +307,29 @@ def bundle_cmd(
 @app.command()
 @user_errors
 def ingest(
-    source: Annotated[Path, typer.Argument(help="A bundle folder with results, or a results "
-                                                ".db file.")],
+    source: Annotated[Optional[Path], typer.Argument(help="A bundle folder with results, or a "
+                                                          "results .db file.")] = None,
+    mlperf: Annotated[Optional[Path], typer.Option(
+        "--mlperf", help="Import published MLPerf Inference results (ResNet-50, VALID only): a "
+                         "results repository checkout or any folder under it.")] = None,
     store: StoreOpt = DEFAULT_URL,
 ):
     """Import a device's results into the store, skipping rows already there."""
-    from edgerob.bundle import ingest as ingest_results
     from edgerob.store import Store
+
+    if (source is None) == (mlperf is None):
+        raise EdgerobError("give a bundle folder (or results .db) or --mlperf PATH, not both")
+    if mlperf is not None:
+        from edgerob.mlperf import ingest_mlperf
+
+        counts = ingest_mlperf(mlperf, Store(store), on_skip=lambda line: err.print(
+            f"skipped: {line}", highlight=False, markup=False, soft_wrap=True))
+        out.print(f"imported {counts['imported']} MLPerf results (source mlperf) for "
+                  f"{', '.join(counts['targets'])}; {counts['already_stored']} already stored, "
+                  f"{len(counts['invalid'])} INVALID skipped, {len(counts['problems'])} "
+                  f"file(s) unreadable -> {store}", highlight=False)
+        return
+    from edgerob.bundle import ingest as ingest_results
 
     counts = ingest_results(source, Store(store))
     out.print(f"ingested {counts['runs']} new runs, {counts['measurements']} measurements, "
@@ -386,6 +402,11 @@ def results(
         raise EdgerobError(f"no measurements in {store}"
                            + (f" for run {run}" if run else "")
                            + (f" for target {target}" if target else ""))
+    from edgerob.compare import provenance, source_label
+
+    sources = {r["run_id"]: source_label(provenance(r)) for r in db.runs()}
+    for r in rows:
+        r["source"] = sources.get(r["run_id"], "measured")
     forced = {r["run_id"] for r in db.runs() if r.get("forced_target")}
     _print_measurements(rows, store, forced)
     if forced & {r["run_id"] for r in rows}:
@@ -519,7 +540,7 @@ def compare(
 
     Latency (ties within noise), throughput, power, energy, accuracy under attack, time and
     energy to failure; Pareto fronts as tables and plots."""
-    from edgerob.compare import compare_fleet, config_label, public_rows
+    from edgerob.compare import compare_fleet, config_label, public_rows, side_by_side_notes
     from edgerob.store import Store
 
     result = compare_fleet(Store(store), targets, out_dir)
@@ -533,14 +554,15 @@ def compare(
     runtimes = len({r["runtime"] for r in rows}) > 1
     table = Table(title=f"fleet ({store}): latency rank within batch size, =N tied within noise; "
                         f"accuracy per input set; Kaplan-Meier medians to failure")
-    for col in ("target", *(["runtime"] if runtimes else []), "prec", "batch", "rank", "p50 ms",
+    for col in ("target", "source", *(["runtime"] if runtimes else []), "prec", "batch", "rank",
+                "p50 ms",
                 "p99 ms", "samples/s", "W", "J/inf", "clean", *[a[9:] for a in adv],
                 "s to fail", "J to fail", "records", "clean wrong"):
-        table.add_column(col, justify="left" if col in ("target", "runtime", "prec")
+        table.add_column(col, justify="left" if col in ("target", "source", "runtime", "prec")
                          else "right", no_wrap=col in ("target", "runtime"))
     for r in rows:
         rank = r["latency_rank"]
-        table.add_row(_target_cell(r["target"], r["forced"]),
+        table.add_row(_target_cell(r["target"], r["forced"]), r["source_label"],
                       *([r["runtime"]] if runtimes else []), r["precision"],
                       str(r["batch_size"]),
                       "—" if rank is None else f"{'=' if r['latency_tie'] else ''}{rank}",
@@ -554,6 +576,8 @@ def compare(
     out.print(table)
     if any(r["forced"] for r in rows):
         err.print(FORCED_NOTE)
+    for line in side_by_side_notes(rows):
+        err.print(f"note: {line}", highlight=False, markup=False)
     for f in fronts:
         if not f["front"]:
             reasons = sorted({x["reason"] for x in f["excluded"]})
@@ -621,9 +645,10 @@ def cost(
     table = Table(title=f"cost of ownership: {w.inferences_per_s:g} inferences/s, "
                         f"{w.hours_per_day:g} h/day, {w.years:g} years ({w.service_h:,.0f} h), "
                         f"utilisation {w.utilisation:.0%}, {w.electricity_usd_per_kwh:g} USD/kWh")
-    for col in ("target", "prec", "batch", "pricing", "devices", "capital USD", "energy kWh",
-                "energy USD", "total USD", "USD / M inferences", "kWh / M inferences"):
-        table.add_column(col, justify="left" if col in ("target", "prec", "pricing")
+    for col in ("target", "source", "prec", "batch", "pricing", "devices", "capital USD",
+                "energy kWh", "energy USD", "total USD", "USD / M inferences",
+                "kWh / M inferences"):
+        table.add_column(col, justify="left" if col in ("target", "source", "prec", "pricing")
                          else "right", no_wrap=col == "target")
     attacker = Table(title="attacker's side: what a failure costs the target (Kaplan-Meier "
                            "medians of each sample's share of the queries; E[T] restricted to "
@@ -635,7 +660,8 @@ def cost(
     for c in costs:
         trash = c.get("trash_score")
         key = (c["target"], c.get("precision") or "—", str(c.get("batch_size")))
-        table.add_row(*key, c.get("pricing") or "—", _fmt(c.get("devices_needed"), "d"),
+        table.add_row(key[0], c.get("source_label") or "measured", *key[1:],
+                      c.get("pricing") or "—", _fmt(c.get("devices_needed"), "d"),
                       _fmt(c.get("capital_usd"), ",.2f"), _fmt(c.get("energy_kwh"), ",.1f"),
                       _fmt(c.get("energy_usd"), ",.2f"), _fmt(c.get("total_usd"), ",.2f"),
                       _fmt(c.get("usd_per_million_inferences"), ".4g"),
@@ -671,12 +697,13 @@ def _cost_candidate(db, candidate: str, targets, w, json_out: bool) -> None:
         _print_json({"candidate": tgt.name, "workload": workload_dict(w), "predictions": preds,
                      "leave_one_target_out": loo})
         return
-    n = preds[0]["n_targets"] if preds else 0
-    table = Table(title=f"{tgt.name}: predicted from {n} measured targets, "
-                        f"{preds[0]['level'] if preds else 0.95:.0%} prediction intervals")
-    for col in ("prec", "batch", "p50 ms", "p50 interval", "samples/s", "J/inf", "J/inf interval",
-                "median s to failure", "devices", "total USD", "USD / M inferences"):
-        table.add_column(col, justify="left" if col == "prec" else "right")
+    table = Table(title=f"{tgt.name}: predicted from the other targets' rows (measured, or "
+                        f"published MLPerf), {preds[0]['level'] if preds else 0.95:.0%} "
+                        f"prediction intervals; 'true' is {tgt.name}'s own row, never fitted")
+    for col in ("group", "from", "predicts", "predicted", "interval", "true", "inside",
+                "samples/s", "J/inf", "J/inf interval", "median s to failure", "devices",
+                "total USD", "USD / M inferences"):
+        table.add_column(col, justify="left" if col in ("group", "predicts") else "right")
 
     def interval(p, key):
         lo, hi = p[f"{key}_lo"], p[f"{key}_hi"]
@@ -684,35 +711,43 @@ def _cost_candidate(db, candidate: str, targets, w, json_out: bool) -> None:
 
     for p in preds:
         c = p.get("cost") or {}
-        table.add_row(p["precision"], str(p["batch_size"]), _fmt(p["latency_p50_ms"], ".3g"),
-                      interval(p, "latency_p50_ms"), _fmt(p["throughput_sps"], ",.0f"),
+        k = p["response"]
+        inside = {None: "—", True: "yes", False: "no"}[p["truth_in_interval"]]
+        table.add_row(p["group"], str(p["n_targets"]), k, _fmt(p[k], ".4g"), interval(p, k),
+                      _fmt(p["truth"], ".4g"), inside, _fmt(p["throughput_sps"], ",.0f"),
                       _fmt(p["energy_per_inference_j"], ".3g"),
                       interval(p, "energy_per_inference_j"),
                       _fmt(p["median_time_to_failure_s"], ".3g"),
                       _fmt(c.get("devices_needed"), "d"), _fmt(c.get("total_usd"), ",.2f"),
                       _fmt(c.get("usd_per_million_inferences"), ".4g"))
     out.print(table)
-    models = dict.fromkeys(m for p in preds for m in (p["latency_model"], p["energy_model"]) if m)
-    for m in models:
-        err.print(f"model: {m}", highlight=False, markup=False)
+    for p in preds:
+        if p["truth_note"]:
+            err.print(f"{p['group']}: {tgt.name}'s published row is not comparable: "
+                      f"{p['truth_note']}", highlight=False, markup=False)
+    for p in preds:
+        for m, tag in ((p["model"], p["model_loto_rmse_log"]), (p["energy_model"], None)):
+            if m:
+                score = ("" if tag is None else f" (chosen by leave-one-target-out: RMS log "
+                                                f"error {tag:.3f})")
+                err.print(f"{p['group']}: model {m}{score}", highlight=False, markup=False)
     warned: dict[str, list[str]] = {}
     for p in preds:
         for text in p["warnings"]:
-            warned.setdefault(text, []).append(f"{p['precision']} b{p['batch_size']}")
+            warned.setdefault(text, []).append(p["group"])
     for text, where in warned.items():
         err.print(f"[yellow]warning[/] {escape(text)} ({', '.join(where)})", highlight=False)
     for p in preds:
         for text in p["notes"]:
-            if "needed" in text:  # cells that could not be predicted
-                err.print(f"{p['precision']} b{p['batch_size']}: {text}", highlight=False,
-                          markup=False)
-    lt = Table("held-out target", "cells", "median |rel err| p50", "max |rel err| p50",
+            if "needed" in text or text.startswith("excluded"):
+                err.print(f"{p['group']}: {text}", highlight=False, markup=False)
+    lt = Table("held-out target", "cells", "median |rel err|", "max |rel err|",
                "inside interval", "median |rel err| J/inf",
                title="leave-one-target-out: how far to trust the prediction")
     for r in loo:
-        lt.add_row(r["target"], str(r["cells"]), _fmt(r["latency_median_abs_rel_error"], ".1%"),
-                   _fmt(r["latency_max_abs_rel_error"], ".1%"),
-                   _fmt(r["latency_inside_interval_fraction"], ".0%"),
+        lt.add_row(r["target"], str(r["cells"]), _fmt(r["median_abs_rel_error"], ".1%"),
+                   _fmt(r["max_abs_rel_error"], ".1%"),
+                   _fmt(r["inside_interval_fraction"], ".0%"),
                    _fmt(r["energy_median_abs_rel_error"], ".1%"))
     out.print(lt)
 
@@ -761,12 +796,13 @@ def _target_cell(name: str, forced: bool) -> str:
 
 def _print_measurements(rows: list[dict], title: str, forced: set = frozenset()) -> None:
     table = Table(title=title)
-    for col in ("target", "precision", "batch", "input set", "p50 ms", "p99 ms", "mean ms",
-                "std ms", "samples/s", "accuracy", "power W", "J/inference", "iters"):
-        table.add_column(col, justify="left" if col in ("target", "precision", "input set")
-                         else "right", no_wrap=True)
+    for col in ("target", "source", "precision", "batch", "input set", "p50 ms", "p99 ms",
+                "mean ms", "std ms", "samples/s", "accuracy", "power W", "J/inference", "iters"):
+        table.add_column(col, justify="left" if col in ("target", "source", "precision",
+                                                        "input set") else "right", no_wrap=True)
     for r in rows:
-        table.add_row(_target_cell(r["target"], r["run_id"] in forced), r["precision"],
+        table.add_row(_target_cell(r["target"], r["run_id"] in forced),
+                      r.get("source", "measured"), r["precision"],
                       str(r["batch_size"]), r["input_set"],
                       _fmt(r["latency_p50_ms"], ".3f"), _fmt(r["latency_p99_ms"], ".3f"),
                       _fmt(r["latency_mean_ms"], ".3f"), _fmt(r["latency_std_ms"], ".3f"),

@@ -155,6 +155,7 @@ def tco(target, row: dict, workload: Workload, train_time_s: float | None = None
         "service_h": w.service_h, "inferences_total": w.inferences,
         "electricity_usd_per_kwh": w.electricity_usd_per_kwh,
         "throughput_sps": row.get("throughput_sps"),
+        "source_label": row.get("source_label") or "measured",  # or e.g. "MLPerf v3.0 ..."
     }
     for k in ("devices_needed", "capital_usd", "energy_kwh", "energy_usd", "total_usd",
               "usd_per_million_inferences", "kwh_per_million_inferences"):
@@ -184,15 +185,19 @@ def tco(target, row: dict, workload: Workload, train_time_s: float | None = None
             notes.append(f"no {'price' if pricing is None else pricing + ' price'} in "
                          f"targets/{target.name}.yaml: no capital or total cost")
 
-        power, epi = row.get("power_mean_w"), row.get("energy_per_inference_j")
-        if _ok(power) and power > 0:
-            out["energy_kwh"] = power * n * w.service_h / 1000.0  # W x h / 1000 = kWh
-            out["energy_basis"] = ("power_mean_w x devices x service hours (measured power under "
-                                   "load for every service hour: an upper bound)")
-        elif _ok(epi) and epi > 0:
+        # One basis for every device, measured, imported or predicted: energy per inference x
+        # inferences served. Power x hours would charge load power for every service hour
+        # whatever the demand, and a prediction has no power to multiply.
+        epi = row.get("energy_per_inference_j")
+        if _ok(epi) and epi > 0:
             out["energy_kwh"] = joules_to_kwh(epi * w.inferences)
-            out["energy_basis"] = ("energy_per_inference_j x inferences (net of idle: a lower "
-                                   "bound; no mean power stored)")
+            out["energy_basis"] = "energy_per_inference_j x inferences: " + (
+                "MLPerf wall power of the whole system, idle included"
+                if row.get("source") == "mlperf" else
+                "net of idle (a lower bound: idle draw between inferences is not counted)")
+        elif _ok(row.get("power_mean_w")):
+            notes.append("power measured but no energy per inference: energy is not on the "
+                         "common basis (energy per inference x inferences) and is left out")
         else:
             notes.append("no power or energy measured (no sensor): energy is unknown")
     if n is not None and pricing == "cloud":
@@ -313,15 +318,16 @@ def candidate_costs(predictions: list[dict], candidate, workload: Workload,
                     pricing: str = "auto") -> list[dict]:
     """`tco` of a candidate device from `edgerob.compare.predict_candidate` output: each
     prediction with its cost under "cost" (point estimates from the predicted throughput, energy
-    per inference and time to failure; no power is predicted, so energy is energy per inference
-    x inferences). Predictions without a latency get no cost."""
+    per inference and time to failure; energy per inference x inferences, the basis `tco` uses
+    for every device). Predictions without a throughput get no cost."""
     candidate = _load(candidate)
     out = []
     for p in predictions:
-        if p.get("latency_p50_ms") is None:
+        if p.get("throughput_sps") is None:
             out.append({**p, "cost": None})
             continue
         row = {"runtime": None, "precision": p["precision"], "batch_size": p["batch_size"],
+               "source": p.get("source"),
                "throughput_sps": p["throughput_sps"],
                "energy_per_inference_j": p.get("energy_per_inference_j"),
                "median_time_to_failure_s": p.get("median_time_to_failure_s"),

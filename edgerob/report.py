@@ -115,7 +115,10 @@ def _safe_url(url: str) -> str:
 
 def _fleet_section(rows: list[dict]) -> str:
     adv = sorted({k for r in rows for k in r if k.startswith("accuracy@")})
-    headers = (["target", "runtime", "precision", "batch", "latency rank", "p50 ms", "p99 ms",
+    from edgerob.compare import side_by_side_notes
+
+    headers = (["target", "source", "runtime", "precision", "batch", "latency rank", "p50 ms",
+                "p99 ms",
                 "samples/s", "power W", "J/inference", "clean acc"] + adv
                + ["robust acc", "query attack", "records", "median s to failure",
                   "median J to failure"])
@@ -126,7 +129,8 @@ def _fleet_section(rows: list[dict]) -> str:
         if rank is not None and r.get("latency_tie"):
             rank_html = f'<span class="tie" title="tied within measurement noise">={rank}</span>'
         forced = " (forced: not measured on this target)" if r.get("forced") else ""
-        line = [_cell(r["target"] + forced), _cell(r["runtime"]), _cell(r["precision"]),
+        line = [_cell(r["target"] + forced), _cell(r.get("source_label", "measured")),
+                _cell(r["runtime"]), _cell(r["precision"]),
                 _cell(r["batch_size"]), (_fmt(rank), rank_html),
                 _cell(r["latency_p50_ms"], ".3f"), _cell(r["latency_p99_ms"], ".3f"),
                 _cell(r["throughput_sps"], ",.0f"), _cell(r["power_mean_w"], ".2f"),
@@ -136,7 +140,7 @@ def _fleet_section(rows: list[dict]) -> str:
                  _cell(r.get("failure_records")), _cell(r.get("median_time_to_failure_s")),
                  _cell(r.get("median_energy_to_failure_j"))]
         body.append(line)
-    numeric = set(range(3, len(headers))) - {len(headers) - 4}
+    numeric = set(range(4, len(headers))) - {len(headers) - 4}
     notes = sorted({f"{r['target']}: {r['power_note']}" for r in rows
                     if r.get("power_note") and r.get("power_mean_w") is None})
     return ("<h2 id='fleet'>Fleet</h2>"
@@ -145,8 +149,11 @@ def _fleet_section(rows: list[dict]) -> str:
             "configurations whose latency difference is within measurement noise (|Cliff's "
             "delta| &lt; 0.147 on the per-iteration latencies), shown as ties rather than "
             "rankings. Times and energy to failure are Kaplan-Meier medians of the failure "
-            "records (— where over half the samples survive the budget).</p>"
+            "records (— where over half the samples survive the budget). Source: measured by "
+            "edgerob, or imported from published MLPerf Inference results (version, system, "
+            "scenario; MLPerf power is wall power of the whole system).</p>"
             + _table(headers, body, numeric)
+            + "".join(f"<p class='note'>{_e(n)}</p>" for n in side_by_side_notes(rows))
             + "".join(f"<p class='note'>no power: {_e(n)}</p>" for n in notes))
 
 
@@ -188,7 +195,7 @@ def _cost_section(rows: list[dict], workload, train_time_s, n_train_samples=None
 
     costs = cost_table(rows, workload, train_time_s, n_train_samples=n_train_samples)
     w = workload
-    headers = ["target", "precision", "batch", "pricing", "devices", "capital USD",
+    headers = ["target", "source", "precision", "batch", "pricing", "devices", "capital USD",
                "energy kWh", "energy USD", "total USD", "USD / M inferences",
                "kWh / M inferences", "attacker s to failure", "attacker USD to failure",
                "attacker J to failure", "E[T] s (restricted)", "TRASH"]
@@ -199,7 +206,8 @@ def _cost_section(rows: list[dict], workload, train_time_s, n_train_samples=None
         if trash is not None and c.get("cheaper_to_break_than_build"):
             trash_html = (f'<span class="flag" title="cheaper to break than to build">'
                           f'{trash:.3g} ⚑</span>')
-        body.append([_cell(c["target"]), _cell(c.get("precision")), _cell(c.get("batch_size")),
+        body.append([_cell(c["target"]), _cell(c.get("source_label") or "measured"),
+                     _cell(c.get("precision")), _cell(c.get("batch_size")),
                      _cell(c.get("pricing")), _cell(c.get("devices_needed")),
                      _cell(c.get("capital_usd"), ",.2f"), _cell(c.get("energy_kwh"), ",.1f"),
                      _cell(c.get("energy_usd"), ",.2f"), _cell(c.get("total_usd"), ",.2f"),
@@ -221,7 +229,7 @@ def _cost_section(rows: list[dict], workload, train_time_s, n_train_samples=None
             f"budget); ⚑ above 1: cheaper to break than to build"
             f"{'' if train_time_s else ' (no train time given: TRASH not computed)'}."
             f"</p>"
-            + _table(headers, body, set(range(4, len(headers))))
+            + _table(headers, body, set(range(5, len(headers))))
             + (("<details><summary>how each figure is computed and what is missing</summary><ul>"
                 + "".join(f"<li class='note'>{_e(n)}</li>" for n in bases + notes)
                 + "</ul></details>") if bases or notes else ""))
@@ -236,17 +244,19 @@ def _prediction_section(store, targets) -> str:
     except EdgerobError as e:
         return head + f"<p class='note'>{_e(e)}</p>"
     body = [[_cell(r["target"]), _cell(r["cells"]),
-             _cell(r["latency_median_abs_rel_error"], ".1%"),
-             _cell(r["latency_max_abs_rel_error"], ".1%"),
-             _cell(r["latency_inside_interval_fraction"], ".0%"),
+             _cell(r["median_abs_rel_error"], ".1%"),
+             _cell(r["max_abs_rel_error"], ".1%"),
+             _cell(r["inside_interval_fraction"], ".0%"),
              _cell(r["energy_median_abs_rel_error"], ".1%"), _cell(r["extrapolated_cells"])]
             for r in loo]
     return (head + "<p class='note'>Each measured target with a spec sheet is held out and "
-            "predicted from the others: log(latency) on log(peak TOPS at the precision) and "
-            "log(memory bandwidth), as many covariates as the targets allow (at least one "
-            "residual degree of freedom), with 95% prediction intervals. Few targets make wide "
-            "intervals and large errors: that is how far to trust a prediction.</p>"
-            + _table(["held-out target", "cells", "median |rel. error| p50", "max |rel. error|",
+            "predicted from the others (own rows: p50 latency; published MLPerf rows: the "
+            "scenario's metric, within one MLPerf version): log-linear on log(peak TOPS at the "
+            "precision) and log(memory bandwidth), the covariates chosen by leave-one-target-out "
+            "error (at least two residual degrees of freedom), with 95% prediction intervals. "
+            "Few targets make wide intervals and large errors: that is how far to trust a "
+            "prediction.</p>"
+            + _table(["held-out target", "cells", "median |rel. error|", "max |rel. error|",
                       "inside 95% PI", "median |rel. error| J/inf", "extrapolated cells"],
                      body, {1, 2, 3, 4, 5, 6}))
 

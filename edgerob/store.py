@@ -49,6 +49,15 @@ runs = sa.Table(
     # stored before verification existed); target_facts: JSON, the machine's facts and mismatch
     sa.Column("forced_target", sa.Boolean),
     sa.Column("target_facts", sa.Text),
+    # provenance (NULL = measured here): "mlperf" for imported published results, the file it
+    # came from, its MLPerf version and scenario, the submitter's system folder name, and which
+    # engines ran ("GPU", or "GPU + 2 DLA" for NVIDIA's Jetson Offline runs)
+    sa.Column("source", sa.String(16)),
+    sa.Column("source_path", sa.Text),
+    sa.Column("mlperf_version", sa.String(16)),
+    sa.Column("scenario", sa.String(16)),
+    sa.Column("system_name", sa.String),
+    sa.Column("accelerators", sa.String),
 )
 
 CELL_KEY = ("runtime", "precision", "batch_size", "input_set")
