@@ -552,17 +552,18 @@ def compare(
         return
     adv = sorted({k for r in rows for k in r if k.startswith("accuracy@")})
     runtimes = len({r["runtime"] for r in rows}) > 1
+    sourced = any(r["source_label"] != "measured" for r in rows)  # imported rows: say which
     table = Table(title=f"fleet ({store}): latency rank within batch size, =N tied within noise; "
                         f"accuracy per input set; Kaplan-Meier medians to failure")
-    for col in ("target", "source", *(["runtime"] if runtimes else []), "prec", "batch", "rank",
-                "p50 ms",
-                "p99 ms", "samples/s", "W", "J/inf", "clean", *[a[9:] for a in adv],
+    for col in ("target", *(["source"] if sourced else []), *(["runtime"] if runtimes else []),
+                "prec", "batch", "rank", "p50 ms", "p99 ms", "samples/s", "W", "J/inf", "clean", *[a[9:] for a in adv],
                 "s to fail", "J to fail", "records", "clean wrong"):
         table.add_column(col, justify="left" if col in ("target", "source", "runtime", "prec")
                          else "right", no_wrap=col in ("target", "runtime"))
     for r in rows:
         rank = r["latency_rank"]
-        table.add_row(_target_cell(r["target"], r["forced"]), r["source_label"],
+        table.add_row(_target_cell(r["target"], r["forced"]),
+                      *([r["source_label"]] if sourced else []),
                       *([r["runtime"]] if runtimes else []), r["precision"],
                       str(r["batch_size"]),
                       "—" if rank is None else f"{'=' if r['latency_tie'] else ''}{rank}",
@@ -796,13 +797,16 @@ def _target_cell(name: str, forced: bool) -> str:
 
 def _print_measurements(rows: list[dict], title: str, forced: set = frozenset()) -> None:
     table = Table(title=title)
-    for col in ("target", "source", "precision", "batch", "input set", "p50 ms", "p99 ms",
-                "mean ms", "std ms", "samples/s", "accuracy", "power W", "J/inference", "iters"):
+    # the source column (measured here / imported) only where some row was imported
+    sourced = any(r.get("source", "measured") != "measured" for r in rows)
+    for col in ("target", *(["source"] if sourced else []), "precision", "batch", "input set",
+                "p50 ms", "p99 ms", "mean ms", "std ms", "samples/s", "accuracy", "power W",
+                "J/inference", "iters"):
         table.add_column(col, justify="left" if col in ("target", "source", "precision",
                                                         "input set") else "right", no_wrap=True)
     for r in rows:
         table.add_row(_target_cell(r["target"], r["run_id"] in forced),
-                      r.get("source", "measured"), r["precision"],
+                      *([r.get("source", "measured")] if sourced else []), r["precision"],
                       str(r["batch_size"]), r["input_set"],
                       _fmt(r["latency_p50_ms"], ".3f"), _fmt(r["latency_p99_ms"], ".3f"),
                       _fmt(r["latency_mean_ms"], ".3f"), _fmt(r["latency_std_ms"], ".3f"),
@@ -810,8 +814,6 @@ def _print_measurements(rows: list[dict], title: str, forced: set = frozenset())
                       _fmt(r["power_mean_w"], ".2f"), _fmt(r["energy_per_inference_j"], ".3g"),
                       str(r["iterations"]))
     out.print(table)
-
-
 
 
 def _print_versus_clean(rows: list[dict]) -> None:

@@ -225,7 +225,7 @@ def test_real_maxq_power(tmp_path):
     store = Store(f"sqlite:///{tmp_path}/s.db")
     assert ingest_mlperf(dst, store)["imported"] == 1
     m = store.measurements()[0]
-    assert m["target"] == "jetson-orin-nx" and m["latency_p90_ms"] == 1418809 / 1e6
+    assert m["target"] == "jetson-orin-nx-16gb" and m["latency_p90_ms"] == 1418809 / 1e6
     assert m["throughput_sps"] == 697.05 and m["iterations"] == 418234
     # 600 one-second analyser samples inside the 600 s window (power_begin/power_end)
     assert m["power_samples"] == 600
