@@ -383,12 +383,26 @@ def attack(
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the .npz "
                                                      "input sets (default MODEL_DIR/inputs).")] = None,
     seed: int = 0,
+    half_width: Annotated[Optional[float], typer.Option(
+        help="Attack in a seeded random order and stop when the robust accuracy's "
+             "anytime-valid interval has this half-width, in (0, 0.5].")] = None,
+    confidence: Annotated[float, typer.Option(help="Of that interval, in (0, 1).")] = 0.95,
+    max_samples: Annotated[Optional[int], typer.Option(
+        help="With --half-width: attack at most this many samples.")] = None,
 ):
     """Craft white-box input sets on the fp32 model; report clean and robust accuracy."""
     from edgerob.attacks import craft, input_set_name
     from edgerob.data import load_dataset
     from edgerob.models import load_checkpoint
+    from edgerob.sequential import StopRule, check_rule
 
+    stop = None
+    if half_width is not None:
+        check_rule(half_width, confidence, max_samples, "edgerob attack")
+        stop = StopRule(half_width, confidence, max_samples)
+    elif max_samples is not None:
+        raise EdgerobError("--max-samples needs --half-width (without it every sample is "
+                           "attacked)")
     names, radii = _csv_list(attacks), _csv_list(eps, float)
     model, card = load_checkpoint(model_dir)
     data = load_dataset(card.dataset, card.dataset_root)
@@ -399,18 +413,31 @@ def attack(
     folder = out_dir or Path(model_dir) / "inputs"
     table = Table("input set", "clean acc", "robust acc", "naive robust acc", "strength",
                   "crafting s", "file", title=f"{card.name}: white-box attacks on {n} images")
+    if stop:
+        for col in ("samples used", f"{stop.confidence:.0%} interval", "stopped by", "saved s"):
+            table.add_column(col)
     for name in names:
         for e in radii:
             s = craft(model, data.x_test[:n], data.y_test[:n], ids, name, e, precise=precise,
-                      official=official, seed=seed)
+                      official=official, seed=seed, stop=stop)
             path = folder / f"{input_set_name(name, e)}.npz"
             s.save(path)
+            seq = s.params.get("sequential")
             table.add_row(s.name, _fmt(s.clean_accuracy, ".2%"), _fmt(s.robust_accuracy, ".2%"),
                           _fmt(s.params.get("naive_robust_accuracy"), ".2%"), s.strength or "",
-                          _fmt(s.crafting_time_s, ".2f"), str(path))
+                          _fmt(s.crafting_time_s, ".2f"), str(path),
+                          *(_sequential_cells(seq) if seq else ()))
             for w in s.params.get("warnings", []):
                 err.print(f"[yellow]warning[/] {s.name}: {w}", highlight=False)
     out.print(table)
+
+
+def _sequential_cells(seq: dict) -> tuple[str, ...]:
+    """samples used of available, the interval, why it stopped, and the time not spent (the
+    unattacked samples at the measured time per sample: a projection)."""
+    n, total = seq["n_attacked"], seq["n_available"]
+    return (f"{n}/{total} ({n / total:.0%})", f"[{seq['ci_low']:.3f}, {seq['ci_high']:.3f}]",
+            seq["stopped_by"], _fmt(seq["projected_saved_s"], ".1f"))
 
 
 @app.command()

@@ -85,6 +85,13 @@ measurements = sa.Table(
     sa.Column("fingerprint", sa.Text),  # JSON: host, versions, clocks, threads ...
     sa.Column("latencies_ms", sa.Text),  # JSON list, for tests between input sets
     sa.Column("created_at", sa.String, nullable=False),
+    # a sequential input set (issue 17): the host's fp32 robust accuracy over n_available
+    # samples, estimated from the n_samples attacked, and its anytime-valid interval
+    sa.Column("seq_n_available", sa.Integer),
+    sa.Column("seq_estimate", sa.Float),
+    sa.Column("seq_ci_low", sa.Float),
+    sa.Column("seq_ci_high", sa.Float),
+    sa.Column("seq_rule", sa.Text),  # JSON: half_width, confidence, max_samples, stopped_by ...
     sa.UniqueConstraint("run_id", *CELL_KEY, name="one_row_per_cell"),
 )
 
@@ -107,6 +114,38 @@ failures = sa.Table(
     sa.Column("created_at", sa.String),
     sa.UniqueConstraint("run_id", "precision", "batch_size", "attack", "eps", "sample_id",
                         name="one_row_per_attacked_sample"),
+)
+
+attack_cells = sa.Table(
+    "attack_cells", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), nullable=False),
+    sa.Column("target", sa.String, nullable=False),
+    sa.Column("precision", sa.String(8), nullable=False),
+    sa.Column("batch_size", sa.Integer, nullable=False),
+    sa.Column("attack", sa.String, nullable=False),
+    sa.Column("eps", sa.Float, nullable=False),
+    sa.Column("n_available", sa.Integer, nullable=False),  # samples in the input set
+    sa.Column("n_clean_wrong", sa.Integer, nullable=False),  # misclassified clean: not attacked
+    sa.Column("n_attacked", sa.Integer, nullable=False),  # clean-correct samples attacked
+    # sequential estimation (issue 17); NULL stop_*: every sample was attacked
+    sa.Column("n_sampled", sa.Integer),  # drawn in the random order: attacked + clean wrong
+    sa.Column("stop_half_width", sa.Float),
+    sa.Column("stop_confidence", sa.Float),
+    sa.Column("stop_max_samples", sa.Integer),
+    sa.Column("stopped_by", sa.String(16)),  # half_width / max_samples / exhausted
+    sa.Column("failure_rate", sa.Float),  # failed within the budget (clean wrong count as failed)
+    sa.Column("failure_ci_low", sa.Float),  # anytime-valid interval at the stopping point
+    sa.Column("failure_ci_high", sa.Float),
+    sa.Column("ci_method", sa.String(32)),
+    sa.Column("km_median_s", sa.Float),  # Kaplan-Meier median time to failure
+    sa.Column("km_median_low_s", sa.Float),  # Brookmeyer-Crowley, fixed-sample at the stop
+    sa.Column("km_median_high_s", sa.Float),
+    sa.Column("attack_wall_s", sa.Float),  # measured time in the attack calls
+    sa.Column("projected_saved_s", sa.Float),  # samples not drawn x measured time per sample
+    sa.Column("created_at", sa.String),
+    sa.UniqueConstraint("run_id", "precision", "batch_size", "attack", "eps",
+                        name="one_row_per_attack_cell"),
 )
 
 
@@ -248,7 +287,7 @@ class Store:
     def add_measurement(self, row: dict) -> bool:
         """Insert one cell in its own transaction; False if that cell is already stored."""
         row = {**row, "created_at": row.get("created_at") or now()}
-        for k in ("fingerprint", "latencies_ms", "clocks_start", "clocks_end"):
+        for k in ("fingerprint", "latencies_ms", "clocks_start", "clocks_end", "seq_rule"):
             if k in row and not isinstance(row[k], (str, type(None))):
                 row[k] = json.dumps(row[k])
         try:
@@ -275,16 +314,34 @@ class Store:
             return {tuple(r) for r in c.execute(sa.select(*cols).distinct()
                                                 .where(failures.c.run_id == run_id))}
 
-    def add_failures(self, rows: list[dict]) -> bool:
-        """Insert one cell's failure records in one transaction; False if already stored."""
+    def add_failures(self, rows: list[dict], cell: dict | None = None) -> bool:
+        """Insert one cell's failure records, and its attack_cells row when given, in one
+        transaction; False if already stored."""
         stamp = now()
         try:
             with self.engine.begin() as c:
-                c.execute(failures.insert(),
-                          [{**r, "created_at": r.get("created_at") or stamp} for r in rows])
+                if rows:
+                    c.execute(failures.insert(),
+                              [{**r, "created_at": r.get("created_at") or stamp} for r in rows])
+                if cell is not None:
+                    c.execute(attack_cells.insert().values(
+                        **{**cell, "created_at": cell.get("created_at") or stamp}))
         except IntegrityError:
             return False
         return True
+
+    def add_attack_cell(self, row: dict) -> bool:
+        """Insert one attack cell's row; False if that cell is already stored."""
+        return self.add_failures([], row)
+
+    def attack_cells(self, **filters) -> list[dict]:
+        """attack_cells rows, filtered by column value (run_id=..., attack=...)."""
+        q = attack_cells.select().order_by(attack_cells.c.id)
+        for k, v in filters.items():
+            if v is not None:
+                q = q.where(attack_cells.c[k] == v)
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
 
     def failures(self, run_id: str | None = None) -> list[dict]:
         q = failures.select().order_by(failures.c.id)
