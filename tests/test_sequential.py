@@ -125,3 +125,116 @@ def test_km_median_and_brookmeyer_crowley_interval():
     assert (lo, hi) == (expect_lo, expect_hi) == (3.0, 8.0)
     # most censored: no median, no upper bound
     assert km_median_ci(t, np.r_[1, np.zeros(9)])[0] is None
+
+
+# --- where the stopping rule enters: CLI, profiles, craft, the sweep, the store -----------------
+
+@pytest.mark.parametrize("args, match", [
+    (["--half-width", "0.6"], "half-width must be in (0, 0.5]"),
+    (["--half-width", "0"], "half-width must be in (0, 0.5]"),
+    (["--half-width", "0.1", "--confidence", "1"], "confidence must be in (0, 1)"),
+    (["--half-width", "0.1", "--max-samples", "0"], "max_samples must be an integer >= 1"),
+    (["--max-samples", "10"], "--max-samples needs --half-width"),
+])
+def test_attack_cli_rejects_bad_rules_with_exit_2(tmp_path, args, match):
+    from typer.testing import CliRunner
+
+    from edgerob.cli import app
+
+    r = CliRunner().invoke(app, ["attack", str(tmp_path / "no-model"), *args])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert match in r.output and not (tmp_path / "no-model").exists()
+
+
+@pytest.mark.parametrize("stop, field", [
+    ("{half_width: 0.7}", "stop.half_width"), ("{half_width: 0.1, confidence: 1.5}",
+                                               "stop.confidence"),
+    ("{half_width: 0.1, max_samples: 0}", "stop.max_samples"), ("{confidence: 0.9}",
+                                                                "stop.half_width")])
+def test_profile_stop_is_validated_naming_file_and_field(tmp_path, stop, field):
+    from edgerob.sweep import load_profile
+
+    for entry, where in (("attacks:\n  - {attack: pgd, eps: [0.1], stop: %s}", "attacks.0."),
+                         ("query_attack: {eps: [0.1], budget_queries: 10, stop: %s}",
+                          "query_attack.")):
+        path = tmp_path / "p.yaml"
+        path.write_text("precisions: [fp32]\nbatch_sizes: [1]\n" + entry % stop + "\n")
+        with pytest.raises(EdgerobError) as e:
+            load_profile(str(path))
+        assert str(path) in str(e.value) and f"'{where}{field}'" in str(e.value)
+
+
+def test_store_round_trips_the_attack_cell_columns(tmp_path):
+    from edgerob.store import Store
+
+    db = Store(f"sqlite:///{tmp_path}/s.db")
+    run_id, _ = db.begin_run(target="cpu", profile="p", model="m", model_sha256="x",
+                             runtime="onnxruntime", host="h", versions={})
+    row = {"run_id": run_id, "target": "cpu", "precision": "fp32", "batch_size": 4,
+           "attack": "square", "eps": 0.1, "n_available": 200, "n_clean_wrong": 3,
+           "n_attacked": 61, "n_sampled": 64, "stop_half_width": 0.1, "stop_confidence": 0.9,
+           "stop_max_samples": 100, "stopped_by": "half_width", "failure_rate": 0.25,
+           "failure_ci_low": 0.17, "failure_ci_high": 0.36, "ci_method": "hedged-betting-cs",
+           "km_median_s": None, "km_median_low_s": 0.5, "km_median_high_s": None,
+           "attack_wall_s": 2.0, "projected_saved_s": 4.25}
+    assert db.add_attack_cell(row)
+    assert not db.add_attack_cell(row)  # one row per cell
+    got = db.attack_cells(run_id=run_id)
+    assert len(got) == 1 and {k: got[0][k] for k in row} == row
+    assert db.attack_cells(attack="pgd") == []
+
+
+def test_craft_with_a_rule_attacks_a_random_part_and_stores_the_interval(tiny_model, tmp_path):
+    torch = pytest.importorskip("torch")
+    from edgerob.attacks import InputSet, craft, evaluate
+    from edgerob.data import load_dataset
+    from edgerob.models import load_checkpoint
+
+    torch.set_num_threads(1)
+    model, _ = load_checkpoint(tiny_model)
+    d = load_dataset("digits")
+    x, y, ids = d.x_test[:200], d.y_test[:200], np.arange(200) + 1000
+    rule = StopRule(half_width=0.15, confidence=0.9, max_samples=150)
+    s = craft(model, x, y, ids, "fgsm", 0.1, stop=rule, stop_batch=16, seed=4)
+    seq = s.params["sequential"]
+    n = len(s)
+    assert n == seq["n_attacked"] <= 150 and n % 16 == 0 or seq["stopped_by"] == "max_samples"
+    order = np.random.default_rng(4).permutation(200)[:n]
+    assert s.sample_ids.tolist() == (ids[order]).tolist() and s.labels.tolist() == y[order].tolist()
+    # each batch is the plain attack on those samples (batch k seeded with seed + k)
+    first = evaluate(model, x[order[:16]], y[order[:16]], "fgsm", 0.1, seed=4)
+    assert np.array_equal(s.images[:16], first.adversarial)
+    assert seq["ci_low"] <= s.robust_accuracy <= seq["ci_high"]
+    assert seq["ci_high"] - seq["ci_low"] <= 0.3 or seq["stopped_by"] == "max_samples"
+    assert seq["rule"] == {"half_width": 0.15, "confidence": 0.9, "max_samples": 150}
+    back = InputSet.load(s.save(tmp_path / "f.npz"))
+    assert back.params["sequential"] == seq and back.robust_accuracy == s.robust_accuracy
+
+
+def test_sweep_stops_the_query_attack_and_records_the_cell(tiny_model, tmp_path):
+    from conftest import FAST
+    from edgerob.store import Store
+    from edgerob.sweep import Profile, run_profile
+    from edgerob.targets import load_target
+
+    prof = Profile.model_validate({
+        "name": "seq", "precisions": ["fp32"], "batch_sizes": [8], "samples": 120,
+        "timing": FAST, "query_attack": {
+            "eps": [0.3], "budget_queries": 20, "samples": 120, "seed": 2,
+            "stop": {"half_width": 0.2, "confidence": 0.9, "max_samples": 100}}})
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    res = run_profile(load_target("cpu"), prof, tiny_model, store)
+    (cell,) = store.attack_cells(run_id=res.run_id)
+    n = cell["n_sampled"]
+    assert 0 < n <= 100 and n % 8 == 0 or n == 100
+    assert cell["n_available"] == 120 and cell["n_attacked"] + cell["n_clean_wrong"] == n
+    assert len(res.failures) == n  # one record per sample drawn, the others not attacked
+    drawn = np.random.default_rng(2).permutation(120)[:n]
+    assert sorted(f["sample_id"] for f in res.failures) == sorted(drawn.tolist())
+    failed = np.mean([f["event"] for f in res.failures])
+    assert cell["failure_rate"] == pytest.approx(failed)
+    assert cell["failure_ci_low"] <= failed <= cell["failure_ci_high"]
+    assert (cell["stopped_by"] == "max_samples"
+            or cell["failure_ci_high"] - cell["failure_ci_low"] <= 0.4)
+    assert cell["stop_half_width"] == 0.2 and cell["ci_method"] == "hedged-betting-cs"
+    assert cell["projected_saved_s"] > 0 and cell["attack_wall_s"] > 0
