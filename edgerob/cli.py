@@ -359,6 +359,7 @@ def results(
     _print_measurements(rows, store)
     _print_versus_clean(rows)
     _print_failures([f for f in db.failures(run) if not target or f["target"] == target])
+    _print_attack_cells(db.attack_cells(run_id=run, target=target))
     if csv_out:
         cols = [c for c in rows[0] if c != "latencies_ms"]
         with open(csv_out, "w", newline="") as f:
@@ -753,13 +754,49 @@ def _print_versus_clean(rows: list[dict]) -> None:
         return
     table = Table("precision", "batch", "input set", "accuracy", "p50 vs clean",
                   "Mann-Whitney p", "Cliff's delta", "energy vs clean",
+                  "fp32 robust acc [interval] (samples used)",
                   title="adversarial vs clean inputs (same precision and batch size)")
     for r in adv:
+        seq = (f"{r['seq_estimate']:.3f} [{r['seq_ci_low']:.3f}, {r['seq_ci_high']:.3f}] "
+               f"({r['n_samples']}/{r['seq_n_available']})"
+               if r.get("seq_estimate") is not None else "—")
         table.add_row(r["precision"], str(r["batch_size"]), r["input_set"],
                       _fmt(r["accuracy"], ".2%"), _fmt(r["latency_vs_clean_ratio"], ".3f"),
                       _fmt(r["latency_vs_clean_p"], ".2g"),
                       _fmt(r["latency_vs_clean_cliffs_delta"], "+.2f"),
-                      _fmt(r["energy_vs_clean_ratio"], ".3f"))
+                      _fmt(r["energy_vs_clean_ratio"], ".3f"), seq)
+    out.print(table)
+
+
+def _sequential_fit_note(db) -> list[str]:
+    """How many records the fit has where query attacks stopped early (it uses those that
+    exist: a random sample of each such cell, so nothing is imputed)."""
+    cells = [c for c in db.attack_cells() if c["stop_half_width"] is not None]
+    if not cells:
+        return []
+    used, available = sum(c["n_sampled"] for c in cells), sum(c["n_available"] for c in cells)
+    return [f"{len(cells)} query-attack cells stopped sequentially: the fit uses the {used} "
+            f"samples attacked of {available} available there (a seeded random sample)"]
+
+
+def _print_attack_cells(cells: list[dict]) -> None:
+    """Query-attack cells: samples used of available, the failure proportion and its interval,
+    the KM median time to failure and the time not spent."""
+    if not cells:
+        return
+    table = Table("precision", "batch", "attack", "samples used", "stopped by", "failure rate",
+                  "interval", "KM median s [interval]", "attack s", "saved s",
+                  title="query-attack cells (interval: anytime-valid where the cell stopped "
+                        "sequentially; KM interval: Brookmeyer-Crowley, fixed-sample)")
+    for c in cells:
+        used = f"{c['n_sampled']}/{c['n_available']}" if c["n_sampled"] is not None else "—"
+        ci = (f"[{c['failure_ci_low']:.3f}, {c['failure_ci_high']:.3f}]"
+              if c["failure_ci_low"] is not None else "—")
+        km = (f"{_fmt(c['km_median_s'], '.3g')} [{_fmt(c['km_median_low_s'], '.3g')}, "
+              f"{_fmt(c['km_median_high_s'], '.3g')}]")
+        table.add_row(c["precision"], str(c["batch_size"]), f"{c['attack']}@{c['eps']:g}", used,
+                      c["stopped_by"] or "every sample", _fmt(c["failure_rate"], ".3f"), ci, km,
+                      _fmt(c["attack_wall_s"], ".1f"), _fmt(c["projected_saved_s"], ".1f"))
     out.print(table)
 
 
@@ -818,11 +855,12 @@ def fit(
     from edgerob import survival
     from edgerob.store import Store
 
-    df = survival.load_failures(Store(store), duration)
+    db = Store(store)
+    df = survival.load_failures(db, duration)
     result = survival.fit_models(
         df, families=_csv_list(families),
         covariates=_csv_list(covariates) if covariates is not None else None, horizon=horizon)
-    notes = list(result.notes)
+    notes = list(result.notes) + _sequential_fit_note(db)
     trash = None
     if result.duration == "time":
         train_times = survival.cached_train_times(result.data)

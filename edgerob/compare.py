@@ -122,6 +122,17 @@ def failure_summary(records: list[dict]) -> dict:
     }
 
 
+def sequential_summary(cell: dict | None) -> dict:
+    """A query-attack cell's samples used of available and its failure proportion with the
+    anytime-valid interval (attack_cells; issue 17). Empty when the store has no row."""
+    if cell is None:
+        return {}
+    return {"samples_used": cell["n_sampled"], "samples_available": cell["n_available"],
+            "failure_rate": cell["failure_rate"], "failure_ci_low": cell["failure_ci_low"],
+            "failure_ci_high": cell["failure_ci_high"], "stopped_by": cell["stopped_by"],
+            "projected_saved_s": cell["projected_saved_s"]}
+
+
 # --- the fleet table ------------------------------------------------------------------------------
 
 FAILURE_KEYS = ("failure_attack", "failure_records", "failure_events", "failure_censored",
@@ -174,6 +185,8 @@ def fleet_table(store, targets=None) -> list[dict]:
     for m in meas:  # ordered by id: a later row of the same cell replaces an earlier one
         key = (m["target"], m["runtime"], m["precision"], m["batch_size"])
         latest.setdefault(key, {})[m["input_set"]] = m
+    attack_cells = {(c["run_id"], c["precision"], c["batch_size"], f"{c['attack']}@{c['eps']:g}"): c
+                    for c in store.attack_cells()}
     cache = TargetCache()
     rows = []
     for key in sorted(set(latest) | set(fails), key=lambda k: (k[0], k[1], k[2], k[3])):
@@ -195,7 +208,9 @@ def fleet_table(store, targets=None) -> list[dict]:
         scored = [(m["accuracy"], name) for name, m in adv.items() if m["accuracy"] is not None]
         row["robust_accuracy"], row["robust_input_set"] = min(scored) if scored else (None, None)
         groups = fails.get(key, {})
-        row["failures_by_attack"] = {a: failure_summary(rs) for a, rs in sorted(groups.items())}
+        row["failures_by_attack"] = {
+            a: {**failure_summary(rs), **sequential_summary(attack_cells.get(
+                (rs[0]["run_id"], precision, batch, a)))} for a, rs in sorted(groups.items())}
         if groups:
             main = max(groups, key=lambda a: (len(groups[a]), a))
             row.update(failure_attack=main, **row["failures_by_attack"][main])
