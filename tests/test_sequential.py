@@ -238,3 +238,16 @@ def test_sweep_stops_the_query_attack_and_records_the_cell(tiny_model, tmp_path)
             or cell["failure_ci_high"] - cell["failure_ci_low"] <= 0.4)
     assert cell["stop_half_width"] == 0.2 and cell["ci_method"] == "hedged-betting-cs"
     assert cell["projected_saved_s"] > 0 and cell["attack_wall_s"] > 0
+    # compare's fleet table and `edgerob results` show the samples used and the interval
+    from typer.testing import CliRunner
+
+    from edgerob.cli import app
+    from edgerob.compare import fleet_table
+
+    (row,) = [r for r in fleet_table(store) if r["failure_records"]]
+    s = row["failures_by_attack"]["square@0.3"]
+    assert (s["samples_used"], s["samples_available"]) == (n, 120)
+    assert (s["failure_ci_low"], s["failure_ci_high"]) == (cell["failure_ci_low"],
+                                                           cell["failure_ci_high"])
+    shown = CliRunner().invoke(app, ["results", "--store", store.url])
+    assert shown.exit_code == 0 and f"{n}/120" in shown.output, shown.output
