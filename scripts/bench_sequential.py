@@ -141,7 +141,8 @@ def main() -> int:
     ap.add_argument("--mnist", type=Path, default=Path(__file__).resolve().parents[1].parent
                     / "shared" / "data" / "mnist")
     ap.add_argument("--reps", type=int, default=2000)
-    ap.add_argument("--skip-models", action="store_true")
+    ap.add_argument("--skip-models", action="store_true", help="only the simulation (b)")
+    ap.add_argument("--skip-simulation", action="store_true", help="only the models (a)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     print(f"bench_sequential: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
@@ -166,7 +167,8 @@ def main() -> int:
                 print(f"  {label} {r['attack']} H={h:g}: interval holds the full-set value: "
                       f"{'yes' if r['holds'] else 'NO'}; used {r['used']}/{r['n']} "
                       f"(limit {cap:.0%}): {'PASS' if ok else 'FAIL'}")
-    part_b((0.05, 0.2, 0.5, 0.8, 0.95), args.reps, h=0.1, horizon=500, look=10, seed=17)
+    if not args.skip_simulation:
+        part_b((0.05, 0.2, 0.5, 0.8, 0.95), args.reps, h=0.1, horizon=500, look=10, seed=17)
     return 0
 
 
