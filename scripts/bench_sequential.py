@@ -39,7 +39,7 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 
 def mnist_split_model(root: Path, work: Path) -> Path:
-    """resnet8 (width 8, 3 epochs) trained on test images 0-4999; its test split is 5000-9999."""
+    """resnet8 (width 8, 1 epoch) trained on test images 0-4999; its test split is 5000-9999."""
     images = read_idx(root / "t10k-images-idx3-ubyte.gz")
     labels = read_idx(root / "t10k-labels-idx1-ubyte.gz")
     data = work / "mnist-split"
@@ -48,7 +48,7 @@ def mnist_split_model(root: Path, work: Path) -> Path:
         write_idx(data / f"{split}-images-idx3-ubyte.gz", images[sl])
         write_idx(data / f"{split}-labels-idx1-ubyte.gz", labels[sl])
     folder = work / "mnist-model"
-    train(TrainConfig(arch="resnet8", width=8, epochs=3, dataset="mnist", data_root=str(data),
+    train(TrainConfig(arch="resnet8", width=8, epochs=1, dataset="mnist", data_root=str(data),
                       robust_eval_samples=0), folder)
     return folder
 
@@ -136,28 +136,56 @@ def part_b(rates, reps: int, h: float, horizon: int, look: int, seed: int) -> No
           "looks': covers at every look (= coverage under the worst stopping rule).")
 
 
+def part_c(reps: int = 100, seed: int = 0) -> None:
+    """The judged designs, simulated: finite sets of N drawn without replacement in batches of
+    32 (as `craft` does), worst-case and typical rates."""
+    print(f"\n(c) the judged designs on simulated sets ({reps} random orders each, batches of 32, "
+          f"95%): samples used at the stop")
+    rng = np.random.default_rng(seed)
+    for n, h, p in ((5000, 0.05, 0.5), (5000, 0.05, 0.8), (360, 0.1, 0.5), (360, 0.1, 0.8)):
+        k = int(round(p * n))
+        x = np.stack([rng.permutation(np.r_[np.ones(k), np.zeros(n - k)]) for _ in range(reps)])
+        rule = StopRule(h, 0.95)
+        cs = BettingCS(0.95, population=n, reps=reps, plan=planned_samples(rule))
+        stop, hit = np.full(reps, -1), np.zeros(reps, bool)
+        for t in range(32, n + 1, 32):
+            cs.update(x[:, t - 32:t])
+            now = (stop < 0) & (cs.half_width <= h)
+            stop[now], hit[now] = t, ((cs.lo <= k / n) & (k / n <= cs.hi))[now]
+            if (stop > 0).all():
+                break
+        print(f"  N={n} H={h:g} true mean {p:g}: stopped at median {np.median(stop):.0f}, at most "
+              f"{stop.max()} ({stop.max() / n:.0%} of N); interval held the set's mean in "
+              f"{hit.mean():.0%}", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mnist", type=Path, default=Path(__file__).resolve().parents[1].parent
                     / "shared" / "data" / "mnist")
     ap.add_argument("--reps", type=int, default=2000)
     ap.add_argument("--skip-models", action="store_true", help="only the simulation (b)")
+    ap.add_argument("--models", default="digits,mnist", help="which of digits,mnist for (a)")
     ap.add_argument("--skip-simulation", action="store_true", help="only the models (a)")
+    ap.add_argument("--design-only", action="store_true", help="only the design check (c)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     print(f"bench_sequential: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    if not args.skip_models:
+    if not (args.skip_models or args.design_only):
+        wanted = args.models.split(",")
         with tempfile.TemporaryDirectory() as tmp:
-            digits = Path(tmp) / "digits-model"
-            train(TrainConfig(arch="resnet8", width=8, epochs=6, seed=1, robust_eval_samples=0),
-                  digits)
-            models = [("digits resnet8", digits, 0.1, [("pgd", 0.05), ("pgd", 0.1),
-                                                       ("fgsm", 0.1)])]
-            if args.mnist.is_dir():
+            models = []
+            if "digits" in wanted:
+                digits = Path(tmp) / "digits-model"
+                train(TrainConfig(arch="resnet8", width=8, epochs=6, seed=1,
+                                  robust_eval_samples=0), digits)
+                models.append(("digits resnet8", digits, 0.1, [("pgd", 0.05), ("pgd", 0.1),
+                                                              ("fgsm", 0.1)]))
+            if "mnist" in wanted and args.mnist.is_dir():
                 models.append(("mnist resnet8", mnist_split_model(args.mnist, Path(tmp)), 0.05,
-                               [("pgd", 0.1), ("pgd", 0.2), ("fgsm", 0.2)]))
-            else:
+                               [("fgsm", 0.1), ("pgd", 0.1)]))
+            elif "mnist" in wanted:
                 print(f"(no MNIST at {args.mnist}: the MNIST rows are skipped)")
             rows = part_a(models)
         print("\njudged cases:")
@@ -168,6 +196,8 @@ def main() -> int:
                       f"{'yes' if r['holds'] else 'NO'}; used {r['used']}/{r['n']} "
                       f"(limit {cap:.0%}): {'PASS' if ok else 'FAIL'}")
     if not args.skip_simulation:
+        part_c()
+    if not (args.skip_simulation or args.design_only):
         part_b((0.05, 0.2, 0.5, 0.8, 0.95), args.reps, h=0.1, horizon=500, look=10, seed=17)
     return 0
 
