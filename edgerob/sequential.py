@@ -2,8 +2,8 @@
 is as precise as asked, with an interval that stays valid under that optional stopping.
 
 The interval is the hedged betting confidence sequence of Waudby-Smith & Ramdas ("Estimating
-means of bounded random variables by betting", JRSS-B 2023, Theorem 3 and Section 6 for sampling
-without replacement), matched against `confseq/betting.py` (`betting_mart`,
+means of bounded random variables by betting", JRSS-B 2023: the hedged capital process and its
+sampling-without-replacement form), matched against `confseq/betting.py` (`betting_mart`,
 `cs_from_martingale`, `lambda_predmix_eb`): for each candidate mean m on a grid, two capital
 processes bet that the mean is above / below m,
 
@@ -12,9 +12,10 @@ processes bet that the mean is above / below m,
 with predictable plug-in bets l_t = sqrt(2 log(2/alpha) / (sigma2_{t-1} n)) truncated at c/mu and
 c/(1 - mu) (c = 1/2), where n is `plan` (WSR's fixed-n bets; a sequential run plans for the
 Hoeffding sample size of the asked half-width, which makes the interval narrow where the stop is
-expected; any predictable bets keep the guarantee) or t log(1 + t) without a plan, and mu_t(m) = (N m - S_{t-1}) / (N - t + 1) when N samples are
-drawn without replacement from a finite set (mu = m for i.i.d. draws). m stays in the set while
-max(K+/2, K-/2) < 1/alpha; the set is intersected over time (and, for a finite set, with the
+expected; any predictable bets keep the guarantee) or t log(1 + t) without a plan, and
+mu_t(m) = (N m - S_{t-1}) / (N - t + 1) when N samples are drawn without replacement from a
+finite set (mu = m for i.i.d. draws). m stays in the set while max(K+/2, K-/2) < 1/alpha; the
+set is intersected over time (and, for a finite set, with the
 bounds the observed sum already forces). P(the true mean ever leaves the set) <= alpha, so the
 interval at any data-dependent stopping time covers with probability >= 1 - alpha. A
 Clopper-Pearson interval recomputed after each batch has no such guarantee.
@@ -71,8 +72,9 @@ class BettingCS:
     """Running hedged betting confidence sequence for the mean of [0, 1] outcomes.
 
     `plan`: the sample size the bets are tuned for (None: bets that shrink like
-    1/sqrt(t log t), WSR's anytime default). `population`: N for sampling without replacement from N items (the interval is then for the
-    mean of those N), None for i.i.d. draws. `reps` runs that many independent sequences at once
+    1/sqrt(t log t), WSR's anytime default). `population`: N for sampling without replacement
+    from N items (the interval is then for the mean of those N), None for i.i.d. draws. `reps`
+    runs that many independent sequences at once
     (simulations); `lo`/`hi` are then arrays.
     """
 

@@ -1,7 +1,8 @@
 """Sequential vs full-set robust accuracy, and coverage under optional stopping, in one run.
 
-(a) For small trained models (a resnet8 on the digits default split, 360 test images; a resnet8 trained on the first 5,000 images of
-    the real MNIST test split and attacked on the other 5,000), PGD/FGSM robust accuracy on the
+(a) For small trained models (a resnet8 on the digits default split, 360 test images; a
+    resnet8 trained on the first 5,000 images of the real MNIST test split and attacked on the
+    other 5,000), PGD/FGSM robust accuracy on the
     whole set vs the sequential estimate (`craft(..., stop=StopRule(H))`): samples used, the
     interval, whether it holds the full-set value, and the measured wall times.
 (b) Simulated Bernoulli sequences at several true rates, looked at every 10 samples: coverage of
