@@ -41,6 +41,7 @@ import numpy as np
 
 from edgerob.errors import EdgerobError
 from edgerob.files import atomic_write_bytes
+from edgerob.sequential import SequentialResult, StopRule, run_sequential
 
 __all__ = [
     "ATTACKS", "AttackResult", "InputSet", "PreciseConfig", "PreparedAttack", "bpda", "craft",
@@ -1059,15 +1060,31 @@ def _masking_warnings(atk: PreparedAttack, attack: str, eps: float) -> list[str]
 
 
 def craft(model, images, labels, sample_ids, attack: str, eps: float, precise=False,
-          official: bool = False, seed: int = 0, batch_size: int = 128, **params) -> InputSet:
-    """Attack the samples and return them as an input set named `ATTACK@EPS`."""
+          official: bool = False, seed: int = 0, batch_size: int = 128,
+          stop: StopRule | None = None, stop_batch: int = 32, **params) -> InputSet:
+    """Attack the samples and return them as an input set named `ATTACK@EPS`.
+
+    With `stop`, samples are attacked `stop_batch` at a time in a seeded random order until the
+    robust accuracy's anytime-valid interval is as narrow as asked (edgerob.sequential): the set
+    holds the attacked samples only, its robust_accuracy is their mean and
+    params["sequential"] the interval, samples used and the stopping rule."""
     images = _as_images(images)
     sample_ids = _as_int_vector(sample_ids, len(images), "sample_ids", "craft")
-    r = evaluate(model, images, labels, attack=attack, eps=eps, precise=precise,
-                 batch_size=batch_size, seed=seed, official=official, **params)
+    labels = _as_int_vector(labels, len(images), "labels", "craft")
+    seq = None
+    if stop is None:
+        r = evaluate(model, images, labels, attack=attack, eps=eps, precise=precise,
+                     batch_size=batch_size, seed=seed, official=official, **params)
+    else:
+        r, seq = _evaluate_sequential(model, images, labels, attack, eps, stop, stop_batch,
+                                      precise=precise, batch_size=batch_size, seed=seed,
+                                      official=official, **params)
+        labels, sample_ids = labels[seq.order], sample_ids[seq.order]
     p = dict(r.params)
     p.setdefault("precise", False)
     p["seed"] = seed
+    if seq is not None:
+        p["sequential"] = seq.summary()
     if r.naive_robust_accuracy is not None:
         p["naive_robust_accuracy"] = r.naive_robust_accuracy
     if r.warnings:
@@ -1076,3 +1093,37 @@ def craft(model, images, labels, sample_ids, attack: str, eps: float, precise=Fa
                     sample_ids=sample_ids, attack=r.attack, eps=r.eps, params=p,
                     crafting_time_s=r.crafting_time_s, clean_accuracy=r.clean_accuracy,
                     robust_accuracy=r.robust_accuracy, strength=r.strength)
+
+
+def _evaluate_sequential(model, images, labels, attack, eps, stop: StopRule, stop_batch: int,
+                         seed: int = 0, **kw) -> tuple[AttackResult, SequentialResult]:
+    """`evaluate` on batches drawn in a seeded random order until `stop` is met; the batches'
+    results joined in the order attacked (batch k seeded with seed + k)."""
+    parts: list[AttackResult] = []
+
+    def attack_batch(idx):
+        parts.append(evaluate(model, images[idx], labels[idx], attack=attack, eps=eps,
+                              seed=seed + len(parts), **kw))
+        return parts[-1].robust_correct.astype(np.float64)
+
+    seq = run_sequential(len(images), attack_batch, stop, stop_batch, seed=seed)
+    first, n = parts[0], seq.n_attacked
+
+    def join(name: str) -> np.ndarray:
+        return np.concatenate([getattr(q, name) for q in parts])
+
+    naive = ([q.naive_robust_accuracy * q.n_samples for q in parts]
+             if first.naive_robust_accuracy is not None else None)
+    warnings = list(dict.fromkeys(w for q in parts for w in q.warnings))
+    compensations: dict[str, int] = {}
+    for q in parts:
+        for k, v in q.compensations.items():
+            compensations[k] = compensations.get(k, 0) + v
+    return AttackResult(
+        attack=first.attack, eps=first.eps, params=first.params, precise=first.precise,
+        strength=first.strength, clean_accuracy=float(join("clean_correct").mean()),
+        robust_accuracy=seq.estimate, adversarial=join("adversarial"),
+        crafting_time_s=sum(q.crafting_time_s for q in parts), n_samples=n,
+        clean_correct=join("clean_correct"), robust_correct=join("robust_correct"),
+        naive_robust_accuracy=None if naive is None else sum(naive) / n, warnings=warnings,
+        compensations=compensations), seq

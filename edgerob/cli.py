@@ -412,9 +412,9 @@ def results(
     if forced & {r["run_id"] for r in rows}:
         err.print(FORCED_NOTE)
     _print_versus_clean(rows)
-    _print_failures([f for f in db.failures(run) if not target or f["target"] == target],
-                    db.attack_cells(**{k: v for k, v in (("run_id", run), ("target", target))
-                                       if v}))
+    cells = db.attack_cells(run_id=run, target=target)
+    _print_failures([f for f in db.failures(run) if not target or f["target"] == target], cells)
+    _print_attack_cells(cells)
     if csv_out:
         cols = [c for c in rows[0] if c != "latencies_ms"]
         with open(csv_out, "w", newline="") as f:
@@ -441,12 +441,26 @@ def attack(
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the .npz "
                                                      "input sets (default MODEL_DIR/inputs).")] = None,
     seed: int = 0,
+    half_width: Annotated[Optional[float], typer.Option(
+        help="Attack in a seeded random order and stop when the robust accuracy's "
+             "anytime-valid interval has this half-width, in (0, 0.5].")] = None,
+    confidence: Annotated[float, typer.Option(help="Of that interval, in (0, 1).")] = 0.95,
+    max_samples: Annotated[Optional[int], typer.Option(
+        help="With --half-width: attack at most this many samples.")] = None,
 ):
     """Craft white-box input sets on the fp32 model; report clean and robust accuracy."""
     from edgerob.attacks import craft, input_set_name
     from edgerob.data import load_dataset
     from edgerob.models import load_checkpoint
+    from edgerob.sequential import StopRule, check_rule
 
+    stop = None
+    if half_width is not None:
+        check_rule(half_width, confidence, max_samples, "edgerob attack")
+        stop = StopRule(half_width, confidence, max_samples)
+    elif max_samples is not None:
+        raise EdgerobError("--max-samples needs --half-width (without it every sample is "
+                           "attacked)")
     names, radii = _csv_list(attacks), _csv_list(eps, float)
     model, card = load_checkpoint(model_dir)
     data = load_dataset(card.dataset, card.dataset_root)
@@ -457,18 +471,31 @@ def attack(
     folder = out_dir or Path(model_dir) / "inputs"
     table = Table("input set", "clean acc", "robust acc", "naive robust acc", "strength",
                   "crafting s", "file", title=f"{card.name}: white-box attacks on {n} images")
+    if stop:
+        for col in ("samples used", f"{stop.confidence:.0%} interval", "stopped by", "saved s"):
+            table.add_column(col)
     for name in names:
         for e in radii:
             s = craft(model, data.x_test[:n], data.y_test[:n], ids, name, e, precise=precise,
-                      official=official, seed=seed)
+                      official=official, seed=seed, stop=stop)
             path = folder / f"{input_set_name(name, e)}.npz"
             s.save(path)
+            seq = s.params.get("sequential")
             table.add_row(s.name, _fmt(s.clean_accuracy, ".2%"), _fmt(s.robust_accuracy, ".2%"),
                           _fmt(s.params.get("naive_robust_accuracy"), ".2%"), s.strength or "",
-                          _fmt(s.crafting_time_s, ".2f"), str(path))
+                          _fmt(s.crafting_time_s, ".2f"), str(path),
+                          *(_sequential_cells(seq) if seq else ()))
             for w in s.params.get("warnings", []):
                 err.print(f"[yellow]warning[/] {s.name}: {w}", highlight=False)
     out.print(table)
+
+
+def _sequential_cells(seq: dict) -> tuple[str, ...]:
+    """samples used of available, the interval, why it stopped, and the time not spent (the
+    unattacked samples at the measured time per sample: a projection)."""
+    n, total = seq["n_attacked"], seq["n_available"]
+    return (f"{n}/{total} ({n / total:.0%})", f"[{seq['ci_low']:.3f}, {seq['ci_high']:.3f}]",
+            seq["stopped_by"], _fmt(seq["projected_saved_s"], ".1f"))
 
 
 @app.command()
@@ -822,13 +849,49 @@ def _print_versus_clean(rows: list[dict]) -> None:
         return
     table = Table("precision", "batch", "input set", "accuracy", "p50 vs clean",
                   "Mann-Whitney p", "Cliff's delta", "energy vs clean",
+                  "fp32 robust acc [interval] (samples used)",
                   title="adversarial vs clean inputs (same precision and batch size)")
     for r in adv:
+        seq = (f"{r['seq_estimate']:.3f} [{r['seq_ci_low']:.3f}, {r['seq_ci_high']:.3f}] "
+               f"({r['n_samples']}/{r['seq_n_available']})"
+               if r.get("seq_estimate") is not None else "—")
         table.add_row(r["precision"], str(r["batch_size"]), r["input_set"],
                       _fmt(r["accuracy"], ".2%"), _fmt(r["latency_vs_clean_ratio"], ".3f"),
                       _fmt(r["latency_vs_clean_p"], ".2g"),
                       _fmt(r["latency_vs_clean_cliffs_delta"], "+.2f"),
-                      _fmt(r["energy_vs_clean_ratio"], ".3f"))
+                      _fmt(r["energy_vs_clean_ratio"], ".3f"), seq)
+    out.print(table)
+
+
+def _sequential_fit_note(db) -> list[str]:
+    """How many records the fit has where query attacks stopped early (it uses those that
+    exist: a random sample of each such cell, so nothing is imputed)."""
+    cells = [c for c in db.attack_cells() if c["stop_half_width"] is not None]
+    if not cells:
+        return []
+    used, available = sum(c["n_sampled"] for c in cells), sum(c["n_available"] for c in cells)
+    return [f"{len(cells)} query-attack cells stopped sequentially: the fit uses the {used} "
+            f"samples attacked of {available} available there (a seeded random sample)"]
+
+
+def _print_attack_cells(cells: list[dict]) -> None:
+    """Query-attack cells: samples used of available, the failure proportion and its interval,
+    the KM median time to failure and the time not spent."""
+    if not cells:
+        return
+    table = Table("precision", "batch", "attack", "samples used", "stopped by", "failure rate",
+                  "interval", "KM median s [interval]", "attack s", "saved s",
+                  title="query-attack cells (interval: anytime-valid where the cell stopped "
+                        "sequentially; KM interval: Brookmeyer-Crowley, fixed-sample)")
+    for c in cells:
+        used = f"{c['n_sampled']}/{c['n_available']}" if c["n_sampled"] is not None else "—"
+        ci = (f"[{c['failure_ci_low']:.3f}, {c['failure_ci_high']:.3f}]"
+              if c["failure_ci_low"] is not None else "—")
+        km = (f"{_fmt(c['km_median_s'], '.3g')} [{_fmt(c['km_median_low_s'], '.3g')}, "
+              f"{_fmt(c['km_median_high_s'], '.3g')}]")
+        table.add_row(c["precision"], str(c["batch_size"]), f"{c['attack']}@{c['eps']:g}", used,
+                      c["stopped_by"] or "every sample", _fmt(c["failure_rate"], ".3f"), ci, km,
+                      _fmt(c["attack_wall_s"], ".1f"), _fmt(c["projected_saved_s"], ".1f"))
     out.print(table)
 
 
@@ -898,11 +961,12 @@ def fit(
     from edgerob import survival
     from edgerob.store import Store
 
-    df = survival.load_failures(Store(store), duration)
+    db = Store(store)
+    df = survival.load_failures(db, duration)
     result = survival.fit_models(
         df, families=_csv_list(families),
         covariates=_csv_list(covariates) if covariates is not None else None, horizon=horizon)
-    notes = list(result.notes)
+    notes = list(result.notes) + _sequential_fit_note(db)
     trash = None
     if result.duration == "time":
         training = survival.cached_training(result.data)

@@ -138,6 +138,17 @@ def failure_summary(records: list[dict], cell: dict | None = None) -> dict:
     }
 
 
+def sequential_summary(cell: dict | None) -> dict:
+    """A query-attack cell's samples used of available and its failure proportion with the
+    anytime-valid interval (attack_cells; issue 17). Empty when the store has no row."""
+    if cell is None:
+        return {}
+    return {"samples_used": cell["n_sampled"], "samples_available": cell["n_available"],
+            "failure_rate": cell["failure_rate"], "failure_ci_low": cell["failure_ci_low"],
+            "failure_ci_high": cell["failure_ci_high"], "stopped_by": cell["stopped_by"],
+            "projected_saved_s": cell["projected_saved_s"]}
+
+
 # --- the fleet table ------------------------------------------------------------------------------
 
 FAILURE_KEYS = ("failure_attack", "failure_records", "failure_events", "failure_censored",
@@ -262,8 +273,9 @@ def fleet_table(store, targets=None) -> list[dict]:
         row["robust_accuracy"], row["robust_input_set"] = min(scored) if scored else (None, None)
         groups = fails.get(key, {})
         row["failures_by_attack"] = {
-            a: failure_summary(rs, attack_cells.get((rs[0]["run_id"], precision, batch, a)))
-            for a, rs in sorted(groups.items())}
+            a: {**failure_summary(rs, cell := attack_cells.get((rs[0]["run_id"], precision, batch,
+                                                                 a))),
+                **sequential_summary(cell)} for a, rs in sorted(groups.items())}
         if groups:
             main = max(groups, key=lambda a: (len(groups[a]), a))
             row.update(failure_attack=main, **row["failures_by_attack"][main])

@@ -278,7 +278,8 @@ def _survival_section(store, rows: list[dict], targets, aft: bool = True) -> str
                          _cell(s["median_queries_to_failure"], ".0f"),
                          _cell(s["median_time_to_failure_s"], ".3g"),
                          _cell(s["mean_time_to_failure_restricted_s"], ".3g"),
-                         _cell(s["median_energy_to_failure_j"], ".3g")])
+                         _cell(s["median_energy_to_failure_j"], ".3g"),
+                         _cell(_used(s)), _cell(_rate_interval(s))])
     captions = {"km_time_by_target": "time to failure by target, one panel per precision "
                                      "(line style: batch size)",
                 "km_queries_by_precision": "queries to failure by precision, pooled over "
@@ -291,8 +292,25 @@ def _survival_section(store, rows: list[dict], targets, aft: bool = True) -> str
             f"<div class='plots'>{imgs}</div>"
             + _table(["target", "precision", "batch", "attack", "samples", "failed", "censored",
                       "budget queries", "median queries", "median s", "E[T] s (restricted)",
-                      "median J"], body, set(range(4, 12)))
+                      "median J", "samples used", "failure rate [interval]"], body,
+                     set(range(4, 14)))
             + (_aft_section(store, targets) if aft else ""))
+
+
+def _used(s: dict) -> str | None:
+    """samples attacked of available (a sequential cell stops early)."""
+    if s.get("samples_used") is None:
+        return None
+    return f"{s['samples_used']}/{s['samples_available']}"
+
+
+def _rate_interval(s: dict) -> str | None:
+    """failure proportion, with its anytime-valid interval where the cell stopped sequentially."""
+    if s.get("failure_rate") is None:
+        return None
+    ci = (f" [{s['failure_ci_low']:.3f}, {s['failure_ci_high']:.3f}]"
+          if s.get("failure_ci_low") is not None else "")
+    return f"{s['failure_rate']:.3f}{ci}"
 
 
 def _aft_section(store, targets=None) -> str:

@@ -98,6 +98,13 @@ measurements = sa.Table(
     sa.Column("fingerprint", sa.Text),  # JSON: host, versions, clocks, threads ...
     sa.Column("latencies_ms", sa.Text),  # JSON list, for tests between input sets
     sa.Column("created_at", sa.String, nullable=False),
+    # a sequential input set (issue 17): the host's fp32 robust accuracy over n_available
+    # samples, estimated from the n_samples attacked, and its anytime-valid interval
+    sa.Column("seq_n_available", sa.Integer),
+    sa.Column("seq_estimate", sa.Float),
+    sa.Column("seq_ci_low", sa.Float),
+    sa.Column("seq_ci_high", sa.Float),
+    sa.Column("seq_rule", sa.Text),  # JSON: half_width, confidence, max_samples, stopped_by ...
     sa.UniqueConstraint("run_id", *CELL_KEY, name="one_row_per_cell"),
 )
 
@@ -138,6 +145,21 @@ attack_cells = sa.Table(
     sa.Column("n_available", sa.Integer, nullable=False),  # samples in the input set
     sa.Column("n_clean_wrong", sa.Integer, nullable=False),  # misclassified clean: not attacked
     sa.Column("n_attacked", sa.Integer, nullable=False),  # clean-correct samples attacked
+    # sequential estimation (issue 17); NULL stop_*: every sample was attacked
+    sa.Column("n_sampled", sa.Integer),  # drawn in the random order: attacked + clean wrong
+    sa.Column("stop_half_width", sa.Float),
+    sa.Column("stop_confidence", sa.Float),
+    sa.Column("stop_max_samples", sa.Integer),
+    sa.Column("stopped_by", sa.String(16)),  # half_width / max_samples / exhausted
+    sa.Column("failure_rate", sa.Float),  # failed within the budget (clean wrong count as failed)
+    sa.Column("failure_ci_low", sa.Float),  # anytime-valid interval at the stopping point
+    sa.Column("failure_ci_high", sa.Float),
+    sa.Column("ci_method", sa.String(32)),
+    sa.Column("km_median_s", sa.Float),  # Kaplan-Meier median time to failure
+    sa.Column("km_median_low_s", sa.Float),  # Brookmeyer-Crowley, fixed-sample at the stop
+    sa.Column("km_median_high_s", sa.Float),
+    sa.Column("attack_wall_s", sa.Float),  # measured time in the attack calls
+    sa.Column("projected_saved_s", sa.Float),  # samples not drawn x measured time per sample
     sa.Column("created_at", sa.String),
     sa.UniqueConstraint("run_id", "precision", "batch_size", "attack", "eps",
                         name="one_row_per_attack_cell"),
@@ -286,7 +308,7 @@ class Store:
     def add_measurement(self, row: dict) -> bool:
         """Insert one cell in its own transaction; False if that cell is already stored."""
         row = {**row, "created_at": row.get("created_at") or now()}
-        for k in ("fingerprint", "latencies_ms", "clocks_start", "clocks_end"):
+        for k in ("fingerprint", "latencies_ms", "clocks_start", "clocks_end", "seq_rule"):
             if k in row and not isinstance(row[k], (str, type(None))):
                 row[k] = json.dumps(row[k])
         try:
@@ -339,12 +361,14 @@ class Store:
         return self.add_failures([], cell=row)
 
     def attack_cells(self, **filters) -> list[dict]:
-        """`attack_cells` rows, e.g. attack_cells(run_id=..., precision="int8")."""
+        """`attack_cells` rows, e.g. attack_cells(run_id=..., precision="int8"); a filter of
+        None is no filter."""
         q = attack_cells.select().order_by(attack_cells.c.id)
         for k, v in filters.items():
             if k not in attack_cells.c:
                 raise EdgerobError(f"attack_cells has no column {k!r}")
-            q = q.where(attack_cells.c[k] == v)
+            if v is not None:
+                q = q.where(attack_cells.c[k] == v)
         with self.engine.connect() as c:
             return [dict(r._mapping) for r in c.execute(q)]
 

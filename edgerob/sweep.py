@@ -12,6 +12,7 @@ import os
 import platform
 import socket
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Callable, Literal
@@ -24,9 +25,10 @@ from edgerob.bench import Measurement, TimingRules, compare_samples, measure
 from edgerob.catalog import find_yaml, load_yaml
 from edgerob.clocks import cpu_state
 from edgerob.errors import EdgerobError
-from edgerob.failures import MIN_EPS, square_attack
+from edgerob.failures import MIN_EPS, AttackCell, square_attack
 from edgerob.profilers import profiler_class
 from edgerob.runtimes import GPU_PROVIDERS, create_runtime, runtime_class
+from edgerob.sequential import km_median_ci, run_sequential
 from edgerob.store import Store, now
 from edgerob.targets import Target, verify_target
 
@@ -40,6 +42,20 @@ class _Strict(BaseModel):
 Eps = Annotated[float, Field(ge=0, le=1)]
 
 
+class StopSpec(_Strict):
+    """`stop:` on an attack entry: attack samples in a seeded random order and stop when the
+    anytime-valid interval's half-width is <= half_width (edgerob.sequential)."""
+
+    half_width: float = Field(gt=0, le=0.5)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    max_samples: PositiveInt | None = None
+
+    def rule(self):
+        from edgerob.sequential import StopRule
+
+        return StopRule(self.half_width, self.confidence, self.max_samples)
+
+
 class AttackSpec(_Strict):
     """White-box input sets crafted on the host on the fp32 model: one per eps."""
 
@@ -48,6 +64,7 @@ class AttackSpec(_Strict):
     precise: bool = False
     official: bool = False  # AutoAttack at the official strength (100 steps, 5000 queries)
     params: dict = Field(default_factory=dict)
+    stop: StopSpec | None = None  # None: attack every sample
 
     @field_validator("attack")
     @classmethod
@@ -70,6 +87,7 @@ class QueryAttackSpec(_Strict):
     batch_sizes: list[PositiveInt] | None = None  # None: the profile's
     p_init: float = Field(0.1, gt=0, le=1)
     seed: int = 0
+    stop: StopSpec | None = None  # None: attack every sample
 
 
 class Profile(_Strict):
@@ -312,6 +330,7 @@ def _measure_cell(store, run_id, target, runtime_name, cell, rt, inputs, timing,
                             **getattr(profiler, "identity", {})})
     if cell.input_set != "clean":
         row.update(_versus_clean(store, run_id, runtime_name, cell, m))
+        row.update(_sequential_columns(inputs))
     store.add_measurement(row)
     return m
 
@@ -336,16 +355,66 @@ def _failure_cell(store, run_id, target, cell, rt, clean, qa, profiler):
     counts (`attack_cells`) in one transaction. Returns the AttackCell."""
     attack, eps = cell.input_set.split("@")
     n = min(qa.samples, len(clean.images))
-    result = square_attack(rt, clean.images[:n], clean.labels[:n], clean.sample_ids[:n],
-                           float(eps), qa.budget_queries, cell.batch_size, p_init=qa.p_init,
-                           seed=qa.seed, profiler=profiler)
+    records: list = []
+    clean_wrong = 0
+    batches = 0
+
+    def attack_batch(idx: np.ndarray) -> list:
+        nonlocal clean_wrong, batches
+        got = square_attack(rt, clean.images[idx], clean.labels[idx], clean.sample_ids[idx],
+                            float(eps), qa.budget_queries, cell.batch_size, p_init=qa.p_init,
+                            seed=qa.seed + batches, profiler=profiler)
+        batches += 1
+        records.extend(got.records)
+        clean_wrong += got.n_clean_wrong
+        return got.records
+
+    if qa.stop is None:
+        t0 = time.perf_counter()
+        attack_batch(np.arange(n))
+        seq, wall = None, time.perf_counter() - t0
+    else:
+        def outcomes(idx: np.ndarray) -> np.ndarray:
+            got = {r.sample_id: r for r in attack_batch(idx)}
+            return np.array([_failed(got.get(int(i))) for i in clean.sample_ids[idx]])
+
+        seq = run_sequential(n, outcomes, qa.stop.rule(), cell.batch_size, seed=qa.seed)
+        wall = seq.wall_s
     key = {"run_id": run_id, "target": target.name, "precision": cell.precision,
            "batch_size": cell.batch_size, "attack": attack, "eps": float(eps)}
-    store.add_failures([{**asdict(r), **key} for r in result.records],
-                       cell={**key, "n_available": result.n_available,
-                             "n_clean_wrong": result.n_clean_wrong,
-                             "n_attacked": result.n_attacked})
-    return result
+    store.add_failures([{**asdict(r), **key} for r in records],
+                       cell={**key, **_attack_cell_columns(n, clean.sample_ids, records,
+                                                           clean_wrong, seq, wall)})
+    return AttackCell(n_available=n, n_clean_wrong=clean_wrong, records=records)
+
+
+def _failed(record) -> float:
+    """A sample's outcome for the failure proportion: 1 when misclassified within the budget;
+    a sample without a record was misclassified clean (not attacked, no robust sample), as
+    robust accuracy counts it."""
+    return 1.0 if record is None or record.event else 0.0
+
+
+def _attack_cell_columns(n: int, ids: np.ndarray, records: list, clean_wrong: int, seq,
+                         wall_s: float) -> dict:
+    """attack_cells columns of one query-attack cell: counts, the stopping rule, the failure
+    proportion with its interval and the Kaplan-Meier median time to failure."""
+    n_sampled = seq.n_attacked if seq is not None else n
+    drawn = ids[seq.order] if seq is not None else ids[:n]
+    by_id = {r.sample_id: r for r in records}
+    confidence = seq.rule.confidence if seq is not None else 0.95
+    km = km_median_ci([r.duration_s for r in records], [r.event for r in records], confidence)
+    out = {"n_available": n, "n_clean_wrong": clean_wrong, "n_attacked": len(records),
+           "n_sampled": n_sampled,
+           "failure_rate": float(np.mean([_failed(by_id.get(i)) for i in drawn.tolist()])),
+           "km_median_s": km[0], "km_median_low_s": km[1], "km_median_high_s": km[2],
+           "attack_wall_s": wall_s}
+    if seq is not None:
+        out.update(stop_half_width=seq.rule.half_width, stop_confidence=seq.rule.confidence,
+                   stop_max_samples=seq.rule.max_samples, stopped_by=seq.stopped_by,
+                   failure_ci_low=seq.ci_low, failure_ci_high=seq.ci_high, ci_method=seq.method,
+                   projected_saved_s=seq.saved_s)
+    return out
 
 
 def machine_state(profiler=None) -> dict:
@@ -383,9 +452,11 @@ def input_sets(profile: Profile, model_dir: str | Path) -> dict:
             name = input_set_name(spec.attack, eps)
             path = Path(model_dir) / "inputs" / f"{name}.npz"
             wanted = {"precise": spec.precise, "official": spec.official, **spec.params}
+            if spec.stop is not None:
+                wanted["stop"] = spec.stop.model_dump()
             if path.is_file():
                 cached = InputSet.load(path)
-                if (cached.sample_ids.tolist() == ids.tolist()
+                if (_same_samples(cached, ids)
                         and cached.params.get("requested") == wanted):
                     sets[name] = cached
                     continue
@@ -394,11 +465,34 @@ def input_sets(profile: Profile, model_dir: str | Path) -> dict:
 
                 model, _ = load_checkpoint(model_dir)
             crafted = craft(model, sets["clean"].images, sets["clean"].labels, ids, spec.attack,
-                            eps, precise=spec.precise, official=spec.official, **spec.params)
+                            eps, precise=spec.precise, official=spec.official,
+                            stop=spec.stop.rule() if spec.stop else None, **spec.params)
             crafted.params["requested"] = wanted
             crafted.save(path)
             sets[name] = crafted
     return sets
+
+
+def _same_samples(cached, ids: np.ndarray) -> bool:
+    """A cached set was crafted on these samples (a sequential set: drawn from them)."""
+    seq = cached.params.get("sequential")
+    if seq is not None:
+        return seq.get("n_available") == len(ids) and set(cached.sample_ids.tolist()) <= set(
+            ids.tolist())
+    return cached.sample_ids.tolist() == ids.tolist()
+
+
+def _sequential_columns(inputs) -> dict:
+    """A sequential input set's host estimate (fp32 robust accuracy, its interval, the rule),
+    copied beside the device's measurement of the attacked samples."""
+    seq = inputs.params.get("sequential")
+    if seq is None:
+        return {}
+    return {"seq_n_available": seq["n_available"], "seq_estimate": seq["estimate"],
+            "seq_ci_low": seq["ci_low"], "seq_ci_high": seq["ci_high"],
+            "seq_rule": {**seq["rule"], "stopped_by": seq["stopped_by"],
+                         "method": seq["method"], "wall_s": seq["wall_s"],
+                         "projected_saved_s": seq["projected_saved_s"]}}
 
 
 def _versions(runtime: str) -> dict:
