@@ -165,7 +165,7 @@ def _baseline_columns() -> dict[str, set[str]]:
     revision itself builds, so the recognised layout can never drift from the revision."""
     with sa.create_engine("sqlite://").begin() as c:
         command.upgrade(_alembic(c), BASELINE)
-        return _columns(c, set(metadata.tables))
+        return _columns(c, set(sa.inspect(c).get_table_names()) - {VERSION_TABLE})
 
 
 def _columns(c, tables) -> dict[str, set[str]]:
@@ -197,8 +197,8 @@ def _schema_revision(c, script: ScriptDirectory) -> str | None:
                                f"({', '.join(sorted(others)[:5])}); choose another --store")
         return None
     found, baseline = _columns(c, ours), _baseline_columns()
-    if found != {t: baseline[t] for t in ours} or ours != set(baseline):
-        bad = sorted(t for t in baseline if found.get(t) != baseline[t])
+    if found != baseline:
+        bad = sorted(t for t in ours | set(baseline) if found.get(t) != baseline.get(t))
         raise EdgerobError(f"not an edgerob results store: table(s) {', '.join(bad)} are missing "
                            f"or have other columns than edgerob's; choose another --store")
     return _LEGACY

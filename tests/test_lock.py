@@ -6,10 +6,12 @@ installed another way."""
 from __future__ import annotations
 
 import re
+import tomllib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 REQUIREMENTS = Path(__file__).parents[1] / "requirements"
 LOCKS = ("host.txt", "no-deps.txt")  # what make install installs
@@ -77,3 +79,16 @@ def test_installed_versions_are_the_locked_ones(lock):
         if installed != pinned:
             wrong.append(f"{name} {installed} (locked {pinned})")
     assert not wrong, "not the locked set (run make install): " + ", ".join(wrong)
+
+
+def test_the_lock_satisfies_pyproject():
+    """Every dependency pyproject.toml names for the locked extras is pinned, at a version its
+    range allows: a dependency added or narrowed without `make lock` fails here."""
+    project = tomllib.loads((REQUIREMENTS.parent / "pyproject.toml").read_text())["project"]
+    pins = {**read_lock(REQUIREMENTS / "host.txt"), **read_lock(REQUIREMENTS / "no-deps.txt")}
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["host"],
+              *project["optional-dependencies"]["dev"]]
+    stale = [r for r in map(Requirement, wanted)
+             if canonical(r.name) not in pins
+             or not r.specifier.contains(pins[canonical(r.name)][0], prereleases=True)]
+    assert not stale, f"requirements/ is out of date with pyproject.toml (make lock): {stale}"
