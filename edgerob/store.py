@@ -13,8 +13,8 @@ edgerob does not know (written by a newer one), is refused before anything is wr
 Many writers at once (a fleet writing to one PostgreSQL database, or processes sharing a SQLite
 file): the schema is created or upgraded by one writer at a time (a PostgreSQL advisory lock;
 SQLite's write lock, taken by BEGIN IMMEDIATE), a duplicated cell is refused by the unique keys
-whoever writes it first, and `begin_run` takes a lock on its resume key before it reads, so two writers resuming the same key
-get the same run, never two.
+whoever writes it first, and `begin_run` takes a lock on its resume key before it reads, so two
+writers resuming the same key get the same run, never two.
 """
 
 from __future__ import annotations
