@@ -1,7 +1,12 @@
 """edgerob: latency, power and robustness of neural networks on edge and desktop hardware."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
 
-from edgerob.errors import EdgerobError
+try:
+    __version__ = version("edgerob")  # the installed distribution's
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0.1.0"
+
+from edgerob.errors import EdgerobError  # noqa: E402
 
 __all__ = ["EdgerobError", "__version__"]

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgerob import __version__
 from edgerob.errors import EdgerobError
 from edgerob.store import DEFAULT_URL
 
@@ -56,6 +57,19 @@ def user_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"edgerob {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print edgerob's version and exit.")] = False) -> None:
+    pass
 
 
 def _csv_list(value: str, kind=str) -> list:

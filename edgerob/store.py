@@ -4,28 +4,45 @@ Column names follow DESIGN.md's store schema (a contract other tools read). Each
 written in one transaction, and a unique key per cell means a resumed or repeated sweep can never
 hold the same cell twice.
 
+Schema versions: Alembic revisions in edgerob/migrations, recorded in the table
+`edgerob_schema_version`. Opening a store creates a new one at the newest revision and upgrades an
+older one in place, in one transaction (a store of edgerob 0.1.0, which has no version table, is
+first stamped 0001). A database that holds other tables than edgerob's, or a revision this
+edgerob does not know (written by a newer one), is refused before anything is written.
+
 Many writers at once (a fleet writing to one PostgreSQL database, or processes sharing a SQLite
-file): creating the tables is safe (a PostgreSQL advisory lock; SQLite's CREATE ... IF NOT
-EXISTS), a duplicated cell is refused by the unique keys whoever writes it first, and
-`begin_run` takes a lock on its resume key before it reads, so two writers resuming the same key
-get the same run, never two.
+file): the schema is created or upgraded by one writer at a time (a PostgreSQL advisory lock;
+SQLite's write lock, taken by BEGIN IMMEDIATE), a duplicated cell is refused by the unique keys
+whoever writes it first, and `begin_run` takes a lock on its resume key before it reads, so two
+writers resuming the same key get the same run, never two.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
+from edgerob import __version__
 from edgerob.errors import EdgerobError
 
 DEFAULT_URL = "sqlite:///edgerob.db"
-# PostgreSQL advisory lock (a bigint) held while one writer creates the tables.
+# PostgreSQL advisory lock (a bigint) held while one writer creates or upgrades the tables.
 _SCHEMA_LOCK = 0x6564676572_6F62  # "edgerob"
+# The version table: not Alembic's default `alembic_version`, which an Optuna study sharing the
+# database (edgerob optimize's default storage is the store's file) uses for its own schema.
+VERSION_TABLE = "edgerob_schema_version"
+BASELINE = "0001"  # edgerob 0.1.0's schema; its stores have no version table
+_LEGACY = "0.1.0"  # _schema_revision's answer for such a store
 
 metadata = sa.MetaData()
 
@@ -185,21 +202,91 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def _create_schema(c) -> None:
-    """Create the tables that are missing, safely when several writers start at once: on
-    PostgreSQL one at a time (an advisory lock; concurrent CREATEs collide in the catalog), on
-    SQLite with CREATE ... IF NOT EXISTS (each statement is atomic there; a check-then-create
-    would fail with "already exists" in the writer that lost the race)."""
-    if c.dialect.name == "postgresql":
-        c.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
-        metadata.create_all(c)
-    elif c.dialect.name == "sqlite":
-        for table in metadata.sorted_tables:
-            c.execute(sa.schema.CreateTable(table, if_not_exists=True))
-            for index in table.indexes:
-                c.execute(sa.schema.CreateIndex(index, if_not_exists=True))
-    else:
-        metadata.create_all(c)
+def include_name(name, type_, parent_names) -> bool:
+    """Alembic looks only at edgerob's tables: other tools' tables may share the database."""
+    return type_ != "table" or name in metadata.tables
+
+
+def _alembic(connection=None) -> Config:
+    """Alembic's configuration, in code: the revisions ship inside the package."""
+    cfg = Config()
+    cfg.set_main_option("script_location", "edgerob:migrations")
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+@functools.cache
+def _baseline_columns() -> dict[str, set[str]]:
+    """The tables and columns of revision 0001 (edgerob 0.1.0), read from a scratch database the
+    revision itself builds, so the recognised layout can never drift from the revision."""
+    with sa.create_engine("sqlite://").begin() as c:
+        command.upgrade(_alembic(c), BASELINE)
+        return _columns(c, set(sa.inspect(c).get_table_names()) - {VERSION_TABLE})
+
+
+def _columns(c, tables) -> dict[str, set[str]]:
+    inspector = sa.inspect(c)
+    return {t: {col["name"] for col in inspector.get_columns(t)} for t in tables}
+
+
+def _schema_revision(c, script: ScriptDirectory) -> str | None:
+    """The store's schema revision: None for an empty database, _LEGACY for an edgerob 0.1.0
+    store. Raises for a database that is not an edgerob store or is newer than this edgerob."""
+    context = MigrationContext.configure(c, opts={"version_table": VERSION_TABLE})
+    heads = context.get_current_heads()
+    if heads:
+        known = {r.revision for r in script.walk_revisions()}
+        unknown = [h for h in heads if h not in known]
+        if unknown:
+            raise EdgerobError(
+                f"schema revision {unknown[0]} is newer than this edgerob ({__version__}, "
+                f"revisions up to {script.get_current_head()}): upgrade edgerob to open it")
+        return heads[0]
+    tables = set(sa.inspect(c).get_table_names())
+    ours = tables & set(metadata.tables)
+    if not ours:
+        # An Optuna storage may share the file (edgerob optimize's default storage is the
+        # store's); any other tables and none of ours: someone else's database.
+        others = set() if {"studies", "version_info"} <= tables else tables
+        if others:
+            raise EdgerobError(f"not an edgerob results store: it holds other tables "
+                               f"({', '.join(sorted(others)[:5])}); choose another --store")
+        return None
+    found, baseline = _columns(c, ours), _baseline_columns()
+    if found != baseline:
+        bad = sorted(t for t in ours | set(baseline) if found.get(t) != baseline.get(t))
+        raise EdgerobError(f"not an edgerob results store: table(s) {', '.join(bad)} are missing "
+                           f"or have other columns than edgerob's; choose another --store")
+    return _LEGACY
+
+
+def _open_schema(engine) -> None:
+    """Bring the store's schema to the newest revision (see the module docstring)."""
+    script = ScriptDirectory.from_config(_alembic())
+    with engine.connect() as c:  # the usual case, already current: read only, no lock
+        if _schema_revision(c, script) == script.get_current_head():
+            return
+    with engine.connect().execution_options(sqlite_begin="IMMEDIATE") as c, c.begin():
+        if c.dialect.name == "postgresql":
+            c.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+        revision = _schema_revision(c, script)  # again: another writer may have been first
+        if revision == _LEGACY:
+            command.stamp(_alembic(c), BASELINE)
+        command.upgrade(_alembic(c), "head")
+
+
+def _sqlite_transactions(engine) -> None:
+    """Make pysqlite's transactions SQLite's own: BEGIN when SQLAlchemy begins (pysqlite's
+    implicit BEGIN skips DDL, which then commits statement by statement, so an interrupted
+    upgrade would be half done), IMMEDIATE where asked (the write lock before the first read)."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, record):
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(c):
+        c.exec_driver_sql(f"BEGIN {c.get_execution_options().get('sqlite_begin', '')}")
 
 
 class Store:
@@ -215,8 +302,11 @@ class Store:
             # pre-ping: a fleet's long-lived connection to a server that restarted is replaced
             self.engine = sa.create_engine(
                 parsed, pool_pre_ping=not parsed.drivername.startswith("sqlite"))
-            with self.engine.begin() as c:
-                _create_schema(c)
+            if parsed.drivername.startswith("sqlite"):
+                _sqlite_transactions(self.engine)
+            _open_schema(self.engine)
+        except EdgerobError as e:
+            raise EdgerobError(f"cannot open store {url!r}: {e}") from None
         except ImportError as e:
             raise EdgerobError(f"cannot open store {url!r}: its database driver is not "
                                f"installed ({e}); for PostgreSQL: pip install "

@@ -175,3 +175,13 @@ def test_attack_bad_input(tiny_model, tmp_path, args, match):
     fails_cleanly(["attack", str(tiny_model), "--samples", "8", "-o", str(tmp_path), *args],
                   match)
     assert not list(tmp_path.glob("*.npz"))
+
+
+def test_version_option_and_every_runs_versions():
+    from importlib.metadata import version
+
+    from edgerob.sweep import _versions
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.stdout == f"edgerob {version('edgerob')}\n"
+    assert _versions("onnxruntime")["edgerob"] == version("edgerob")

@@ -73,19 +73,30 @@ def test_corrupt_artifact_is_refused(tiny_artifacts, tmp_path):
 
 
 def test_broken_export_fails_and_writes_nothing(tiny_model, tmp_path, monkeypatch):
-    """An int8 graph that disagrees with fp32 must fail loudly and leave no artifact."""
+    """An int8 graph that disagrees with fp32 must fail loudly and leave no artifact. The graph
+    is broken on purpose, not by luck: its logits are negated, so its top-1 is fp32's bottom-1
+    on every image (0% agreement, whatever the calibration or the library versions)."""
+    import onnx
+    from onnx import helper
+
     import edgerob.export as ex
 
     real = ex._to_int8
 
-    def broken(fp32_path, train_x, samples, tmp):
-        return real(fp32_path, np.zeros_like(train_x) + 1.0, samples, tmp)  # absurd calibration
+    def negated(*args):
+        graph, excluded = real(*args)
+        model = onnx.load_from_string(graph)
+        out = model.graph.output[0].name
+        for node in model.graph.node:  # the last node now writes a hidden tensor ...
+            node.output[:] = [f"{o}_raw" if o == out else o for o in node.output]
+        model.graph.node.append(helper.make_node("Neg", [f"{out}_raw"], [out]))  # ... negated
+        return model.SerializeToString(), excluded
 
-    monkeypatch.setattr(ex, "_to_int8", broken)
-    monkeypatch.setitem(ex.MIN_AGREEMENT, "int8", 0.999)
-    with pytest.raises(EdgerobError, match="int8 export is broken"):
+    monkeypatch.setattr(ex, "_to_int8", negated)
+    with pytest.raises(EdgerobError, match=r"int8 export is broken: top-1 agrees with fp32 on "
+                                           r"only 0\.0%"):
         export(tiny_model, tmp_path, precisions=["int8"])
-    assert not (tmp_path / "int8.onnx").exists()
+    assert list(tmp_path.iterdir()) == []  # neither the graph nor its metadata
 
 
 def test_unknown_precision(tiny_model):

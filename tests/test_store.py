@@ -1,9 +1,22 @@
+import hashlib
 import json
+import sqlite3
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from typer.testing import CliRunner
 
+import edgerob.store as store_module
+from edgerob import survival as sv
+from edgerob.cli import app
 from edgerob.errors import EdgerobError
-from edgerob.store import Store
+from edgerob.store import (BASELINE, VERSION_TABLE, Store, _alembic, failures, include_name,
+                           metadata)
 
 
 def row(run_id, precision="fp32", batch=1, **extra):
@@ -76,3 +89,221 @@ def test_unusable_url_is_a_user_error(url):
 def test_creates_parent_folder(tmp_path):
     Store(f"sqlite:///{tmp_path}/deep/er/r.db")
     assert (tmp_path / "deep/er/r.db").is_file()
+
+
+# --- schema versions (edgerob/migrations) --------------------------------------------------
+
+V010_DUMP = Path(__file__).parent / "data" / "store-0.1.0.sql"  # written by edgerob 0.1.0's Store
+
+
+def v010_store(path: Path) -> str:
+    """A store exactly as edgerob 0.1.0 wrote it: its schema, no version table, some rows."""
+    con = sqlite3.connect(path)
+    con.executescript(V010_DUMP.read_text())
+    con.close()
+    return f"sqlite:///{path}"
+
+
+def revision(url: str):
+    with sa.create_engine(url).connect() as c:
+        return MigrationContext.configure(c, opts={"version_table": VERSION_TABLE}) \
+            .get_current_heads()
+
+
+def rows(url: str) -> dict:
+    with sa.create_engine(url).connect() as c:
+        return {t: sorted(tuple(r) for r in c.execute(sa.text(f"SELECT * FROM {t}")))
+                for t in ("runs", "measurements", "failures")}
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def head() -> str:
+    return ScriptDirectory.from_config(_alembic()).get_current_head()
+
+
+def test_new_store_is_created_at_the_newest_revision(tmp_path):
+    url = f"sqlite:///{tmp_path}/r.db"
+    Store(url)
+    assert revision(url) == (head(),)
+    Store(url)  # reopening changes nothing
+    assert revision(url) == (head(),)
+
+
+@pytest.mark.parametrize("start", ["empty", "0.1.0"])
+def test_migrated_schema_is_store_metadata(tmp_path, start):
+    """The migrations build exactly the tables store.py defines: a column added to store.py
+    without a revision (or a revision that differs from it) fails here, listing the difference."""
+    url = (v010_store(tmp_path / "r.db") if start == "0.1.0" else f"sqlite:///{tmp_path}/r.db")
+    Store(url)
+    with sa.create_engine(url).connect() as c:
+        diff = compare_metadata(MigrationContext.configure(
+            c, opts={"include_name": include_name}), metadata)
+    assert diff == [], f"the migrations and store.py differ: {diff}"
+
+
+def test_revision_0001_is_the_0_1_0_schema(tmp_path):
+    """Revision 0001, written out by hand, builds what edgerob 0.1.0's Store built."""
+    old = sa.create_engine(v010_store(tmp_path / "old.db"))
+    new = sa.create_engine(f"sqlite:///{tmp_path}/new.db")
+    with new.begin() as c:
+        command.upgrade(_alembic(c), BASELINE)
+
+    def layout(engine):
+        i = sa.inspect(engine)
+        return {t: ([(col["name"], str(col["type"]), col["nullable"])
+                     for col in i.get_columns(t)], i.get_pk_constraint(t)["constrained_columns"],
+                    i.get_indexes(t), i.get_unique_constraints(t), i.get_foreign_keys(t))
+                for t in ("runs", "measurements", "failures")}
+
+    assert layout(new) == layout(old)
+
+
+def test_0_1_0_store_upgraded_in_place_keeps_every_row(tmp_path):
+    url = v010_store(tmp_path / "r.db")
+    before = rows(url)
+    assert revision(url) == () and len(before["failures"]) == 3
+    s = Store(url)
+    assert revision(url) == (head(),)
+    assert {t: [r[:len(before[t][0])] for r in v] for t, v in rows(url).items()} == before
+    assert len(s.measurements()) == 2 and len(s.failures()) == 3
+    assert s.runs()[0]["status"] == "done"
+
+
+def test_upgrade_is_one_transaction(tmp_path, monkeypatch):
+    """A failure after the stamp (or half-way through the DDL) leaves the store as it was."""
+    url = v010_store(tmp_path / "r.db")
+    before = rows(url)
+
+    def broken(cfg, target):
+        real_upgrade(cfg, target)
+        raise RuntimeError("interrupted")
+
+    real_upgrade = command.upgrade
+    monkeypatch.setattr(store_module.command, "upgrade", broken)
+    with pytest.raises(RuntimeError):
+        Store(url)
+    assert revision(url) == () and rows(url) == before
+    fresh = tmp_path / "fresh.db"
+    with pytest.raises(RuntimeError):
+        Store(f"sqlite:///{fresh}")
+    assert sa.inspect(sa.create_engine(f"sqlite:///{fresh}")).get_table_names() == []
+
+
+def _foreign(path: Path) -> None:
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    con.execute("INSERT INTO users VALUES (1, 'ada')")
+    con.commit()
+
+
+def _wrong_columns(path: Path) -> None:
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, owner TEXT)")
+    con.commit()
+
+
+def _newer(path: Path) -> None:
+    Store(f"sqlite:///{path}")
+    con = sqlite3.connect(path)
+    con.execute(f"UPDATE {VERSION_TABLE} SET version_num = '9999'")
+    con.commit()
+
+
+@pytest.mark.parametrize("make, message", [
+    (_foreign, "not an edgerob results store: it holds other tables (users)"),
+    (_wrong_columns, "not an edgerob results store: table(s) failures, measurements, runs"),
+    (_newer, "schema revision 9999 is newer than this edgerob"),
+])
+def test_foreign_or_newer_database_refused_and_unchanged(tmp_path, make, message):
+    db = tmp_path / "x.db"
+    make(db)
+    before = sha(db)
+    res = CliRunner().invoke(app, ["results", "--store", f"sqlite:///{db}"])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip().count("\n") == 0 and message in res.stderr, res.stderr
+    assert sha(db) == before
+    assert not [p for p in tmp_path.iterdir() if p.name != "x.db"]  # no journal left behind
+
+
+@pytest.mark.parametrize("first", ["optuna", "edgerob"])
+def test_an_optuna_study_may_share_the_store(tmp_path, first):
+    """edgerob optimize's default storage is the store's file: Optuna's tables are neighbours,
+    and its `alembic_version` is not ours, whoever created the file."""
+    optuna = pytest.importorskip("optuna")
+    url = f"sqlite:///{tmp_path}/shared.db"
+    if first == "optuna":
+        optuna.storages.RDBStorage(url)
+    Store(url)
+    optuna.create_study(storage=url, study_name="s").optimize(lambda t: t.suggest_float("x", 0, 1),
+                                                              n_trials=1)
+    assert Store(url).runs() == [] and revision(url) == (head(),)
+    assert len(optuna.load_study(storage=url, study_name="s").trials) == 1
+
+
+def test_every_command_opens_a_0_1_0_store(tmp_path):
+    """results, fit, compare and report on a store written by edgerob 0.1.0 (plus enough
+    simulated failure records, inserted as 0.1.0 would, for fit)."""
+    url = v010_store(tmp_path / "r.db")
+    df = sv.simulate_failures(360, "weibull", targets=("cpu",), precisions=("fp32", "int8"),
+                              batch_sizes=(1, 8), seed=3)
+    with sa.create_engine(url).begin() as c:
+        run_id = c.execute(sa.text("SELECT run_id FROM runs")).scalar()
+        c.execute(failures.insert(), [
+            {"run_id": run_id, "target": r.target, "precision": r.precision,
+             "batch_size": int(r.batch_size), "attack": r.attack, "eps": float(r.eps),
+             "sample_id": 100 + i, "queries": int(r.queries),
+             "budget_queries": int(r.budget_queries), "duration_s": float(r.duration_s),
+             "event": int(r.event)} for i, r in enumerate(df.itertuples())])
+    before = rows(url)
+    cli = CliRunner()
+
+    def ok(*args):
+        res = cli.invoke(app, [*args, "--store", url])
+        assert res.exit_code == 0, res.output + repr(res.exception)
+        return res.output
+
+    assert "cpu" in ok("results")
+    assert revision(url) == (head(),)
+    ok("fit", "--families", "weibull", "--out", str(tmp_path / "fit"))
+    ok("compare", "--json")
+    ok("report", "--out", str(tmp_path / "r.html"))
+    assert (tmp_path / "r.html").stat().st_size > 1000
+    after = rows(url)
+    assert {t: [r[:len(before[t][0])] for r in v] for t, v in after.items()} == before
+
+
+def test_postgresql_0_1_0_store_upgraded_in_place_and_newer_refused():
+    """The same on a real PostgreSQL server (tests/pg.py; skips where none can start): a 0.1.0
+    store (revision 0001's tables, no version table, rows) is upgraded keeping every row, the
+    result is store.py's schema, and a newer revision is refused without a change."""
+    import pg
+
+    url = pg.database_url()
+    engine = sa.create_engine(url)
+    with engine.begin() as c:
+        command.upgrade(_alembic(c), BASELINE)
+        c.execute(sa.text(f"DROP TABLE {VERSION_TABLE}"))
+    with engine.begin() as c, sqlite3.connect(":memory:") as dump:
+        dump.executescript(V010_DUMP.read_text())
+        for t in ("runs", "measurements", "failures"):
+            cur = dump.execute(f"SELECT * FROM {t}")
+            names = [d[0] for d in cur.description]
+            c.execute(metadata.tables[t].insert(), [dict(zip(names, r)) for r in cur])
+    before = rows(url)
+    s = Store(url)
+    assert revision(url) == (head(),)
+    after = rows(url)
+    assert {t: [r[:len(before[t][0])] for r in v] for t, v in after.items()} == before
+    assert len(s.failures()) == 3
+    with engine.connect() as c:
+        diff = compare_metadata(MigrationContext.configure(
+            c, opts={"include_name": include_name}), metadata)
+    assert diff == [], f"the migrations and store.py differ on PostgreSQL: {diff}"
+    with engine.begin() as c:
+        c.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '9999'"))
+    with pytest.raises(EdgerobError, match="schema revision 9999 is newer"):
+        Store(url)
+    assert revision(url) == ("9999",) and rows(url) == after
