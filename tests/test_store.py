@@ -172,6 +172,21 @@ def test_0_1_0_store_upgraded_in_place_keeps_every_row(tmp_path):
     assert s.runs()[0]["status"] == "done"
 
 
+def test_0_1_0_failure_energy_is_put_on_the_0_2_0_basis(tmp_path):
+    """0.1.0 divided a record's energy among the batch; 0.2.0 stores the queries' energy whole
+    (the basis of duration_s), so the upgrade multiplies it back by the batch size."""
+    path = tmp_path / "r.db"
+    url = v010_store(path)
+    con = sqlite3.connect(path)
+    con.execute("UPDATE failures SET energy_j = 0.5, batch_size = 4 WHERE sample_id = 1")
+    con.execute("UPDATE failures SET energy_j = 0.25 WHERE sample_id = 2")  # batch size 1
+    con.commit()
+    con.close()
+    got = {r["sample_id"]: r for r in Store(url).failures()}
+    assert got[1]["energy_j"] == 2.0 and got[2]["energy_j"] == 0.25
+    assert got[0]["energy_j"] is None and got[1]["energy_share_j"] is None
+
+
 def test_upgrade_is_one_transaction(tmp_path, monkeypatch):
     """A failure after the stamp (or half-way through the DDL) leaves the store as it was."""
     url = v010_store(tmp_path / "r.db")
