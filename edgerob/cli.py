@@ -126,7 +126,7 @@ def train(
                                                                 "(e.g. rapl, nvml).")] = None,
 ):
     """Train a ResNet with seeded SGD; prints and records test accuracy and train time."""
-    from edgerob.train import TrainConfig, train as train_model
+    from edgerob.host.train import TrainConfig, train as train_model
 
     config = TrainConfig(arch=arch, width=width, dataset=dataset,
                          data_root=str(data_root) if data_root else None, epochs=epochs,
@@ -166,7 +166,7 @@ def export_cmd(
     force: Annotated[bool, typer.Option(help="Rebuild artifacts that already exist.")] = False,
 ):
     """Export to ONNX at each precision with a parity report against fp32."""
-    from edgerob.export import export
+    from edgerob.host.export import export
 
     arts = export(model_dir, out_dir, _csv_list(precisions),
                   calibration_samples=calibration_samples, reuse=not force)
@@ -203,23 +203,23 @@ def profile(
     A target whose host is ssh://user@host is profiled remotely: the bundle is copied there,
     run, and its results ingested here."""
     from edgerob.store import Store
-    from edgerob.sweep import cells, load_profile, run_profile
+    from edgerob.device.sweep import cells, load_profile, run_profile
 
     if bundle is not None:
-        from edgerob.bundle import load_bundle, results_url
+        from edgerob.fleet.bundle import load_bundle, results_url
 
         tgt, prof, work = load_bundle(bundle)  # verifies every file first
         db = Store(store or results_url(bundle))
         model_or_work, store = work, store or results_url(bundle)
     else:
-        from edgerob.targets import load_target
+        from edgerob.catalog.targets import load_target
 
         tgt, prof = load_target(target), load_profile(profile_name)
         store = store or DEFAULT_URL
         db = Store(store)  # open early: a bad URL fails before any training
         model_or_work = model or _default_model()
     if not tgt.is_local and bundle is None:
-        from edgerob.remote import profile_remote
+        from edgerob.fleet.remote import profile_remote
 
         with err.status("remote profiling") as status:
             counts = profile_remote(tgt, prof, model_or_work, db, new_run=new_run,
@@ -258,7 +258,7 @@ def profile(
 
 
 def _default_model() -> Path:
-    from edgerob.train import TrainConfig, default_model
+    from edgerob.host.train import TrainConfig, default_model
 
     config = TrainConfig()
     progress, on_epoch = _epoch_progress(config.epochs)
@@ -277,9 +277,9 @@ def bundle_cmd(
     model: ModelOpt = None,
 ):
     """Write a bundle for a device: artifacts, input sets, target, profile, hashed manifest."""
-    from edgerob.bundle import write_bundle
-    from edgerob.sweep import load_profile
-    from edgerob.targets import load_target
+    from edgerob.fleet.bundle import write_bundle
+    from edgerob.device.sweep import load_profile
+    from edgerob.catalog.targets import load_target
 
     tgt, prof = load_target(target), load_profile(profile_name)
     folder = write_bundle(tgt, prof, model or _default_model(), out_dir)
@@ -296,7 +296,7 @@ def ingest(
     store: StoreOpt = DEFAULT_URL,
 ):
     """Import a device's results into the store, skipping rows already there."""
-    from edgerob.bundle import ingest as ingest_results
+    from edgerob.fleet.bundle import ingest as ingest_results
     from edgerob.store import Store
 
     counts = ingest_results(source, Store(store))
@@ -314,7 +314,7 @@ app.add_typer(targets_app, name="targets")
 def targets_list():
     """Every target: runtime, profiler, peak TOPS, bandwidth, TDP and price."""
     from edgerob.catalog import list_names
-    from edgerob.targets import load_target
+    from edgerob.catalog.targets import load_target
 
     table = Table("name", "runtime", "profiler", "host", "int8 TOPS", "fp16 TOPS", "GB/s",
                   "TDP W", "USD", "USD/h", title="targets")
@@ -333,7 +333,7 @@ def targets_list():
 def targets_show(name: Annotated[str, typer.Argument(help="Target name or YAML path.")]):
     """One target's file, with the sources of its figures."""
     from edgerob.catalog import find_yaml
-    from edgerob.targets import load_target
+    from edgerob.catalog.targets import load_target
 
     load_target(name)  # validate first
     out.print(find_yaml("targets", name).read_text(), highlight=False, markup=False)
@@ -385,9 +385,9 @@ def attack(
     seed: int = 0,
 ):
     """Craft white-box input sets on the fp32 model; report clean and robust accuracy."""
-    from edgerob.attacks import craft, input_set_name
-    from edgerob.data import load_dataset
-    from edgerob.models import load_checkpoint
+    from edgerob.host.attacks import craft, input_set_name
+    from edgerob.host.data import load_dataset
+    from edgerob.host.models import load_checkpoint
 
     names, radii = _csv_list(attacks), _csv_list(eps, float)
     model, card = load_checkpoint(model_dir)
@@ -420,9 +420,9 @@ def doctor():
 
     Lists each runtime and profiler, available or not and why, and the catalog target that fits
     this machine."""
-    from edgerob.profilers import REGISTRY as PROFILERS, profiler_class
-    from edgerob.runtimes import REGISTRY as RUNTIMES, runtime_class
-    from edgerob.targets import machine_facts, matching_targets
+    from edgerob.device.profilers import REGISTRY as PROFILERS, profiler_class
+    from edgerob.device.runtimes import REGISTRY as RUNTIMES, runtime_class
+    from edgerob.catalog.targets import machine_facts, matching_targets
 
     table = Table("kind", "name", "available", "why", title="edgerob doctor")
     for kind, names, get in (("runtime", RUNTIMES, runtime_class),
@@ -480,7 +480,7 @@ def compare(
 
     Latency (ties within noise), throughput, power, energy, accuracy under attack, time and
     energy to failure; Pareto fronts as tables and plots."""
-    from edgerob.compare import compare_fleet, config_label, public_rows
+    from edgerob.analysis.compare import compare_fleet, config_label, public_rows
     from edgerob.store import Store
 
     result = compare_fleet(Store(store), targets, out_dir)
@@ -532,7 +532,7 @@ def compare(
 
 
 def _workload(inferences_per_s, hours_per_day, years, usd_per_kwh, utilisation):
-    from edgerob.cost import Workload
+    from edgerob.analysis.cost import Workload
 
     return Workload(inferences_per_s=inferences_per_s, hours_per_day=hours_per_day,
                     years=years, electricity_usd_per_kwh=usd_per_kwh, utilisation=utilisation)
@@ -558,7 +558,7 @@ def cost(
 
     Capital, energy, USD and kWh per million inferences, devices needed; the attacker's side:
     USD and joules to a failure, TRASH. --candidate predicts a device from its spec sheet."""
-    from edgerob.compare import fleet_table
+    from edgerob.analysis.compare import fleet_table
     from edgerob.store import Store
 
     db = Store(store)
@@ -566,7 +566,7 @@ def cost(
     if candidate:
         _cost_candidate(db, candidate, targets, w, json_out)
         return
-    from edgerob.cost import cost_table, workload_dict
+    from edgerob.analysis.cost import cost_table, workload_dict
 
     costs = cost_table(fleet_table(db, targets), w, train_time_s)
     if not costs:
@@ -615,9 +615,9 @@ def cost(
 def _cost_candidate(db, candidate: str, targets, w, json_out: bool) -> None:
     from rich.markup import escape
 
-    from edgerob.compare import leave_one_target_out, predict_candidate
-    from edgerob.cost import candidate_costs, workload_dict
-    from edgerob.targets import load_target
+    from edgerob.analysis.compare import leave_one_target_out, predict_candidate
+    from edgerob.analysis.cost import candidate_costs, workload_dict
+    from edgerob.catalog.targets import load_target
 
     tgt = load_target(candidate)
     preds = candidate_costs(predict_candidate(db, tgt, targets), tgt, w)
@@ -690,7 +690,7 @@ def report(
 
     Fleet table, Pareto plots, cost, leave-one-target-out prediction error, survival curves,
     every measurement's fingerprint."""
-    from edgerob.report import write_report
+    from edgerob.analysis.report import write_report
     from edgerob.store import Store
 
     w = _workload(inferences_per_s, hours_per_day, years, usd_per_kwh, utilisation)
@@ -739,7 +739,7 @@ def _print_versus_clean(rows: list[dict]) -> None:
 def _print_failures(records: list[dict]) -> None:
     if not records:
         return
-    from edgerob.failures import km_median
+    from edgerob.device.failures import km_median
 
     groups: dict[tuple, list[dict]] = {}
     for r in records:
@@ -788,7 +788,7 @@ def fit(
 
     from rich.markup import escape
 
-    from edgerob import survival
+    from edgerob.analysis import survival
     from edgerob.store import Store
 
     df = survival.load_failures(Store(store), duration)
@@ -874,7 +874,7 @@ def arch_score(
     inputs (Wu et al., ICLR 2024); --validate checks the scores against trained accuracy."""
     import json
 
-    from edgerob import ntk
+    from edgerob.host import ntk
 
     archs = ntk.parse_archs(_csv_list(depths, int), _csv_list(widths, int))
     if validate:
@@ -977,7 +977,7 @@ def optimize(
 
     import optuna
 
-    from edgerob.optimize import optimize as run_study
+    from edgerob.analysis.optimize import optimize as run_study
 
     optuna.logging.set_verbosity(logging.ERROR)  # one line per trial below instead
     err.print(f"study {study} in {storage}: running {trials} trial(s)", highlight=False)

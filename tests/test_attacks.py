@@ -15,15 +15,15 @@ torch = pytest.importorskip("torch")
 torchattacks = pytest.importorskip("torchattacks")
 from torch import nn  # noqa: E402
 
-from edgerob import attacks as A  # noqa: E402
+from edgerob.host import attacks as A  # noqa: E402
 from edgerob.errors import EdgerobError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def setup(tiny_model):
     """The tiny digits model and 64 test images; one torch thread (2 are slower on tiny nets)."""
-    from edgerob.data import load_dataset
-    from edgerob.models import load_checkpoint
+    from edgerob.host.data import load_dataset
+    from edgerob.host.models import load_checkpoint
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -330,7 +330,7 @@ def test_input_set_loads_without_torch(setup, tmp_path):
     _, x, y, _ = setup
     path = A.InputSet.clean(x[:4], y[:4], np.arange(4)).save(tmp_path / "clean.npz")
     code = ("import sys; sys.modules['torch'] = None; sys.modules['torchattacks'] = None\n"
-            "from edgerob.attacks import InputSet, input_set_name\n"
+            "from edgerob.host.attacks import InputSet, input_set_name\n"
             f"s = InputSet.load({str(path)!r}); assert len(s) == 4 and s.name == 'clean'\n"
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -10,12 +10,12 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from edgerob.bundle import ingest, load_bundle, verify, write_bundle
+from edgerob.fleet.bundle import ingest, load_bundle, verify, write_bundle
 from edgerob.cli import app
 from edgerob.errors import EdgerobError
 from edgerob.store import Store
-from edgerob.sweep import Profile
-from edgerob.targets import load_target
+from edgerob.device.sweep import Profile
+from edgerob.catalog.targets import load_target
 
 from conftest import FAST
 

@@ -128,7 +128,7 @@ def test_corrupt_onnx_artifact(tmp_path, tiny_model, tiny_artifacts, monkeypatch
     # a damaged artifact is rebuilt by export, not silently used
     r = runner.invoke(app, ["export", str(model), "--precisions", "fp32"])
     assert r.exit_code == 0, r.output
-    from edgerob.export import load_artifact
+    from edgerob.host.export import load_artifact
     assert load_artifact(model / "artifacts" / "fp32.onnx").precision == "fp32"
 
 
@@ -144,7 +144,7 @@ def test_train_command(tmp_path):
 
 
 def test_attack_command(tmp_path, tiny_model):
-    from edgerob.attacks import InputSet
+    from edgerob.host.attacks import InputSet
 
     r = runner.invoke(app, ["attack", str(tiny_model), "--attack", "fgsm,pgd", "--eps", "0,0.1",
                             "--samples", "40", "-o", str(tmp_path)])

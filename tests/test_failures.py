@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from edgerob.bench import compare_samples
+from edgerob.device.bench import compare_samples
 from edgerob.errors import EdgerobError
-from edgerob.failures import margin, square_attack
-from edgerob.profilers import PowerTrace, Profiler
+from edgerob.device.failures import margin, square_attack
+from edgerob.device.profilers import PowerTrace, Profiler
 
 
 class LinearRuntime:
@@ -132,7 +132,7 @@ def test_compare_samples_matches_scipy():
 
 
 def test_km_median():
-    from edgerob.failures import km_median
+    from edgerob.device.failures import km_median
 
     assert km_median([1, 2, 3, 4], [1, 1, 1, 1]) == 2  # S(2) = 0.5
     assert km_median([1, 2, 3, 4], [1, 0, 0, 0]) is None  # S never reaches 0.5

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from edgerob.clocks import throttled_between
+from edgerob.device.clocks import throttled_between
 from edgerob.errors import EdgerobError
-from edgerob.profilers import profiler_class
-from edgerob.profilers.nvml import NvmlProfiler, decode_reasons
-from edgerob.profilers.rapl import RaplProfiler, counter_delta, discover
+from edgerob.device.profilers import profiler_class
+from edgerob.device.profilers.nvml import NvmlProfiler, decode_reasons
+from edgerob.device.profilers.rapl import RaplProfiler, counter_delta, discover
 
 NOT_SUPPORTED = 3
 

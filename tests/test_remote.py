@@ -10,10 +10,10 @@ import threading
 import pytest
 
 from edgerob.errors import EdgerobError
-from edgerob.remote import parse_ssh_host, profile_remote, ssh_command
+from edgerob.fleet.remote import parse_ssh_host, profile_remote, ssh_command
 from edgerob.store import Store
-from edgerob.sweep import Profile
-from edgerob.targets import Target, load_target
+from edgerob.device.sweep import Profile
+from edgerob.catalog.targets import Target, load_target
 
 # asyncssh leaves a Queue.join coroutine unawaited when a redirected process ends
 pytestmark = [pytest.mark.filterwarnings("ignore:coroutine .Queue.join. was never awaited"),

@@ -5,7 +5,7 @@ TensorRT): its version dispatch, batch range, cache keys and availability reason
 plain functions with fake `tensorrt` modules, and its build/load/run plumbing against a fake
 TensorRT + cuda-python written from their documented Python APIs (the fake's "engine" runs the
 artifact with onnxruntime). Whether the real libraries behave like the fakes is only checked on a
-GPU machine (see the docstring of edgerob/runtimes/trt.py).
+GPU machine (see the docstring of edgerob/device/runtimes/trt.py).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 
 from edgerob.errors import EdgerobError
-from edgerob.export import metadata_path
-from edgerob.models import WEIGHTS_FILE
-from edgerob.runtimes import create_runtime, runtime_class
-from edgerob.runtimes import trt as trtmod
-from edgerob.runtimes.torch_eager import TorchRuntime
+from edgerob.host.export import metadata_path
+from edgerob.host.models import WEIGHTS_FILE
+from edgerob.device.runtimes import create_runtime, runtime_class
+from edgerob.device.runtimes import trt as trtmod
+from edgerob.device.runtimes.torch_eager import TorchRuntime
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,7 +43,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def images():
-    from edgerob.data import load_dataset
+    from edgerob.host.data import load_dataset
 
     return load_dataset("digits").x_test[:300]
 
@@ -157,7 +157,7 @@ def test_torch_unavailable_without_torch(monkeypatch):
 
 def test_runtime_modules_import_without_torch_or_tensorrt():
     """Device side: importing both runtime modules pulls in neither torch nor tensorrt."""
-    code = ("import sys; import edgerob.runtimes.torch_eager, edgerob.runtimes.trt; "
+    code = ("import sys; import edgerob.device.runtimes.torch_eager, edgerob.device.runtimes.trt; "
             "bad = [m for m in ('torch', 'tensorrt', 'cuda') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

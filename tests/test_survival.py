@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from edgerob import survival as sv
+from edgerob.analysis import survival as sv
 from edgerob.cli import app
 from edgerob.errors import EdgerobError
 from edgerob.store import Store

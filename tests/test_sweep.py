@@ -4,8 +4,8 @@ import pytest
 
 from edgerob.errors import EdgerobError
 from edgerob.store import Store
-from edgerob.sweep import Profile, cells, run_profile
-from edgerob.targets import load_target
+from edgerob.device.sweep import Profile, cells, run_profile
+from edgerob.catalog.targets import load_target
 
 from conftest import FAST
 
