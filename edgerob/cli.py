@@ -202,27 +202,28 @@ def profile(
 
     A target whose host is ssh://user@host is profiled remotely: the bundle is copied there,
     run, and its results ingested here."""
+    from edgerob.device.sweep import cells, run_profile
     from edgerob.store import Store
-    from edgerob.device.sweep import cells, load_profile, run_profile
 
     if bundle is not None:
         from edgerob.fleet.bundle import load_bundle, results_url
 
         tgt, prof, work = load_bundle(bundle)  # verifies every file first
         db = Store(store or results_url(bundle))
-        model_or_work, store = work, store or results_url(bundle)
+        store = store or results_url(bundle)
     else:
+        from edgerob.catalog.profiles import load_profile
         from edgerob.catalog.targets import load_target
 
         tgt, prof = load_target(target), load_profile(profile_name)
         store = store or DEFAULT_URL
         db = Store(store)  # open early: a bad URL fails before any training
-        model_or_work = model or _default_model()
+        work = _prepare(prof, model)
     if not tgt.is_local and bundle is None:
         from edgerob.fleet.remote import profile_remote
 
         with err.status("remote profiling") as status:
-            counts = profile_remote(tgt, prof, model_or_work, db, new_run=new_run,
+            counts = profile_remote(tgt, prof, work, db, new_run=new_run,
                                     on_step=lambda s: status.update(f"{tgt.name}: {s}"))
         rows = [r for r in db.measurements(target=tgt.name)]
         _print_measurements(rows, f"{tgt.name} ({tgt.host}) / {prof.name}")
@@ -240,7 +241,7 @@ def profile(
             + (" (stored)" if m is None else "")))
 
     with progress:
-        result = run_profile(tgt, prof, model_or_work, db, new_run=new_run, threads=threads,
+        result = run_profile(tgt, prof, work, db, new_run=new_run, threads=threads,
                              on_cell=on_cell)
     _print_measurements(result.rows, f"{tgt.name} / {prof.name}")
     _print_versus_clean(result.rows)
@@ -255,6 +256,15 @@ def profile(
                   f"(column `throttled`): {hot[0]['throttle_note']}")
     elif result.rows and all(r["throttled"] is None for r in result.rows):
         err.print(f"throttling unknown: {result.rows[0]['throttle_note']}")
+
+
+def _prepare(profile, model: Path | None):
+    """The host's half of the pipeline: the workload (artifacts, input sets) of a model folder."""
+    from edgerob.host.workload import prepare_workload
+
+    folder = model or _default_model()
+    with err.status("preparing the workload (export, input sets)"):
+        return prepare_workload(profile, folder)
 
 
 def _default_model() -> Path:
@@ -277,12 +287,12 @@ def bundle_cmd(
     model: ModelOpt = None,
 ):
     """Write a bundle for a device: artifacts, input sets, target, profile, hashed manifest."""
-    from edgerob.fleet.bundle import write_bundle
-    from edgerob.device.sweep import load_profile
+    from edgerob.catalog.profiles import load_profile
     from edgerob.catalog.targets import load_target
+    from edgerob.fleet.bundle import write_bundle
 
     tgt, prof = load_target(target), load_profile(profile_name)
-    folder = write_bundle(tgt, prof, model or _default_model(), out_dir)
+    folder = write_bundle(tgt, prof, _prepare(prof, model), out_dir)
     out.print(f"bundle for {tgt.name} / {prof.name} -> {folder}\n"
               f"on the device: edgerob profile --bundle {folder.name}; then here: "
               f"edgerob ingest {folder.name}")

@@ -330,7 +330,7 @@ def test_input_set_loads_without_torch(setup, tmp_path):
     _, x, y, _ = setup
     path = A.InputSet.clean(x[:4], y[:4], np.arange(4)).save(tmp_path / "clean.npz")
     code = ("import sys; sys.modules['torch'] = None; sys.modules['torchattacks'] = None\n"
-            "from edgerob.host.attacks import InputSet, input_set_name\n"
+            "from edgerob.device.inputs import InputSet, input_set_name\n"
             f"s = InputSet.load({str(path)!r}); assert len(s) == 4 and s.name == 'clean'\n"
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -14,7 +14,8 @@ from edgerob.fleet.bundle import ingest, load_bundle, verify, write_bundle
 from edgerob.cli import app
 from edgerob.errors import EdgerobError
 from edgerob.store import Store
-from edgerob.device.sweep import Profile
+from edgerob.catalog.profiles import Profile
+from edgerob.host.workload import prepare_workload
 from edgerob.catalog.targets import load_target
 
 from conftest import FAST
@@ -51,7 +52,8 @@ def device_run(*args, cwd):
 @pytest.fixture(scope="module")
 def bundle(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("b") / "bundle"
-    return write_bundle(load_target("cpu"), Profile.model_validate(PROFILE), tiny_model, out)
+    profile = Profile.model_validate(PROFILE)
+    return write_bundle(load_target("cpu"), profile, prepare_workload(profile, tiny_model), out)
 
 
 def test_the_guard_blocks_host_libraries(tmp_path):

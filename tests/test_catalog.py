@@ -1,4 +1,4 @@
-"""Tests for edgerob.catalog, edgerob.catalog.targets and the Profile model of edgerob.device.sweep."""
+"""Tests for edgerob.catalog: the YAML look-up, targets and profiles."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import edgerob
 from edgerob.device.bench import TimingRules
 from edgerob.catalog import catalog_dirs, find_yaml, list_names
 from edgerob.errors import EdgerobError
-from edgerob.device.sweep import Profile, load_profile
+from edgerob.catalog.profiles import Profile, load_profile
 from edgerob.catalog.targets import Target, load_target
 
 REPO = Path(edgerob.__file__).resolve().parent.parent

@@ -128,7 +128,7 @@ def test_corrupt_onnx_artifact(tmp_path, tiny_model, tiny_artifacts, monkeypatch
     # a damaged artifact is rebuilt by export, not silently used
     r = runner.invoke(app, ["export", str(model), "--precisions", "fp32"])
     assert r.exit_code == 0, r.output
-    from edgerob.host.export import load_artifact
+    from edgerob.device.artifacts import load_artifact
     assert load_artifact(model / "artifacts" / "fp32.onnx").precision == "fp32"
 
 

@@ -5,7 +5,8 @@ import onnx
 import pytest
 
 from edgerob.errors import EdgerobError
-from edgerob.host.export import MIN_AGREEMENT, export, find_artifacts, load_artifact
+from edgerob.device.artifacts import find_artifacts, load_artifact
+from edgerob.host.export import MIN_AGREEMENT, export
 from edgerob.files import file_sha256
 from edgerob.host.models import load_checkpoint
 from edgerob.device.runtimes import create_runtime

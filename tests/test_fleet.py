@@ -55,7 +55,9 @@ def write_target(folder: Path, name: str, peak_tops: dict, bw=None, tdp=None, pu
 def real_fleet(tiny_model, tmp_path_factory):
     """(folder with targets/, store): three runs of the tiny model on this CPU, 1 and 2 threads,
     with clean and FGSM input sets and Square failure records."""
-    from edgerob.device.sweep import Profile, prepare_workload, run_profile
+    from edgerob.catalog.profiles import Profile
+    from edgerob.device.sweep import run_profile
+    from edgerob.host.workload import prepare_workload
 
     folder = tmp_path_factory.mktemp("real_fleet")
     # made-up spec sheets and prices (same CPU underneath): plumbing, not a hardware model

@@ -374,7 +374,7 @@ def test_energy_from_a_profiler_sums_the_training_windows(digits, monkeypatch):
             windows.append("closed")
             return profilers.PowerTrace(energy_j=1.5, duration_s=1.0)
 
-    monkeypatch.setattr(profilers, "profiler_class", lambda name: FakeProfiler)
+    monkeypatch.setattr(train_mod, "profiler_class", lambda name: FakeProfiler)
     data = subset(digits, 64, 30)
     _, card = train(TrainConfig(width=4, epochs=2, batch_size=32, robust_eval_samples=0,
                                 energy_profiler="fake"), dataset=data)

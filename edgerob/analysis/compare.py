@@ -11,6 +11,7 @@ Host side only (numpy, scipy for the t quantile, matplotlib for plots, imported 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgerob.catalog.targets import load_target
 from edgerob.device.bench import compare_samples
-from edgerob.errors import EdgerobError
 from edgerob.device.failures import km_median
+from edgerob.errors import EdgerobError
+from edgerob.files import atomic_write_bytes
 
 # |Cliff's delta| below this is a negligible difference (Romano et al. 2006), as in bench.py.
 NEGLIGIBLE_DELTA = 0.147
@@ -56,8 +59,6 @@ class TargetCache:
 
     def get(self, name: str):
         if name not in self._targets:
-            from edgerob.catalog.targets import load_target
-
             try:
                 self._targets[name] = load_target(name)
             except EdgerobError as e:
@@ -463,8 +464,6 @@ def km_figures(store, targets=None) -> dict[str, object]:
 
 
 def figure_bytes(fig, fmt: str = "png") -> bytes:
-    import io
-
     buf = io.BytesIO()
     # no Software/Date metadata: reproducible bytes and no URLs inside the files
     meta = {"Software": None} if fmt == "png" else {"Creator": None, "Date": None}
@@ -474,8 +473,6 @@ def figure_bytes(fig, fmt: str = "png") -> bytes:
 
 def save_figure(fig, out_dir: str | Path, stem: str) -> list[Path]:
     """PNG and SVG of `fig` in out_dir, written atomically."""
-    from edgerob.files import atomic_write_bytes
-
     paths = []
     for fmt in ("png", "svg"):
         path = Path(out_dir) / f"{stem}.{fmt}"
@@ -731,8 +728,6 @@ def predict_candidate(store, candidate_target, targets=None, level: float = 0.95
     across the measured targets (`targets`: which ones; default all in the store). The
     candidate's own measurements, if any, are never used for the fit (they are reported as
     `measured_*` for comparison). `warnings` flags covariates outside the measured range."""
-    from edgerob.catalog.targets import load_target
-
     cand = load_target(candidate_target) if isinstance(candidate_target, str) else candidate_target
     if not _has_specs(cand):
         raise EdgerobError(f"candidate {cand.name!r} has no spec sheet (specs.peak_tops, "

@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from edgerob.analysis.compare import TargetCache
+from edgerob.catalog.targets import load_target
 from edgerob.errors import EdgerobError
 
 SECONDS_PER_HOUR = 3600.0
@@ -74,8 +76,6 @@ class Workload:
 
 def _load(target):
     if isinstance(target, str):
-        from edgerob.catalog.targets import load_target
-
         return load_target(target)
     return target
 
@@ -230,8 +230,6 @@ def cost_table(rows: list[dict], workload: Workload, train_time_s: float | None 
                pricing: str = "auto") -> list[dict]:
     """`tco` for every fleet row that has a clean measurement; a target whose YAML cannot be
     loaded gives a row with only a note."""
-    from edgerob.analysis.compare import TargetCache
-
     cache = TargetCache()
     out = []
     for r in rows:

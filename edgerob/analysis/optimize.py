@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import tempfile
 import warnings
@@ -38,11 +39,25 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Sequence, Union
 
+import numpy as np
+import sqlalchemy as sa
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PositiveFloat, PositiveInt, Tag,
                       model_validator)
 
+from edgerob.analysis.cost import Workload as CostWorkload, tco
+from edgerob.catalog import find_yaml, load_yaml
+from edgerob.catalog.profiles import AttackSpec, Profile
+from edgerob.catalog.targets import load_target, machine_facts, matching_targets
 from edgerob.device.bench import TimingRules
+from edgerob.device.inputs import InputSet
+from edgerob.device.profilers import profiler_class
+from edgerob.device.sweep import Workload, pick_runtime, run_profile
 from edgerob.errors import EdgerobError
+from edgerob.host.attacks import _resolve_params, bpda, craft
+from edgerob.host.data import load_dataset
+from edgerob.host.export import export
+from edgerob.host.models import load_checkpoint, parse_arch
+from edgerob.host.train import TrainConfig, train
 from edgerob.store import DEFAULT_URL, Store, normalize_url
 
 DEFAULT_STORAGE = "sqlite:///edgerob.db"
@@ -139,8 +154,6 @@ class SearchParams(_Strict):
 
     @model_validator(mode="after")
     def _valid(self):
-        from edgerob.host.models import parse_arch
-
         for d in _choices(self.depth):
             try:
                 parse_arch(f"resnet{d}")
@@ -193,8 +206,6 @@ class Robustness(_Strict):
 
     @model_validator(mode="after")
     def _known_params(self):
-        from edgerob.host.attacks import _resolve_params
-
         try:
             _resolve_params(self.attack, self.eps, False, dict(self.params))
         except EdgerobError as e:
@@ -236,8 +247,6 @@ class Space(_Strict):
 def load_space(space: str | Path | Space | None = None) -> Space:
     """A space by name (`quick` is profiles/space-quick.yaml), by path to its YAML file (read
     with yaml.safe_load and validated), or as it is."""
-    from edgerob.catalog import find_yaml, load_yaml
-
     if isinstance(space, Space):
         return space
     name = str(space or DEFAULT_SPACE)
@@ -276,8 +285,6 @@ class Plan:
 def train_fields() -> set[str]:
     """The fields this edgerob's TrainConfig has (adversarial training and defences may not be
     there in every version)."""
-    from edgerob.host.train import TrainConfig
-
     return {f.name for f in fields(TrainConfig)}
 
 
@@ -285,9 +292,6 @@ def resolve_targets(names: Sequence[str] | str | None) -> tuple[list, list[str]]
     """Targets a trial can run on here: local, with a runtime that runs on this machine.
     `auto` (or None) is every catalog target that matches this machine. Returns (targets,
     notes)."""
-    from edgerob.device.sweep import pick_runtime
-    from edgerob.catalog.targets import load_target, machine_facts, matching_targets
-
     notes = []
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
@@ -331,8 +335,6 @@ def resolve_targets(names: Sequence[str] | str | None) -> tuple[list, list[str]]
 
 def _detected(detect, facts: dict) -> bool:
     """Whether a target's `detect` fits this machine (as `edgerob doctor` matches them)."""
-    import re
-
     def words(needle: str, text: str) -> bool:
         return re.search(rf"(?<!\w){re.escape(needle.lower())}(?!\w)", text.lower()) is not None
 
@@ -345,8 +347,6 @@ def _detected(detect, facts: dict) -> bool:
 def plan_study(space: Space, targets: list) -> Plan:
     """Objectives and searched params for `space` on `targets`, with a note for each thing left
     out and why."""
-    from edgerob.device.profilers import profiler_class
-
     notes = []
     objectives = [Objective(n, *OBJECTIVES[n]) for n in ("robust_accuracy", "latency_p50_ms")]
     no_energy = []
@@ -444,8 +444,6 @@ Runner = Callable[[dict, TrialContext], dict]
 def train_config(cfg: dict, budget: Budget):
     """A TrainConfig for the trial, built only from fields this edgerob's TrainConfig has: a
     searched field it lacks is an error (plan_study leaves those out of the search first)."""
-    from edgerob.host.train import TrainConfig
-
     have = train_fields()
     kwargs = {"arch": f"resnet{cfg['depth']}", "width": cfg["width"], "epochs": budget.epochs,
               "seed": budget.seed}
@@ -467,15 +465,6 @@ def run_pipeline(cfg: dict, ctx: TrialContext) -> dict:
     """The real trial: train at the budget, export the chosen precision, craft the attack's
     input set on the fp32 torch model, profile clean and attacked inputs on the target (one
     run in the results store), and price it. Returns the metrics."""
-    import numpy as np
-
-    from edgerob.host.attacks import InputSet, bpda, craft
-    from edgerob.analysis.cost import Workload as CostWorkload, tco
-    from edgerob.host.data import load_dataset
-    from edgerob.host.export import export
-    from edgerob.device.sweep import AttackSpec, Profile, Workload, run_profile
-    from edgerob.host.train import train
-
     space, budget, rob = ctx.space, ctx.space.budget, ctx.space.robustness
     config = train_config(cfg, budget)
     model_dir = ctx.workdir / "model"
@@ -494,7 +483,7 @@ def run_pipeline(cfg: dict, ctx: TrialContext) -> dict:
                       batch_sizes=[cfg["batch_size"]], samples=n, timing=budget.timing,
                       attacks=[AttackSpec(attack=rob.attack, eps=[rob.eps], params=rob.params)])
     work = Workload(card.name, card.checkpoint_sha256, {precision: art},
-                    {"clean": clean, adv.name: adv})
+                    {"clean": clean, adv.name: adv}, load_model=load_checkpoint)
     result = run_profile(ctx.target, profile, work, ctx.store, new_run=True)
     rows = {r["input_set"]: r for r in result.rows}
     c, a = rows["clean"], rows[adv.name]
@@ -550,8 +539,7 @@ def open_storage(url: str = DEFAULT_STORAGE, *, heartbeat_interval: int | None =
     """An Optuna RDBStorage for `url`, with heartbeats (a dead worker's trial is failed after the
     grace period and queued again, up to `max_retry` times) unless `heartbeat_interval` is None
     or 0. On PostgreSQL, workers starting at once create the tables one at a time."""
-    import optuna
-    import sqlalchemy as sa
+    import optuna  # optional heavy dependency (host extra)
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     url = normalize_url(url)
@@ -593,8 +581,6 @@ def open_storage(url: str = DEFAULT_STORAGE, *, heartbeat_interval: int | None =
 
 
 def _hide(url: str) -> str:
-    import sqlalchemy as sa
-
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - only for messages
@@ -626,7 +612,7 @@ def optimize(trials: int, storage: str = DEFAULT_STORAGE, study_name: str = "edg
     plot: write the Pareto plot (PNG, or any suffix matplotlib knows) to this path.
     heartbeat_interval, grace_period, max_retry: Optuna heartbeats (None or 0: off).
     """
-    import optuna
+    import optuna  # optional heavy dependency (host extra)
 
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 0:
         raise EdgerobError(f"trials must be a non-negative integer, got {trials!r}")
@@ -798,7 +784,7 @@ def _result(study, plan: Plan, space: Space, storage_url: str, ran: list[int]) -
 
 def load_result(storage: str, study_name: str) -> tuple[list[dict], list[dict], list[str]]:
     """(front rows, all trial rows, objective names) of a stored study, measuring nothing."""
-    import optuna
+    import optuna  # optional heavy dependency (host extra)
 
     st = open_storage(storage, heartbeat_interval=None)
     try:
@@ -860,7 +846,7 @@ def pareto_front(points, directions) -> list[int]:
 def plot_front(result: OptimizeResult, path: str | Path) -> Path:
     """Robust accuracy against each other objective: every completed trial, infeasible ones
     crossed, the Pareto front ringed. One panel per objective; written to `path`."""
-    import matplotlib
+    import matplotlib  # optional heavy dependency (host extra)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

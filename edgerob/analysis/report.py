@@ -12,9 +12,18 @@ import base64
 import html
 import json
 import math
+import os
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from edgerob.analysis.compare import (config_label, figure_bytes, fleet_table, front_figure,
+                                      km_figures, leave_one_target_out, pareto_fronts,
+                                      target_names)
+from edgerob.analysis.cost import Workload, cost_table
 from edgerob.errors import EdgerobError
+from edgerob.files import atomic_write_bytes
+from edgerob.store import now
 
 CSS = """
 :root { --fg:#1d2330; --muted:#5b6475; --line:#d9dee7; --bg:#ffffff; --band:#f5f7fa;
@@ -96,16 +105,12 @@ def _cell(v, spec=".3g"):
 
 
 def _img(fig, alt: str) -> str:
-    from edgerob.analysis.compare import figure_bytes
-
     data = base64.b64encode(figure_bytes(fig, "png")).decode()
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _safe_url(url: str) -> str:
     try:
-        import sqlalchemy as sa
-
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - only for display
         return url
@@ -150,8 +155,6 @@ def _fleet_section(rows: list[dict]) -> str:
 
 
 def _pareto_section(rows: list[dict], fronts: list[dict]) -> str:
-    from edgerob.analysis.compare import config_label, front_figure
-
     parts = ["<h2 id='pareto'>Pareto fronts</h2>",
              "<p class='note'>Non-dominated configurations: none other is at least as good on "
              "both axes and better on one. Purchase and rental prices are different units and "
@@ -183,8 +186,6 @@ def _pareto_section(rows: list[dict], fronts: list[dict]) -> str:
 
 
 def _cost_section(rows: list[dict], workload, train_time_s) -> str:
-    from edgerob.analysis.cost import cost_table
-
     costs = cost_table(rows, workload, train_time_s)
     w = workload
     headers = ["target", "precision", "batch", "pricing", "devices", "capital USD",
@@ -226,8 +227,6 @@ def _cost_section(rows: list[dict], workload, train_time_s) -> str:
 
 
 def _prediction_section(store, targets) -> str:
-    from edgerob.analysis.compare import leave_one_target_out
-
     head = "<h2 id='prediction'>Pre-purchase prediction: leave-one-target-out</h2>"
     try:
         loo = leave_one_target_out(store, targets)
@@ -250,8 +249,6 @@ def _prediction_section(store, targets) -> str:
 
 
 def _survival_section(store, rows: list[dict], targets, aft: bool = True) -> str:
-    from edgerob.analysis.compare import km_figures
-
     figs = km_figures(store, targets)
     head = "<h2 id='survival'>Survival under attack</h2>"
     if not figs:
@@ -288,11 +285,9 @@ def _aft_section(store, targets=None) -> str:
     its dependencies are installed: the family comparison and the best family's time ratios.
     Optional: without it, or when the records cannot be fitted, a one-line note says why."""
     try:
-        from edgerob.analysis import survival
+        from edgerob.analysis import survival  # pandas and lifelines (host extra): optional
     except ImportError as e:
         return f"<p class='note'>AFT models not included: {_e(e)}</p>"
-    from edgerob.analysis.compare import target_names
-
     try:
         df = survival.load_failures(store)
         wanted = target_names(targets)
@@ -328,8 +323,6 @@ def _aft_section(store, targets=None) -> str:
 
 
 def _fingerprint_section(store, targets) -> str:
-    from edgerob.analysis.compare import target_names
-
     wanted = set(target_names(targets) or []) or None
     ms = [m for m in store.measurements() if wanted is None or m["target"] in wanted]
     items = []
@@ -357,10 +350,6 @@ def render_report(store, targets=None, workload=None, train_time_s: float | None
                   title: str = "edgerob fleet report", aft: bool = True) -> str:
     """The report as one HTML string. `aft`: include the AFT model comparison from
     edgerob.analysis.survival where it can run (a few seconds of fitting)."""
-    from edgerob.analysis.compare import fleet_table, pareto_fronts, target_names
-    from edgerob.analysis.cost import Workload
-    from edgerob.store import now
-
     workload = workload or Workload()
     rows = fleet_table(store, targets)
     if not rows:
@@ -392,8 +381,6 @@ def write_report(store, out_path: str | Path, targets=None, workload=None,
                  train_time_s: float | None = None, title: str = "edgerob fleet report",
                  aft: bool = True) -> Path:
     """Write the self-contained HTML report to out_path atomically; returns the path."""
-    from edgerob.files import atomic_write_bytes
-
     text = render_report(store, targets, workload, train_time_s, title, aft)
     path = Path(out_path)
     atomic_write_bytes(path, text.encode("utf-8"))
@@ -404,8 +391,6 @@ def write_report(store, out_path: str | Path, targets=None, workload=None,
 def _readable(path: Path) -> None:
     """A report is for sharing: give it the usual file mode (0666 minus the umask) rather than
     the 0600 of the temporary file it was renamed from."""
-    import os
-
     mask = os.umask(0)
     os.umask(mask)
     try:

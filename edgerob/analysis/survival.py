@@ -42,9 +42,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
+from edgerob.catalog.targets import load_target
 from edgerob.errors import EdgerobError
 from edgerob.files import cache_dir
+from edgerob.store import failures as failures_table, measurements, runs
 
 # --- what can be fitted ---------------------------------------------------------------------
 
@@ -79,10 +82,6 @@ def load_failures(store, duration: str = "time") -> pd.DataFrame:
     being modelled: `duration_s` for "time", `energy_j` for "energy"). `df.attrs` holds
     `duration`, `unit` and `notes`.
     """
-    import sqlalchemy as sa
-
-    from edgerob.store import failures as failures_table, measurements, runs
-
     if duration not in DURATIONS:
         raise EdgerobError(f"unknown duration {duration!r}; allowed: {', '.join(DURATIONS)}")
     with store.engine.connect() as c:
@@ -195,8 +194,6 @@ def _split_column(col: str) -> tuple[str, str | None]:
 
 
 def _target_specs(names) -> dict:
-    from edgerob.catalog.targets import load_target
-
     specs = {}
     for name in names:
         try:

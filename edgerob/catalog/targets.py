@@ -6,11 +6,12 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, f
 
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from edgerob.catalog import find_yaml, list_names, load_yaml
-from edgerob.errors import EdgerobError
 from edgerob.device.profilers import REGISTRY as PROFILERS
 from edgerob.device.runtimes import REGISTRY as RUNTIMES
+from edgerob.errors import EdgerobError
 
 
 class _Strict(BaseModel):
@@ -69,8 +70,6 @@ class Target(_Strict):
     @classmethod
     def _valid_host(cls, v: str) -> str:
         if v not in ("local", "localhost"):
-            from edgerob.fleet.remote import parse_ssh_host
-
             try:
                 parse_ssh_host(v)
             except EdgerobError as e:
@@ -87,6 +86,23 @@ class Target(_Strict):
     @property
     def is_local(self) -> bool:
         return self.host in ("local", "localhost")
+
+
+def parse_ssh_host(host: str) -> tuple[str, int | None]:
+    """'ssh://user@host:2222' -> ('user@host', 2222)."""
+    parts = urlsplit(host)
+    if parts.scheme != "ssh" or not parts.hostname:
+        raise EdgerobError(f"target host {host!r} is not local and not ssh://[user@]host[:port]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.password:
+        raise EdgerobError(f"target host {host!r}: only ssh://[user@]host[:port] is accepted")
+    try:
+        port = parts.port
+    except ValueError:
+        raise EdgerobError(f"target host {host!r} has an invalid port") from None
+    dest = f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname
+    if dest.startswith("-"):
+        raise EdgerobError(f"target host {host!r} would be read as an ssh option")
+    return dest, port
 
 
 def load_target(name: str) -> Target:

@@ -1,104 +1,33 @@
-"""Profiles (profiles/NAME.yaml) and the sweep that measures every cell of one on a target.
+"""The sweep: every cell of a profile measured on this machine for a prepared workload.
 
 A cell is runtime x precision x batch size x input set. Cells already in the store for the same
 run are skipped, so an interrupted sweep resumes where it stopped; each cell is written in one
-transaction, so an interruption leaves only whole cells behind.
+transaction, so an interruption leaves only whole cells behind. The workload (artifacts and input
+sets) comes ready: from `edgerob.host.workload` on this machine, or from a bundle on a device.
 """
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
 import os
 import platform
 import socket
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Callable, Literal
+from typing import Callable, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 from edgerob import __version__
-from edgerob.device.bench import Measurement, TimingRules, compare_samples, measure
-from edgerob.catalog import find_yaml, load_yaml
+from edgerob.device.bench import Measurement, compare_samples, measure
 from edgerob.device.clocks import cpu_state
-from edgerob.errors import EdgerobError
+from edgerob.device.failures import square_attack
 from edgerob.device.profilers import profiler_class
 from edgerob.device.runtimes import create_runtime, runtime_class
+from edgerob.errors import EdgerobError
 from edgerob.store import Store, now
-from edgerob.catalog.targets import Target
-
-Precision = Literal["fp32", "fp16", "int8"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-Eps = Annotated[float, Field(ge=0, le=1)]
-
-
-class AttackSpec(_Strict):
-    """White-box input sets crafted on the host on the fp32 model: one per eps."""
-
-    attack: str
-    eps: list[Eps] = Field(min_length=1)
-    precise: bool = False
-    official: bool = False  # AutoAttack at the official strength (100 steps, 5000 queries)
-    params: dict = Field(default_factory=dict)
-
-    @field_validator("attack")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        from edgerob.host.attacks import ATTACKS
-
-        if v not in ATTACKS:
-            raise ValueError(f"unknown attack {v!r}; allowed: {', '.join(ATTACKS)}")
-        return v
-
-
-class QueryAttackSpec(_Strict):
-    """Black-box attack on the deployed artifact, producing failure records."""
-
-    attack: Literal["square"] = "square"
-    eps: list[Annotated[float, Field(gt=0, le=1)]] = Field(min_length=1)
-    budget_queries: int = Field(ge=2)
-    samples: PositiveInt = 32
-    precisions: list[Precision] | None = None  # None: the profile's
-    batch_sizes: list[PositiveInt] | None = None  # None: the profile's
-    p_init: float = Field(0.1, gt=0, le=1)
-    seed: int = 0
-
-
-class Profile(_Strict):
-    name: str
-    description: str = ""
-    precisions: list[Precision] = Field(min_length=1)
-    batch_sizes: list[PositiveInt] = Field(min_length=1)
-    samples: PositiveInt | None = None  # cap on samples per input set; None: the whole test split
-    timing: TimingRules = Field(default_factory=TimingRules)
-    attacks: list[AttackSpec] = Field(default_factory=list)
-    query_attack: QueryAttackSpec | None = None
-
-    @field_validator("precisions", "batch_sizes")
-    @classmethod
-    def _unique(cls, v: list) -> list:
-        if len(set(v)) != len(v):
-            raise ValueError(f"values must be unique, got {v}")
-        return v
-
-    @property
-    def input_sets(self) -> list[str]:
-        """'clean' then one ATTACK@EPS per white-box attack and eps."""
-        from edgerob.host.attacks import input_set_name
-
-        return ["clean"] + [input_set_name(a.attack, e) for a in self.attacks for e in a.eps]
-
-
-def load_profile(name: str) -> Profile:
-    """A profile by catalog name (quick, ...) or by path to its YAML file."""
-    return load_yaml(find_yaml("profiles", name), Profile)
 
 
 @dataclass
@@ -120,7 +49,7 @@ class SweepResult:
     power_note: str | None  # why power is NULL, when it is
 
 
-def cells(profile: Profile) -> list[Cell]:
+def cells(profile) -> list[Cell]:
     """Measurement cells (clean first, so adversarial cells can be compared with them), then
     failure-record cells."""
     out = [Cell(p, b, s) for s in profile.input_sets for p in profile.precisions
@@ -135,31 +64,26 @@ def cells(profile: Profile) -> list[Cell]:
 
 @dataclass
 class Workload:
-    """What a sweep runs: the artifacts by precision and the input sets by name. Built on the
-    host from a model folder (`prepare_workload`), or read from a bundle on a device."""
+    """What a sweep runs: the artifacts by precision and the input sets by name. Prepared on
+    the host from a model folder (`edgerob.host.workload.prepare_workload`), or read from a
+    bundle on a device (`edgerob.fleet.bundle.load_bundle`)."""
 
     model: str
     model_sha256: str
     artifacts: dict  # precision -> Artifact
     inputs: dict  # input set name -> InputSet
+    # The checkpoint (card and weights) and the host's loader for it, for runtimes that run the
+    # checkpoint itself (torch): the model's code is the host's, so it comes in from there.
+    model_files: list = field(default_factory=list)
+    load_model: Callable | None = None
 
 
-def sweep_precisions(profile: Profile) -> list[str]:
+def sweep_precisions(profile) -> list[str]:
     qa = profile.query_attack
     return list(dict.fromkeys(profile.precisions + ((qa.precisions or []) if qa else [])))
 
 
-def prepare_workload(profile: Profile, model_dir: str | Path) -> Workload:
-    """Export the artifacts and craft the input sets the profile needs (host side: torch)."""
-    from edgerob.host.export import export
-    from edgerob.host.models import load_card
-
-    card = load_card(model_dir)
-    artifacts = export(model_dir, precisions=sweep_precisions(profile))
-    return Workload(card.name, card.checkpoint_sha256, artifacts, input_sets(profile, model_dir))
-
-
-def pick_runtime(target: Target) -> tuple[str, dict]:
+def pick_runtime(target) -> tuple[str, dict]:
     """The target's runtime if it can run here, else the first fallback that can (without the
     preferred runtime's options). Returns (name, options)."""
     reasons = []
@@ -174,12 +98,12 @@ def pick_runtime(target: Target) -> tuple[str, dict]:
     raise EdgerobError(f"no runtime of target {target.name!r} can run here ({'; '.join(reasons)})")
 
 
-def run_profile(target: Target, profile: Profile, model: str | Path | Workload, store: Store, *,
+def run_profile(target, profile, work: Workload, store: Store, *,
                 new_run: bool = False, threads: int | None = None,
                 on_cell: Callable[[int, int, Cell, object | None], None] | None = None,
                 ) -> SweepResult:
-    """Measure every cell of `profile` on `target` (this machine) for `model`: a model folder
-    (artifacts and input sets are made on first use and reused after) or a prepared Workload.
+    """Measure every cell of `profile` (a catalog Profile) on `target` (a catalog Target: this
+    machine) for the prepared workload `work`.
 
     `on_cell(done, total, cell, result)` is called after each cell (result None: already
     stored, skipped).
@@ -187,7 +111,6 @@ def run_profile(target: Target, profile: Profile, model: str | Path | Workload, 
     if not target.is_local:
         raise EdgerobError(f"target {target.name!r} is on host {target.host!r}; this command "
                            f"measures the local machine only")
-    work = model if isinstance(model, Workload) else prepare_workload(profile, model)
     artifacts, inputs = work.artifacts, work.inputs
     qa = profile.query_attack
     runtime_name, runtime_options = pick_runtime(target)
@@ -207,12 +130,15 @@ def run_profile(target: Target, profile: Profile, model: str | Path | Workload, 
     batch_sizes = sorted({c.batch_size for c in todo})
     measured = skipped = 0
     runtimes = {}
+    # A runtime that runs the checkpoint itself (torch) builds the model with the host's loader.
+    model_options = ({"load_model": work.load_model}
+                     if runtime_class(runtime_name).runs_checkpoint else {})
 
     def runtime_for(precision: str):
         if precision not in runtimes:
             runtimes[precision] = create_runtime(runtime_name, artifacts[precision].path,
                                                  threads=threads, batch_sizes=batch_sizes,
-                                                 **runtime_options)
+                                                 **runtime_options, **model_options)
         return runtimes[precision]
 
     try:
@@ -281,8 +207,6 @@ def _versus_clean(store, run_id, runtime, cell, m: Measurement) -> dict:
 
 
 def _failure_cell(store, run_id, target, cell, rt, clean, qa, profiler) -> list:
-    from edgerob.device.failures import square_attack
-
     attack, eps = cell.input_set.split("@")
     n = min(qa.samples, len(clean.images))
     records = square_attack(rt, clean.images[:n], clean.labels[:n], clean.sample_ids[:n],
@@ -307,49 +231,7 @@ def machine_state(profiler=None) -> dict:
     return state
 
 
-def input_sets(profile: Profile, model_dir: str | Path) -> dict:
-    """Every input set the profile names, as InputSets. White-box sets are crafted on the fp32
-    torch model once and cached in MODEL_DIR/inputs/NAME.npz."""
-    from edgerob.host.attacks import InputSet, craft, input_set_name
-    from edgerob.host.data import load_dataset
-    from edgerob.host.models import load_card
-
-    card = load_card(model_dir)
-    data = load_dataset(card.dataset, card.dataset_root)
-    if list(data.input_shape) != list(card.input_shape):
-        raise EdgerobError(f"dataset {card.dataset} gives images of shape {data.input_shape}, "
-                           f"the model expects {tuple(card.input_shape)}")
-    n = min(profile.samples or len(data.x_test), len(data.x_test))
-    ids = np.arange(n, dtype=np.int64)
-    sets = {"clean": InputSet(name="clean", images=data.x_test[:n], labels=data.y_test[:n],
-                              sample_ids=ids, attack=None, eps=0.0, params={})}
-    model = None
-    for spec in profile.attacks:
-        for eps in spec.eps:
-            name = input_set_name(spec.attack, eps)
-            path = Path(model_dir) / "inputs" / f"{name}.npz"
-            wanted = {"precise": spec.precise, "official": spec.official, **spec.params}
-            if path.is_file():
-                cached = InputSet.load(path)
-                if (cached.sample_ids.tolist() == ids.tolist()
-                        and cached.params.get("requested") == wanted):
-                    sets[name] = cached
-                    continue
-            if model is None:
-                from edgerob.host.models import load_checkpoint
-
-                model, _ = load_checkpoint(model_dir)
-            crafted = craft(model, sets["clean"].images, sets["clean"].labels, ids, spec.attack,
-                            eps, precise=spec.precise, official=spec.official, **spec.params)
-            crafted.params["requested"] = wanted
-            crafted.save(path)
-            sets[name] = crafted
-    return sets
-
-
 def _versions(runtime: str) -> dict:
-    import importlib.metadata as md
-
     out = {"edgerob": __version__, "python": sys.version.split()[0], "numpy": np.__version__}
     try:
         out[runtime] = md.version(runtime)  # runtime names are their package names
@@ -358,7 +240,7 @@ def _versions(runtime: str) -> dict:
     return out
 
 
-def _fingerprint(target: Target, threads: int | None, versions: dict) -> dict:
+def _fingerprint(target, threads: int | None, versions: dict) -> dict:
     """Where and how this was measured, as far as the machine tells without root."""
     fp = {"target": target.name, "host": socket.gethostname(), "platform": platform.platform(),
           "machine": platform.machine(), "cpu_count": os.cpu_count(), "threads": threads,

@@ -23,8 +23,15 @@ from pathlib import Path
 
 import yaml
 
+from edgerob.catalog import load_yaml
+from edgerob.catalog.profiles import Profile
+from edgerob.catalog.targets import Target
+from edgerob.device.artifacts import load_artifact
+from edgerob.device.inputs import InputSet
+from edgerob.device.sweep import Workload, sweep_precisions
 from edgerob.errors import EdgerobError
 from edgerob.files import atomic_write_bytes, atomic_write_json, file_sha256
+from edgerob.store import Store, failures, measurements, runs
 
 MANIFEST = "manifest.json"
 FORMAT = "edgerob-bundle"
@@ -36,19 +43,16 @@ def results_url(bundle_dir: str | Path) -> str:
     return f"sqlite:///{Path(bundle_dir).resolve() / RESULTS_DB}"
 
 
-def write_bundle(target, profile, model_dir: str | Path, out: str | Path) -> Path:
-    """Prepare the workload on the host (export, craft) and write it as a bundle in `out`."""
-    from edgerob.host.models import CARD_FILE, WEIGHTS_FILE
-    from edgerob.device.sweep import prepare_workload
-
+def write_bundle(target, profile, work: Workload, out: str | Path) -> Path:
+    """Write a workload prepared on the host (`edgerob.host.workload.prepare_workload`) as a
+    bundle in `out`, for `target` (a catalog Target) and `profile` (a catalog Profile)."""
     out = Path(out)
     if out.exists() and any(p.name != "results" for p in out.iterdir()):
         raise EdgerobError(f"bundle folder {out} exists and is not empty")
-    work = prepare_workload(profile, model_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model").mkdir(exist_ok=True)
-    for name in (CARD_FILE, WEIGHTS_FILE):  # the torch runtime runs the checkpoint itself
-        shutil.copyfile(Path(model_dir) / name, out / "model" / name)
+    for path in work.model_files:  # the torch runtime runs the checkpoint itself
+        shutil.copyfile(path, out / "model" / Path(path).name)
     for p, art in work.artifacts.items():
         dst = out / "artifacts" / f"{p}.onnx"
         dst.parent.mkdir(exist_ok=True)
@@ -104,12 +108,6 @@ def verify(bundle_dir: str | Path) -> dict:
 
 def load_bundle(bundle_dir: str | Path):
     """(target, profile, workload) from a verified bundle, with numpy and pydantic only."""
-    from edgerob.host.attacks import InputSet
-    from edgerob.catalog import load_yaml
-    from edgerob.host.export import load_artifact
-    from edgerob.device.sweep import Profile, Workload, sweep_precisions
-    from edgerob.catalog.targets import Target
-
     root = Path(bundle_dir)
     manifest = verify(root)
     target = load_yaml(root / "target.yaml", Target)
@@ -118,14 +116,19 @@ def load_bundle(bundle_dir: str | Path):
                  for p in sweep_precisions(profile)}
     inputs = {name: InputSet.load(root / "inputs" / f"{name}.npz") for name in profile.input_sets}
     return target, profile, Workload(manifest["model"], manifest["model_sha256"], artifacts,
-                                     inputs)
+                                     inputs, load_model=_load_checkpoint)
+
+
+def _load_checkpoint(folder: Path):
+    """The host's checkpoint loader, for the torch runtime on a device that has torch."""
+    from edgerob.host.models import load_checkpoint  # imports torch: only this runtime needs it
+
+    return load_checkpoint(folder)
 
 
 def ingest(source: str | Path, store) -> dict[str, int]:
     """Copy runs, measurements and failure records from a bundle (or a results database) into
     `store`; rows it already holds are skipped. Returns counts of rows added and skipped."""
-    from edgerob.store import Store, failures, measurements, runs
-
     source = Path(source)
     db = source / RESULTS_DB if source.is_dir() else source
     if not db.is_file():

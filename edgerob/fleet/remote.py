@@ -1,8 +1,8 @@
 """Remote targets: profile a device over SSH with the user's own OpenSSH set-up.
 
-For a target whose host is `ssh://user@host[:port]`: write the bundle on the host, stream it to
-`REMOTE_DIR/BUNDLE_ID` on the device (tar over ssh), run `edgerob profile --bundle` there, fetch
-the device's results database and ingest it. The bundle id is a hash of the bundle's contents, so
+For a target whose host is `ssh://user@host[:port]`: write the prepared workload as a bundle,
+stream it to `REMOTE_DIR/BUNDLE_ID` on the device (tar over ssh), run `edgerob profile --bundle`
+there, fetch the device's results database and ingest it. The bundle id is a hash of the bundle's contents, so
 re-running after a lost connection sends the same folder and the device resumes its partial run.
 
 OpenSSH does the connecting: keys, agents and ~/.ssh/config work as usual, with
@@ -22,26 +22,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit
 
+from edgerob.catalog.targets import parse_ssh_host
+from edgerob.device.sweep import Workload
 from edgerob.errors import EdgerobError
-
-
-def parse_ssh_host(host: str) -> tuple[str, int | None]:
-    """'ssh://user@host:2222' -> ('user@host', 2222)."""
-    parts = urlsplit(host)
-    if parts.scheme != "ssh" or not parts.hostname:
-        raise EdgerobError(f"target host {host!r} is not local and not ssh://[user@]host[:port]")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.password:
-        raise EdgerobError(f"target host {host!r}: only ssh://[user@]host[:port] is accepted")
-    try:
-        port = parts.port
-    except ValueError:
-        raise EdgerobError(f"target host {host!r} has an invalid port") from None
-    dest = f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname
-    if dest.startswith("-"):
-        raise EdgerobError(f"target host {host!r} would be read as an ssh option")
-    return dest, port
+from edgerob.fleet.bundle import RESULTS_DB, ingest, write_bundle
 
 
 def ssh_command(target) -> list[str]:
@@ -55,16 +40,15 @@ def _last_line(data: bytes) -> str:
     return lines[-1] if lines else "no message"
 
 
-def profile_remote(target, profile, model_dir: str | Path, store, *, new_run: bool = False,
+def profile_remote(target, profile, work: Workload, store, *, new_run: bool = False,
                    on_step: Callable[[str], None] | None = None) -> dict:
-    """Bundle, copy, run on the device, fetch and ingest. Returns the ingest counts."""
-    from edgerob.fleet.bundle import RESULTS_DB, ingest, write_bundle
-
+    """Bundle the prepared workload, copy, run on the device, fetch and ingest. Returns the
+    ingest counts."""
     step = on_step or (lambda s: None)
     ssh = ssh_command(target)
     with tempfile.TemporaryDirectory() as tmp:
-        step("bundling (export, input sets)")
-        bundle = write_bundle(target, profile, model_dir, Path(tmp) / "bundle")
+        step("bundling")
+        bundle = write_bundle(target, profile, work, Path(tmp) / "bundle")
         files = json.loads((bundle / "manifest.json").read_text())["files"]
         bundle_id = hashlib.sha256(json.dumps(
             [target.name, profile.name, files], sort_keys=True).encode()).hexdigest()[:16]

@@ -6,92 +6,35 @@ arrays), int8 by static Q/DQ quantisation calibrated on training images (symmetr
 the form TensorRT consumes). Every artifact is checked against the fp32 reference on the test
 split; one that disagrees too often is deleted and the export fails.
 
-Reading artifacts (`load_artifact`, `find_artifacts`) needs only json: a device never imports
-torch or onnx.
+Reading artifacts (`edgerob.device.artifacts`) needs only json: a device never imports torch or
+onnx.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from edgerob.device.artifacts import (INPUT_NAME, OUTPUT_NAME, PRECISIONS, Artifact,
+                                      find_artifacts, metadata_path)
+from edgerob.device.runtimes import create_runtime
 from edgerob.errors import EdgerobError
 from edgerob.files import atomic_write_json, file_sha256
+from edgerob.host.data import load_dataset
+from edgerob.host.models import load_checkpoint
 
-PRECISIONS = ("fp32", "fp16", "int8")
 OPSET = 17  # the newest opset TensorRT 8.5 (JetPack 5) parses
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
 # An artifact whose top-1 agrees with the fp32 reference less often than this is broken.
 MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.98, "int8": 0.95}
 FP32_MAX_REL_ERROR = 1e-3  # fp32 ONNX vs torch: max |logit error| / max(1, max |logit|)
 PARITY_SAMPLES = 1000
 CALIBRATION_SAMPLES = 256
-
-
-@dataclass
-class Artifact:
-    path: str
-    precision: str
-    sha256: str
-    model: str
-    checkpoint_sha256: str
-    input_shape: list[int]  # C, H, W; the batch axis is dynamic
-    opset: int
-    exporter: str
-    parity: dict = field(default_factory=dict)
-    calibration: dict | None = None
-    size_bytes: int = 0
-    created_at: str = ""
-    versions: dict = field(default_factory=dict)
-    input_name: str = INPUT_NAME
-    output_name: str = OUTPUT_NAME
-    model_dir: str | None = None  # the checkpoint folder, relative to the artifact's folder
-
-    def checkpoint_dir(self) -> Path | None:
-        """The model folder this artifact came from (the torch runtime runs it), if known."""
-        if self.model_dir is None:
-            return None
-        return (Path(self.path).parent / self.model_dir).resolve()
-
-
-def metadata_path(onnx_path: str | Path) -> Path:
-    return Path(onnx_path).with_suffix(".json")
-
-
-def load_artifact(onnx_path: str | Path, verify: bool = True) -> Artifact:
-    """Read an artifact's metadata; with `verify`, check the file still has its recorded hash."""
-    onnx_path = Path(onnx_path)
-    meta = metadata_path(onnx_path)
-    if not onnx_path.is_file():
-        raise EdgerobError(f"artifact {onnx_path} does not exist")
-    if not meta.is_file():
-        raise EdgerobError(f"artifact {onnx_path} has no metadata file {meta.name}")
-    try:
-        art = Artifact(**json.loads(meta.read_text()))
-    except (json.JSONDecodeError, TypeError) as e:
-        raise EdgerobError(f"{meta} is not valid artifact metadata: {e}") from None
-    art.path = str(onnx_path)
-    if verify and file_sha256(onnx_path) != art.sha256:
-        raise EdgerobError(f"{onnx_path} does not match the sha256 in {meta.name}: "
-                           f"corrupt or replaced; export it again")
-    return art
-
-
-def find_artifacts(directory: str | Path, precisions=PRECISIONS) -> dict[str, Artifact]:
-    """The verified artifacts present in `directory`, by precision."""
-    found = {}
-    for p in precisions:
-        path = Path(directory) / f"{p}.onnx"
-        if path.is_file():
-            found[p] = load_artifact(path)
-    return found
 
 
 def export(model_dir: str | Path, out_dir: str | Path | None = None,
@@ -102,9 +45,6 @@ def export(model_dir: str | Path, out_dir: str | Path | None = None,
     Artifacts go to `out_dir` (default MODEL_DIR/artifacts) as PRECISION.onnx + PRECISION.json.
     With `reuse`, an artifact already there from the same checkpoint is kept, not rebuilt.
     """
-    from edgerob.host.data import load_dataset
-    from edgerob.host.models import load_checkpoint
-
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
         raise EdgerobError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
@@ -243,8 +183,6 @@ def _to_int8(fp32_path: Path, train_x: np.ndarray, samples: int,
 
 
 def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
-    from edgerob.device.runtimes import create_runtime
-
     rt = create_runtime("onnxruntime", path)
     return np.concatenate([rt.run(x[i:i + 256]) for i in range(0, len(x), 256)])
 

@@ -22,6 +22,7 @@ Conventions (stated once, used everywhere):
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import Iterable, Sequence
@@ -29,8 +30,12 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call, jacrev, vmap
 
 from edgerob.errors import EdgerobError
+from edgerob.host.data import load_dataset
+from edgerob.host.models import ResNet, parse_arch
+from edgerob.host.train import TrainConfig, pgd, train
 
 OUTPUTS = ("sum", "mean")
 SCORE_NAMES = ("min_eig", "max_eig", "cond", "trace", "logdet")
@@ -56,8 +61,6 @@ def empirical_ntk(model: nn.Module, x: torch.Tensor, output: str = "sum",
     was_training = model.training
     net = model
     if dtype is not None and any(p.dtype != dtype for p in model.parameters()):
-        import copy
-
         net = copy.deepcopy(model).to(dtype)
     net.eval()
     x = x.detach().to(dtype or next(net.parameters()).dtype)
@@ -81,8 +84,6 @@ def _scalarise(logits: torch.Tensor, output: str) -> torch.Tensor:
 
 def _jacobian_vmap(net: nn.Module, x: torch.Tensor, output: str,
                    chunk_size: int | None) -> torch.Tensor:
-    from torch.func import functional_call, jacrev, vmap
-
     params = {k: v.detach() for k, v in net.named_parameters() if v.requires_grad}
     buffers = {k: v.detach() for k, v in net.named_buffers()}
 
@@ -128,8 +129,6 @@ def scores(theta: torch.Tensor) -> dict:
 # --- scores of architectures at initialisation ----------------------------------------------------
 
 def _init_model(depth: int, width: int, data, seed: int) -> nn.Module:
-    from edgerob.host.models import ResNet, parse_arch
-
     parse_arch(f"resnet{depth}")
     if width < 1:
         raise EdgerobError(f"width must be at least 1, got {width}")
@@ -156,9 +155,6 @@ def arch_scores(archs: Sequence[tuple[int, int]] = ((8, 4), (14, 4), (20, 4)),
     and on PGD-`attack_steps` adversarial versions of it at `eps` (crafted on that initialised
     network), the scores of both, and the seconds each took (the adversarial time includes the
     attack). Deterministic for a seed on a given machine."""
-    from edgerob.host.data import load_dataset
-    from edgerob.host.train import pgd
-
     if not archs:
         raise EdgerobError("arch_scores needs at least one (depth, width)")
     if not (isinstance(eps, (int, float)) and 0 < eps <= 1):
@@ -251,9 +247,6 @@ def validate(archs: Sequence[tuple[int, int]], epochs: int = 3, eps: float = 0.1
     std_clean, std_robust (standard training) and adv_clean, adv_robust (adversarial training).
     `compute` compares the seconds spent scoring with the seconds spent training (wall time of
     `train`, which includes its test and robust evaluation, and the card's train_time_s)."""
-    from edgerob.host.data import load_dataset
-    from edgerob.host.train import TrainConfig, train
-
     if len(archs) < 3:
         raise EdgerobError("validate needs at least 3 architectures to rank")
     data = load_dataset(dataset, data_root)

@@ -40,12 +40,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgerob.host.data import Dataset, load_dataset
+from edgerob.device.profilers import profiler_class
 from edgerob.errors import EdgerobError
 from edgerob.files import cache_dir
+from edgerob.host.attacks import bpda, evaluate as attack_eval
+from edgerob.host.data import Dataset, load_dataset
 from edgerob.host.models import (
     MAX_SQUEEZE_BITS, OUTPUT_NOISE_ROWS, ModelCard, ResNet, build_model, default_width,
-    parse_arch, save_checkpoint,
+    load_checkpoint, parse_arch, save_checkpoint,
 )
 
 ADVERSARIAL = ("pgd", "fgsm-rs")
@@ -310,8 +312,6 @@ def _check_precision_supported(precision: str) -> None:
 def _straight_through(model: nn.Module):
     """BPDA through non-differentiable layers (Squeeze) while crafting training attacks."""
     if any(getattr(m, "non_differentiable", False) for m in model.modules()):
-        from edgerob.host.attacks import bpda
-
         return bpda(model)
     return contextlib.nullcontext()
 
@@ -580,8 +580,6 @@ def _schedule_record(config: TrainConfig, lr_trace, val_trace, controller) -> di
 def _robust_eval(model: nn.Module, data: Dataset, config: TrainConfig):
     """PGD (edgerob.host.attacks.evaluate: torchattacks PGD, random start, alpha 2.5*eps/steps) on
     the first test images at the training eps, on the fp32 model, BPDA through Squeeze."""
-    from edgerob.host.attacks import evaluate as attack_eval
-
     n = min(config.robust_eval_samples, len(data.x_test))
     if config.eps == 0:
         return None, {"skipped": "eps is 0"}
@@ -606,8 +604,6 @@ class _EnergyMeter:
             self.note = ("not measured: no energy profiler named (energy_profiler); this CPU "
                          "host has no sensor edgerob reads by default")
             return
-        from edgerob.device.profilers import profiler_class
-
         cls = profiler_class(name)
         ok, why = cls.available()
         if not ok:
@@ -636,8 +632,6 @@ class _EnergyMeter:
 def default_model(config: TrainConfig = TrainConfig(),
                   on_epoch: Callable[[EpochReport], None] | None = None) -> tuple[Path, bool]:
     """The cached model for `config`, trained on first use. Returns (folder, trained_now)."""
-    from edgerob.host.models import load_checkpoint
-
     key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:12]
     depth = parse_arch(config.arch)
     folder = cache_dir() / "models" / (

@@ -26,6 +26,9 @@ class Runtime(ABC):
     """A loaded artifact ready to run. `run` takes and returns float32 NCHW/(N, classes) arrays."""
 
     name: str = ""
+    # True: runs the artifact's checkpoint, not its graph, and takes `load_model` (folder ->
+    # (module, card)), the host's loader, since the model's code lives on the host.
+    runs_checkpoint: bool = False
 
     @classmethod
     @abstractmethod

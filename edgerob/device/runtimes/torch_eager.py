@@ -1,13 +1,14 @@
 """The `torch` runtime: the artifact's checkpoint in eager PyTorch (optionally torch.compile'd).
 
 The reference backend, and the fallback on GPUs where TensorRT is absent. It runs the checkpoint
-the artifact was exported from (`Artifact.checkpoint_dir()`), at the artifact's precision: fp32 as
-float32, fp16 as half (weights and activations, like the fp16 graph). `dtype="bf16"` runs
+the artifact was exported from (`Artifact.checkpoint_dir()`), built by `load_model` (the host's
+`edgerob.host.models.load_checkpoint`, handed over in the workload), at the artifact's precision:
+fp32 as float32, fp16 as half (weights and activations, like the fp16 graph). `dtype="bf16"` runs
 bfloat16, which has no ONNX artifact of its own (run it from the fp32 artifact). int8 Q/DQ graphs
 have no eager equivalent here: they need onnxruntime or tensorrt.
 
-torch is imported only when the runtime is used, so `import edgerob.device.runtimes.torch_eager` works on
-a device without it; `available()` says why not.
+torch is imported only when the runtime is used, so `import edgerob.device.runtimes.torch_eager`
+works on a device without it; `available()` says why not.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerob.errors import EdgerobError
-from edgerob.host.export import load_artifact
+from edgerob.device.artifacts import load_artifact
 from edgerob.device.runtimes import Runtime
 
 # dtype names this runtime accepts, and the torch dtype attribute each maps to.
@@ -28,7 +29,7 @@ _ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16
 
 def _import_torch():
     try:
-        import torch
+        import torch  # optional heavy dependency: a device without it still imports this module
     except ImportError as e:
         return None, str(e)
     return torch, ""
@@ -79,6 +80,7 @@ def resolve_device(torch, device: str) -> str:
 
 class TorchRuntime(Runtime):
     name = "torch"
+    runs_checkpoint = True
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -93,15 +95,16 @@ class TorchRuntime(Runtime):
 
     def __init__(self, artifact_path: str | Path, *, threads: int | None = None,
                  batch_sizes: list[int] | None = None, device: str = "auto", dtype: str | None = None, compile: bool | str = False,
-                 cudnn_benchmark: bool = True, **options):
+                 cudnn_benchmark: bool = True, load_model=None, **options):
         if options:
             raise EdgerobError(f"torch: unknown options {', '.join(sorted(options))}")
         ok, reason = self.available()
         if not ok:
             raise EdgerobError(f"runtime 'torch' is not available here: {reason}")
-        import torch
-
-        from edgerob.host.models import load_card, load_checkpoint
+        if load_model is None:
+            raise EdgerobError("the torch runtime builds the model with the host's code: pass "
+                               "load_model=edgerob.host.models.load_checkpoint")
+        import torch  # optional heavy dependency: only this runtime needs it
 
         self.artifact = load_artifact(artifact_path)
         self.precision = resolve_dtype(self.artifact.precision, dtype)
@@ -112,12 +115,11 @@ class TorchRuntime(Runtime):
         if not folder.is_dir():
             raise EdgerobError(f"the model folder of artifact {artifact_path} is missing: "
                                f"{folder}")
-        card = load_card(folder)
+        model, card = load_model(folder)  # checks the weights against the card's sha256
         if card.checkpoint_sha256 != self.artifact.checkpoint_sha256:
             raise EdgerobError(f"{folder} holds a different checkpoint than {artifact_path} was "
                                f"exported from (sha256 {str(card.checkpoint_sha256)[:12]} vs "
                                f"{self.artifact.checkpoint_sha256[:12]}); export it again")
-        model, _ = load_checkpoint(folder)  # checks the weights against the card's sha256
 
         if threads:
             # Process-wide, like OMP_NUM_THREADS: it stays set after this runtime is gone.

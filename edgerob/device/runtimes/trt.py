@@ -63,10 +63,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerob.errors import EdgerobError
-from edgerob.host.export import load_artifact
-from edgerob.files import atomic_write_bytes
+from edgerob.device.artifacts import load_artifact
 from edgerob.device.runtimes import Runtime
+from edgerob.errors import EdgerobError
+from edgerob.files import atomic_write_bytes, cache_dir
 
 MIN_VERSION = (8, 5)  # name-based tensor API and execute_async_v3
 STRONGLY_TYPED_FROM = (10, 12)  # FP16/INT8 builder flags deprecated here, removed in 11
@@ -157,8 +157,6 @@ def batch_range(batch_sizes=None) -> tuple[int, int, int]:
 
 def engine_cache_dir() -> Path:
     """$EDGEROB_CACHE/engines, else $XDG_CACHE_HOME/edgerob/engines or ~/.cache/edgerob/engines."""
-    from edgerob.files import cache_dir
-
     return cache_dir() / "engines"
 
 
