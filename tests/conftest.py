@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
 from edgerob.device.bench import TimingRules
@@ -9,6 +11,22 @@ from edgerob.device.bench import TimingRules
 # Short windows: tests check behaviour, not speed (scripts/ hold the benchmarks).
 FAST = TimingRules(warmup_s=0.01, min_duration_s=0.05, min_iterations=5, idle_s=0.05,
                    min_power_samples=2)
+
+# Host-side libraries a device never needs: importing any of them under GUARD (prepended to the
+# code of a fresh interpreter) fails, as on a device where they are not installed.
+BLOCKED = ("torch", "torchattacks", "sklearn", "scipy", "pandas", "lifelines", "optuna",
+           "matplotlib", "onnx", "onnxconverter_common", "onnxscript")
+GUARD = textwrap.dedent(f"""
+    import sys
+
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {BLOCKED!r}:
+                raise ImportError(f"device-side guard: {{name}} is not installed on the device")
+            return None
+
+    sys.meta_path.insert(0, Block())
+""")
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import textwrap
 
 import pytest
 from typer.testing import CliRunner
@@ -18,28 +17,13 @@ from edgerob.catalog.profiles import Profile
 from edgerob.host.workload import prepare_workload
 from edgerob.catalog.targets import load_target
 
-from conftest import FAST
+from conftest import FAST, GUARD
 
 PROFILE = {"name": "b", "precisions": ["fp32", "int8"], "batch_sizes": [1, 4], "samples": 24,
            "timing": {"warmup_s": 0.01, "min_duration_s": 0.05, "min_iterations": 5},
            "attacks": [{"attack": "fgsm", "eps": [0.1]}],
            "query_attack": {"eps": [0.2], "budget_queries": 20, "samples": 4,
                             "batch_sizes": [4]}}
-
-# Host-side libraries a device never needs: importing any of them under the guard fails.
-BLOCKED = ("torch", "torchattacks", "sklearn", "scipy", "lifelines", "optuna", "onnx",
-           "onnxconverter_common", "onnxscript")
-GUARD = textwrap.dedent(f"""
-    import sys
-
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {BLOCKED!r}:
-                raise ImportError(f"device-side guard: {{name}} is not installed on the device")
-            return None
-
-    sys.meta_path.insert(0, Block())
-""")
 
 
 def device_run(*args, cwd):
