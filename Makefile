@@ -48,6 +48,7 @@ demo: install
 	$(VENV)/bin/edgerob profile --target cpu --profile quick
 
 test: install
+	$(VENV)/bin/lint-imports  # the architecture's import rules (pyproject.toml)
 	$(PY) -m pytest
 
 clean:

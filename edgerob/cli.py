@@ -140,7 +140,7 @@ def train(
                                                                 "(e.g. rapl, nvml).")] = None,
 ):
     """Train a ResNet with seeded SGD; prints and records test accuracy and train time."""
-    from edgerob.train import TrainConfig, train as train_model
+    from edgerob.host.train import TrainConfig, train as train_model
 
     config = TrainConfig(arch=arch, width=width, dataset=dataset,
                          data_root=str(data_root) if data_root else None, epochs=epochs,
@@ -180,7 +180,7 @@ def export_cmd(
     force: Annotated[bool, typer.Option(help="Rebuild artifacts that already exist.")] = False,
 ):
     """Export to ONNX at each precision with a parity report against fp32."""
-    from edgerob.export import export
+    from edgerob.host.export import export
 
     arts = export(model_dir, out_dir, _csv_list(precisions),
                   calibration_samples=calibration_samples, reuse=not force)
@@ -223,17 +223,18 @@ def profile(
 
     A target whose host is ssh://user@host is profiled remotely: the bundle is copied there,
     run, and its results ingested here."""
+    from edgerob.device.sweep import cells, run_profile
     from edgerob.store import Store
-    from edgerob.sweep import cells, load_profile, run_profile
 
     if bundle is not None:
-        from edgerob.bundle import load_bundle, results_url
+        from edgerob.fleet.bundle import load_bundle, results_url
 
         tgt, prof, work = load_bundle(bundle)  # verifies every file first
         db = Store(store or results_url(bundle))
-        model_or_work, store = work, store or results_url(bundle)
+        store = store or results_url(bundle)
     else:
-        from edgerob.targets import resolve_target, verify_target
+        from edgerob.catalog.profiles import load_profile
+        from edgerob.catalog.targets import resolve_target, verify_target
 
         tgt, prof = resolve_target(target), load_profile(profile_name)
         if tgt.is_local:
@@ -243,12 +244,12 @@ def profile(
                                "its own target when it runs the bundle")
         store = store or DEFAULT_URL
         db = Store(store)  # open early: a bad URL fails before any training
-        model_or_work = model or _default_model()
+        work = _prepare(prof, model)
     if not tgt.is_local and bundle is None:
-        from edgerob.remote import profile_remote
+        from edgerob.fleet.remote import profile_remote
 
         with err.status("remote profiling") as status:
-            counts = profile_remote(tgt, prof, model_or_work, db, new_run=new_run,
+            counts = profile_remote(tgt, prof, work, db, new_run=new_run,
                                     on_step=lambda s: status.update(f"{tgt.name}: {s}"))
         rows = [r for r in db.measurements(target=tgt.name)]
         _print_measurements(rows, f"{tgt.name} ({tgt.host}) / {prof.name}")
@@ -266,7 +267,7 @@ def profile(
             + (" (stored)" if m is None else "")))
 
     with progress:
-        result = run_profile(tgt, prof, model_or_work, db, new_run=new_run, threads=threads,
+        result = run_profile(tgt, prof, work, db, new_run=new_run, threads=threads,
                              on_cell=on_cell, force_target=force_target)
     forced = {r["run_id"] for r in db.runs() if r.get("forced_target")}
     _print_measurements(result.rows, f"{tgt.name} / {prof.name}", forced)
@@ -287,8 +288,17 @@ def profile(
         err.print(f"throttling unknown: {result.rows[0]['throttle_note']}")
 
 
+def _prepare(profile, model: Path | None):
+    """The host's half of the pipeline: the workload (artifacts, input sets) of a model folder."""
+    from edgerob.host.workload import prepare_workload
+
+    folder = model or _default_model()
+    with err.status("preparing the workload (export, input sets)"):
+        return prepare_workload(profile, folder)
+
+
 def _default_model() -> Path:
-    from edgerob.train import TrainConfig, default_model
+    from edgerob.host.train import TrainConfig, default_model
 
     config = TrainConfig()
     progress, on_epoch = _epoch_progress(config.epochs)
@@ -307,12 +317,12 @@ def bundle_cmd(
     model: ModelOpt = None,
 ):
     """Write a bundle for a device: artifacts, input sets, target, profile, hashed manifest."""
-    from edgerob.bundle import write_bundle
-    from edgerob.sweep import load_profile
-    from edgerob.targets import load_target
+    from edgerob.catalog.profiles import load_profile
+    from edgerob.catalog.targets import load_target
+    from edgerob.fleet.bundle import write_bundle
 
     tgt, prof = load_target(target), load_profile(profile_name)
-    folder = write_bundle(tgt, prof, model or _default_model(), out_dir)
+    folder = write_bundle(tgt, prof, _prepare(prof, model), out_dir)
     out.print(f"bundle for {tgt.name} / {prof.name} -> {folder}\n"
               f"on the device: edgerob profile --bundle {folder.name}; then here: "
               f"edgerob ingest {folder.name}")
@@ -329,12 +339,13 @@ def ingest(
     store: StoreOpt = DEFAULT_URL,
 ):
     """Import a device's results into the store, skipping rows already there."""
+    from edgerob.fleet.bundle import ingest as ingest_results
     from edgerob.store import Store
 
     if (source is None) == (mlperf is None):
         raise EdgerobError("give a bundle folder (or results .db) or --mlperf PATH, not both")
     if mlperf is not None:
-        from edgerob.mlperf import ingest_mlperf
+        from edgerob.fleet.mlperf import ingest_mlperf
 
         counts = ingest_mlperf(mlperf, Store(store), on_skip=lambda line: err.print(
             f"skipped: {line}", highlight=False, markup=False, soft_wrap=True))
@@ -343,7 +354,7 @@ def ingest(
                   f"{len(counts['invalid'])} INVALID skipped, {len(counts['problems'])} "
                   f"file(s) unreadable -> {store}", highlight=False)
         return
-    from edgerob.bundle import ingest as ingest_results
+    from edgerob.fleet.bundle import ingest as ingest_results
 
     counts = ingest_results(source, Store(store))
     out.print(f"ingested {counts['runs']} new runs, {counts['measurements']} measurements, "
@@ -364,7 +375,7 @@ def targets_list():
     Peak figures are dense, GPU only (no DLA), tensor cores where the device has them, at the
     power mode of the TDP column."""
     from edgerob.catalog import list_names
-    from edgerob.targets import families, load_target
+    from edgerob.catalog.targets import families, load_target
 
     table = Table("name", "runtime", "profiler", "host", "int8 TOPS", "fp16 TOPS", "GB/s",
                   "TDP W", "USD", "USD/h", title="targets (peak TOPS: dense, GPU only, at TDP)")
@@ -393,7 +404,7 @@ def targets_list():
 def targets_show(name: Annotated[str, typer.Argument(help="Target name or YAML path.")]):
     """One target's file, with the sources of its figures."""
     from edgerob.catalog import find_yaml
-    from edgerob.targets import load_target
+    from edgerob.catalog.targets import load_target
 
     load_target(name)  # validate first
     out.print(find_yaml("targets", name).read_text(), highlight=False, markup=False)
@@ -416,7 +427,7 @@ def results(
         raise EdgerobError(f"no measurements in {store}"
                            + (f" for run {run}" if run else "")
                            + (f" for target {target}" if target else ""))
-    from edgerob.compare import provenance, source_label
+    from edgerob.analysis.compare import provenance, source_label
 
     sources = {r["run_id"]: source_label(provenance(r)) for r in db.runs()}
     for r in rows:
@@ -463,10 +474,10 @@ def attack(
         help="With --half-width: attack at most this many samples.")] = None,
 ):
     """Craft white-box input sets on the fp32 model; report clean and robust accuracy."""
-    from edgerob.attacks import craft, input_set_name
-    from edgerob.data import load_dataset
-    from edgerob.models import load_checkpoint
-    from edgerob.sequential import StopRule, check_rule
+    from edgerob.host.attacks import craft, input_set_name
+    from edgerob.host.data import load_dataset
+    from edgerob.host.models import load_checkpoint
+    from edgerob.device.sequential import StopRule, check_rule
 
     stop = None
     if half_width is not None:
@@ -519,9 +530,9 @@ def doctor():
 
     Lists each runtime and profiler, available or not and why, and the catalog target that fits
     this machine."""
-    from edgerob.profilers import REGISTRY as PROFILERS, profiler_class
-    from edgerob.runtimes import REGISTRY as RUNTIMES, runtime_class
-    from edgerob.targets import describe_facts, machine_facts, matching_targets
+    from edgerob.device.profilers import REGISTRY as PROFILERS, profiler_class
+    from edgerob.device.runtimes import REGISTRY as RUNTIMES, runtime_class
+    from edgerob.catalog.targets import describe_facts, machine_facts, matching_targets
 
     table = Table("kind", "name", "available", "why", title="edgerob doctor")
     for kind, names, get in (("runtime", RUNTIMES, runtime_class),
@@ -581,7 +592,7 @@ def compare(
 
     Latency (ties within noise), throughput, power, energy, accuracy under attack, time and
     energy to failure; Pareto fronts as tables and plots."""
-    from edgerob.compare import compare_fleet, config_label, public_rows, side_by_side_notes
+    from edgerob.analysis.compare import compare_fleet, config_label, public_rows, side_by_side_notes
     from edgerob.store import Store
 
     result = compare_fleet(Store(store), targets, out_dir)
@@ -641,7 +652,7 @@ def compare(
 
 
 def _workload(inferences_per_s, hours_per_day, years, usd_per_kwh, utilisation):
-    from edgerob.cost import Workload
+    from edgerob.analysis.cost import Workload
 
     return Workload(inferences_per_s=inferences_per_s, hours_per_day=hours_per_day,
                     years=years, electricity_usd_per_kwh=usd_per_kwh, utilisation=utilisation)
@@ -668,7 +679,7 @@ def cost(
 
     Capital, energy, USD and kWh per million inferences, devices needed; the attacker's side:
     USD and joules to a failure, TRASH. --candidate predicts a device from its spec sheet."""
-    from edgerob.compare import fleet_table
+    from edgerob.analysis.compare import fleet_table
     from edgerob.store import Store
 
     db = Store(store)
@@ -676,7 +687,7 @@ def cost(
     if candidate:
         _cost_candidate(db, candidate, targets, w, json_out)
         return
-    from edgerob.cost import cost_table, workload_dict
+    from edgerob.analysis.cost import cost_table, workload_dict
 
     costs = cost_table(fleet_table(db, targets), w, train_time_s, n_train_samples=train_samples)
     if not costs:
@@ -728,9 +739,9 @@ def cost(
 def _cost_candidate(db, candidate: str, targets, w, json_out: bool) -> None:
     from rich.markup import escape
 
-    from edgerob.compare import leave_one_target_out, predict_candidate
-    from edgerob.cost import candidate_costs, workload_dict
-    from edgerob.targets import load_target
+    from edgerob.analysis.compare import leave_one_target_out, predict_candidate
+    from edgerob.analysis.cost import candidate_costs, workload_dict
+    from edgerob.catalog.targets import load_target
 
     tgt = load_target(candidate)
     preds = candidate_costs(predict_candidate(db, tgt, targets), tgt, w)
@@ -813,7 +824,7 @@ def report(
 
     Fleet table, Pareto plots, cost, leave-one-target-out prediction error, survival curves,
     every measurement's fingerprint."""
-    from edgerob.report import write_report
+    from edgerob.analysis.report import write_report
     from edgerob.store import Store
 
     w = _workload(inferences_per_s, hours_per_day, years, usd_per_kwh, utilisation)
@@ -914,7 +925,7 @@ def _print_failures(records: list[dict], cells: list[dict]) -> None:
     misclassifies them clean (`attack_cells`; — for cells stored before it was counted)."""
     if not records and not cells:
         return
-    from edgerob.failures import km_median
+    from edgerob.device.failures import km_median
 
     def key(r: dict) -> tuple:
         return r["precision"], r["batch_size"], f"{r['attack']}@{r['eps']:g}"
@@ -972,7 +983,7 @@ def fit(
 
     from rich.markup import escape
 
-    from edgerob import survival
+    from edgerob.analysis import survival
     from edgerob.store import Store
 
     db = Store(store)
@@ -1066,7 +1077,7 @@ def arch_score(
     inputs (Wu et al., ICLR 2024); --validate checks the scores against trained accuracy."""
     import json
 
-    from edgerob import ntk
+    from edgerob.host import ntk
 
     archs = ntk.parse_archs(_csv_list(depths, int), _csv_list(widths, int))
     if validate:
@@ -1169,7 +1180,7 @@ def optimize(
 
     import optuna
 
-    from edgerob.optimize import optimize as run_study
+    from edgerob.analysis.optimize import optimize as run_study
 
     optuna.logging.set_verbosity(logging.ERROR)  # one line per trial below instead
     err.print(f"study {study} in {storage}: running {trials} trial(s)", highlight=False)

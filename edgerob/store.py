@@ -143,7 +143,7 @@ failures = sa.Table(
     sa.Column("label", sa.Integer),
     sa.Column("created_at", sa.String),
     # the sample's share of the same queries (each query / samples attacked in it): what a
-    # failure costs (edgerob.failures); NULL in records written before these columns
+    # failure costs (edgerob.device.failures); NULL in records written before these columns
     sa.Column("duration_share_s", sa.Float),
     sa.Column("energy_share_j", sa.Float),
     sa.UniqueConstraint("run_id", "precision", "batch_size", "attack", "eps", "sample_id",

@@ -10,7 +10,7 @@ learning-rate schedule differs:
   floor 1e-6) on robust validation accuracy (PGD-5 on the held-out images).
 All start from the same lr (0.05, SGD with Nesterov momentum 0.9, as edgerob trains).
 
-After every epoch the test split's robust accuracy is measured with edgerob.attacks.evaluate
+After every epoch the test split's robust accuracy is measured with edgerob.host.attacks.evaluate
 (PGD-10, alpha 2.5*eps/steps, random start, seed 0; not counted as training time). Reported per
 schedule: the training time (the card's train_time_s: training, attack generation, and each
 schedule's own overhead, i.e. AccelAT's validation and the overfitting check) until the test
@@ -36,9 +36,9 @@ import time
 
 import torch
 
-from edgerob.attacks import evaluate as attack_eval
-from edgerob.data import load_dataset
-from edgerob.train import TrainConfig, train
+from edgerob.host.attacks import evaluate as attack_eval
+from edgerob.host.data import load_dataset
+from edgerob.host.train import TrainConfig, train
 
 SCHEDULES = ("accelat", "constant", "step")  # --schedules may add cosine or onecycle
 

@@ -1,8 +1,8 @@
 """Does the NTK at initialisation rank ResNets by robust accuracy on digits? (issue 10)
 
 Scores 6 architectures (depths 8, 14, 20 x widths 4, 8) at initialisation with
-`edgerob.ntk.arch_scores`, then trains each standard and with FGSM-RS adversarial training at a
-small budget (`edgerob.ntk.validate`), and prints each score's Spearman / Kendall correlation
+`edgerob.host.ntk.arch_scores`, then trains each standard and with FGSM-RS adversarial training at a
+small budget (`edgerob.host.ntk.validate`), and prints each score's Spearman / Kendall correlation
 (95% seeded bootstrap intervals over architectures) with measured robust (and clean) accuracy,
 plus the seconds spent scoring vs training. About 1 minute on one CPU thread.
 
@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from edgerob.ntk import METRICS, parse_archs, validate
+from edgerob.host.ntk import METRICS, parse_archs, validate
 
 
 def main() -> None:

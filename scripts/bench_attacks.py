@@ -1,4 +1,4 @@
-"""Attack overhead: edgerob.attacks.evaluate vs torchattacks.PGD called directly, same work.
+"""Attack overhead: edgerob.host.attacks.evaluate vs torchattacks.PGD called directly, same work.
 
 One run, one model (the cached default digits ResNet-8), one batch (the first 256 test images),
 PGD L-inf eps 0.1, 10 steps, alpha 2.5*eps/steps, random start, seed 0, the same torch thread
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 import torchattacks
 
-from edgerob.attacks import evaluate
-from edgerob.data import load_dataset
-from edgerob.models import load_checkpoint
-from edgerob.train import default_model
+from edgerob.host.attacks import evaluate
+from edgerob.host.data import load_dataset
+from edgerob.host.models import load_checkpoint
+from edgerob.host.train import default_model
 
 EPS, STEPS, SEED = 0.1, 10, 0
 

@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--store", action="store_true", help="also time the store round trip")
     args = ap.parse_args()
 
-    from edgerob import survival as sv
+    from edgerob.analysis import survival as sv
 
     truth = {"precision[fp16]": 0.8, "precision[int8]": 0.6, "log2_batch_size": 1.15,
              "target[l4]": 0.3}

@@ -17,12 +17,12 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from edgerob.bench import TimingRules, measure
-from edgerob.data import load_dataset
-from edgerob.export import export
-from edgerob.models import load_card
-from edgerob.runtimes import create_runtime
-from edgerob.train import default_model
+from edgerob.device.bench import TimingRules, measure
+from edgerob.host.data import load_dataset
+from edgerob.host.export import export
+from edgerob.host.models import load_card
+from edgerob.device.runtimes import create_runtime
+from edgerob.host.train import default_model
 
 
 def bare_p50_ms(path: str, x: np.ndarray, threads: int, seconds: float) -> float:

@@ -6,7 +6,7 @@ MLPerf Inference fleet, against the naive peak-TOPS baseline, in one run.
 Imports the results (default ../shared/samples/mlperf, else /work/shared/samples/mlperf) into a
 temporary store, then within each MLPerf version (software comparable) and scenario holds out
 each device with a spec sheet, predicts its published metric from the others with
-`edgerob.compare` (log-linear on the catalog's dense GPU-only peak figures, covariates chosen by
+`edgerob.analysis.compare` (log-linear on the catalog's dense GPU-only peak figures, covariates chosen by
 leave-one-target-out error, 95% prediction interval), and prints predicted vs published, the
 absolute log error per device, the median and worst, the interval coverage, and the same errors
 for the naive baseline: the training device nearest in peak INT8 TOPS, scaled by the peak-TOPS
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerob.compare import (RESPONSE, TargetCache, _per_target_rows, _predict_rows,
+from edgerob.analysis.compare import (RESPONSE, TargetCache, _per_target_rows, _predict_rows,
                              fleet_table, prediction_group)
-from edgerob.mlperf import ingest_mlperf
+from edgerob.fleet.mlperf import ingest_mlperf
 from edgerob.store import Store
 
 

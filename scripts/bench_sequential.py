@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from scipy import stats
 
-from edgerob.attacks import craft, evaluate
-from edgerob.data import load_dataset, read_idx
-from edgerob.models import load_checkpoint
-from edgerob.sequential import BettingCS, StopRule, planned_samples
-from edgerob.train import TrainConfig, train
+from edgerob.host.attacks import craft, evaluate
+from edgerob.host.data import load_dataset, read_idx
+from edgerob.host.models import load_checkpoint
+from edgerob.device.sequential import BettingCS, StopRule, planned_samples
+from edgerob.host.train import TrainConfig, train
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -132,7 +132,7 @@ def part_b(rates, reps: int, h: float, horizon: int, look: int, seed: int) -> No
         print(f"{p:>6.2f}{cs_hit.mean():>10.3f}{cs_all.mean():>14.3f}{np.median(cs_stop):>11.0f}"
               f"{cp_hit.mean():>10.3f}{cp_all.mean():>14.3f}{np.median(cp_stop):>11.0f}",
               flush=True)
-    print("CS: hedged betting confidence sequence (edgerob.sequential); CP: Clopper-Pearson "
+    print("CS: hedged betting confidence sequence (edgerob.device.sequential); CP: Clopper-Pearson "
           "recomputed at every look.\n'@stop': covers at its own stopping rule's stop; 'all "
           "looks': covers at every look (= coverage under the worst stopping rule).")
 

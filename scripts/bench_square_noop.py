@@ -17,13 +17,13 @@ import argparse
 import numpy as np
 import onnxruntime as ort
 
-from edgerob import failures
-from edgerob.data import load_dataset
-from edgerob.export import export
-from edgerob.failures import km_median, margin, square_attack
-from edgerob.models import load_card
-from edgerob.runtimes import create_runtime
-from edgerob.train import TrainConfig, default_model
+from edgerob.device import failures
+from edgerob.host.data import load_dataset
+from edgerob.host.export import export
+from edgerob.device.failures import km_median, margin, square_attack
+from edgerob.host.models import load_card
+from edgerob.device.runtimes import create_runtime
+from edgerob.host.train import TrainConfig, default_model
 
 
 class Recording:

@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgerob.cost import Workload
+from edgerob.analysis.cost import Workload
 from edgerob.errors import EdgerobError
-from edgerob.report import write_report
+from edgerob.analysis.report import write_report
 from edgerob.store import DEFAULT_URL, Store
 
 

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
-from edgerob.bench import TimingRules
+from edgerob.device.bench import TimingRules
 
 # Short windows: tests check behaviour, not speed (scripts/ hold the benchmarks).
 FAST = TimingRules(warmup_s=0.01, min_duration_s=0.05, min_iterations=5, idle_s=0.05,
                    min_power_samples=2)
+
+# Host-side libraries a device never needs: importing any of them under GUARD (prepended to the
+# code of a fresh interpreter) fails, as on a device where they are not installed.
+BLOCKED = ("torch", "torchattacks", "sklearn", "scipy", "pandas", "lifelines", "optuna",
+           "matplotlib", "onnx", "onnxconverter_common", "onnxscript")
+GUARD = textwrap.dedent(f"""
+    import sys
+
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {BLOCKED!r}:
+                raise ImportError(f"device-side guard: {{name}} is not installed on the device")
+            return None
+
+    sys.meta_path.insert(0, Block())
+""")
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +39,7 @@ def isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """resnet8 at width 8 on digits, a few epochs: accurate enough for export parity checks."""
-    from edgerob.train import TrainConfig, train
+    from edgerob.host.train import TrainConfig, train
 
     folder = tmp_path_factory.mktemp("tiny_model")
     train(TrainConfig(arch="resnet8", width=8, epochs=6, seed=1, robust_eval_samples=0), folder)
@@ -30,6 +48,6 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tiny_model):
-    from edgerob.export import export
+    from edgerob.host.export import export
 
     return export(tiny_model)

@@ -15,15 +15,15 @@ torch = pytest.importorskip("torch")
 torchattacks = pytest.importorskip("torchattacks")
 from torch import nn  # noqa: E402
 
-from edgerob import attacks as A  # noqa: E402
+from edgerob.host import attacks as A  # noqa: E402
 from edgerob.errors import EdgerobError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def setup(tiny_model):
     """The tiny digits model and 64 test images; one torch thread (2 are slower on tiny nets)."""
-    from edgerob.data import load_dataset
-    from edgerob.models import load_checkpoint
+    from edgerob.host.data import load_dataset
+    from edgerob.host.models import load_checkpoint
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -354,7 +354,7 @@ def test_input_set_loads_without_torch(setup, tmp_path):
     _, x, y, _ = setup
     path = A.InputSet.clean(x[:4], y[:4], np.arange(4)).save(tmp_path / "clean.npz")
     code = ("import sys; sys.modules['torch'] = None; sys.modules['torchattacks'] = None\n"
-            "from edgerob.attacks import InputSet, input_set_name\n"
+            "from edgerob.device.inputs import InputSet, input_set_name\n"
             f"s = InputSet.load({str(path)!r}); assert len(s) == 4 and s.name == 'clean'\n"
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -442,7 +442,7 @@ def test_input_set_name():
 def _row_noise_model():
     """Logits 0 for every image plus a noise pattern by batch row: row 0 favours class 1, row 1
     class 0. Only the row decides the answer; no perturbation changes it."""
-    from edgerob.models import OutputNoise
+    from edgerob.host.models import OutputNoise
 
     linear = nn.Linear(4, 2)
     nn.init.zeros_(linear.weight), nn.init.zeros_(linear.bias)
@@ -486,7 +486,7 @@ def test_forward_at_puts_each_sample_at_its_row():
 def test_precise_mode_on_output_noise_counts_what_the_full_batch_confirms(setup):
     """A real model with the output-noise defence (and masked gradients): the compensations
     reported add up exactly to the accuracy they took away."""
-    from edgerob.models import OutputNoise
+    from edgerob.host.models import OutputNoise
 
     model, x, y, _ = setup
     noisy = nn.Sequential(Scaled(model), OutputNoise(2000.0, 3, 10)).eval()
@@ -498,9 +498,9 @@ def test_precise_mode_on_output_noise_counts_what_the_full_batch_confirms(setup)
 
 def test_card_records_the_training_sample_count(tiny_model):
     """TRASH divides the train time by the samples trained on: the card records that count."""
-    from edgerob.data import load_dataset
-    from edgerob.models import load_card
-    from edgerob.train import TrainConfig, _split
+    from edgerob.host.data import load_dataset
+    from edgerob.host.models import load_card
+    from edgerob.host.train import TrainConfig, _split
 
     card = load_card(tiny_model)
     data = load_dataset(card.dataset)

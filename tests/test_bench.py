@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from edgerob.bench import (Measurement, TimingRules, latency_summary, make_batches, measure,
+from edgerob.device.bench import (Measurement, TimingRules, latency_summary, make_batches, measure,
                            timed_loop)
-from edgerob.profilers import NoProfiler, PowerTrace, Profiler, profiler_class
+from edgerob.device.profilers import NoProfiler, PowerTrace, Profiler, profiler_class
 from edgerob.errors import EdgerobError
 
 from conftest import FAST

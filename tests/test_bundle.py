@@ -5,40 +5,25 @@ import os
 import sqlite3
 import subprocess
 import sys
-import textwrap
 
 import pytest
 from typer.testing import CliRunner
 
-from edgerob.bundle import ingest, load_bundle, verify, write_bundle
+from edgerob.fleet.bundle import ingest, load_bundle, verify, write_bundle
 from edgerob.cli import app
 from edgerob.errors import EdgerobError
 from edgerob.store import Store
-from edgerob.sweep import Profile
-from edgerob.targets import load_target
+from edgerob.catalog.profiles import Profile
+from edgerob.host.workload import prepare_workload
+from edgerob.catalog.targets import load_target
 
-from conftest import FAST
+from conftest import FAST, GUARD
 
 PROFILE = {"name": "b", "precisions": ["fp32", "int8"], "batch_sizes": [1, 4], "samples": 24,
            "timing": {"warmup_s": 0.01, "min_duration_s": 0.05, "min_iterations": 5},
            "attacks": [{"attack": "fgsm", "eps": [0.1]}],
            "query_attack": {"eps": [0.2], "budget_queries": 20, "samples": 4,
                             "batch_sizes": [4]}}
-
-# Host-side libraries a device never needs: importing any of them under the guard fails.
-BLOCKED = ("torch", "torchattacks", "sklearn", "scipy", "lifelines", "optuna", "onnx",
-           "onnxconverter_common", "onnxscript")
-GUARD = textwrap.dedent(f"""
-    import sys
-
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {BLOCKED!r}:
-                raise ImportError(f"device-side guard: {{name}} is not installed on the device")
-            return None
-
-    sys.meta_path.insert(0, Block())
-""")
 
 
 def device_run(*args, cwd):
@@ -51,7 +36,8 @@ def device_run(*args, cwd):
 @pytest.fixture(scope="module")
 def bundle(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("b") / "bundle"
-    return write_bundle(load_target("cpu"), Profile.model_validate(PROFILE), tiny_model, out)
+    profile = Profile.model_validate(PROFILE)
+    return write_bundle(load_target("cpu"), profile, prepare_workload(profile, tiny_model), out)
 
 
 def test_the_guard_blocks_host_libraries(tmp_path):

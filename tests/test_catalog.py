@@ -1,4 +1,4 @@
-"""Tests for edgerob.catalog, edgerob.targets and the Profile model of edgerob.sweep."""
+"""Tests for edgerob.catalog: the YAML look-up, targets and profiles."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 import edgerob
-from edgerob.bench import TimingRules
+from edgerob.device.bench import TimingRules
 from edgerob.catalog import catalog_dirs, find_yaml, list_names
 from edgerob.errors import EdgerobError
-from edgerob.sweep import Profile, load_profile
-from edgerob.targets import Target, load_target
+from edgerob.catalog.profiles import Profile, load_profile
+from edgerob.catalog.targets import Target, load_target
 
 REPO = Path(edgerob.__file__).resolve().parent.parent
 

@@ -132,7 +132,7 @@ def test_corrupt_onnx_artifact(tmp_path, tiny_model, tiny_artifacts, monkeypatch
     # a damaged artifact is rebuilt by export, not silently used
     r = runner.invoke(app, ["export", str(model), "--precisions", "fp32"])
     assert r.exit_code == 0, r.output
-    from edgerob.export import load_artifact
+    from edgerob.device.artifacts import load_artifact
     assert load_artifact(model / "artifacts" / "fp32.onnx").precision == "fp32"
 
 
@@ -148,7 +148,7 @@ def test_train_command(tmp_path):
 
 
 def test_attack_command(tmp_path, tiny_model):
-    from edgerob.attacks import InputSet
+    from edgerob.host.attacks import InputSet
 
     r = runner.invoke(app, ["attack", str(tiny_model), "--attack", "fgsm,pgd", "--eps", "0,0.1",
                             "--samples", "40", "-o", str(tmp_path)])
@@ -180,7 +180,7 @@ def test_attack_bad_input(tiny_model, tmp_path, args, match):
 def test_version_option_and_every_runs_versions():
     from importlib.metadata import version
 
-    from edgerob.sweep import _versions
+    from edgerob.device.sweep import _versions
 
     res = CliRunner().invoke(app, ["--version"])
     assert res.exit_code == 0 and res.stdout == f"edgerob {version('edgerob')}\n"

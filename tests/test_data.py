@@ -1,4 +1,4 @@
-"""Tests for edgerob.data: digits, bilinear resize, IDX/MNIST reading, CIFAR-10 pickles."""
+"""Tests for edgerob.host.data: digits, bilinear resize, IDX/MNIST reading, CIFAR-10 pickles."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgerob.data import (
+from edgerob.host.data import (
     Dataset,
     load_cifar10,
     load_dataset,

@@ -1,7 +1,7 @@
 from typer.testing import CliRunner
 
 from edgerob.cli import app
-from edgerob.targets import matching_targets
+from edgerob.catalog.targets import matching_targets
 
 H100 = """\
 name: h100-test

@@ -5,10 +5,11 @@ import onnx
 import pytest
 
 from edgerob.errors import EdgerobError
-from edgerob.export import MIN_AGREEMENT, export, find_artifacts, load_artifact
+from edgerob.device.artifacts import find_artifacts, load_artifact
+from edgerob.host.export import MIN_AGREEMENT, export
 from edgerob.files import file_sha256
-from edgerob.models import load_checkpoint
-from edgerob.runtimes import create_runtime
+from edgerob.host.models import load_checkpoint
+from edgerob.device.runtimes import create_runtime
 
 
 def test_three_precisions_with_parity(tiny_artifacts, tiny_model):
@@ -79,7 +80,7 @@ def test_broken_export_fails_and_writes_nothing(tiny_model, tmp_path, monkeypatc
     import onnx
     from onnx import helper
 
-    import edgerob.export as ex
+    import edgerob.host.export as ex
 
     real = ex._to_int8
 

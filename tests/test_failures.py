@@ -5,13 +5,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edgerob import failures
-from edgerob.bench import compare_samples
-from edgerob.compare import failure_summary
-from edgerob.cost import Workload, attacker_side
+from edgerob.device import failures
+from edgerob.device.bench import compare_samples
+from edgerob.analysis.compare import failure_summary
+from edgerob.analysis.cost import Workload, attacker_side
 from edgerob.errors import EdgerobError
-from edgerob.failures import km_median, margin, p_selection, patch_side, square_attack
-from edgerob.profilers import PowerTrace, Profiler
+from edgerob.device.failures import km_median, margin, p_selection, patch_side, square_attack
+from edgerob.device.profilers import PowerTrace, Profiler
 from edgerob.store import Store
 
 
@@ -442,7 +442,7 @@ def test_compare_samples_matches_scipy():
 
 
 def test_ingest_copies_attack_cells_with_their_records(tmp_path):
-    from edgerob.bundle import ingest
+    from edgerob.fleet.bundle import ingest
 
     device, _, key, rec = _store_with_run(tmp_path / "device.db")
     device.add_failures([rec], cell=dict(key, n_available=2, n_clean_wrong=1, n_attacked=1))

@@ -1,4 +1,4 @@
-"""Fleet comparison, cost and the HTML report (edgerob.compare, edgerob.cost, edgerob.report).
+"""Fleet comparison, cost and the HTML report (edgerob.analysis.compare, edgerob.analysis.cost, edgerob.analysis.report).
 
 Two kinds of data:
 - real CPU runs: the tiny model profiled on this machine under three target names at different
@@ -22,16 +22,16 @@ import numpy as np
 import pytest
 import yaml
 
-from edgerob.compare import (fleet_table, km_curve, latency_tie, leave_one_target_out,
+from edgerob.analysis.compare import (fleet_table, km_curve, latency_tie, leave_one_target_out,
                              pareto_front, pareto_fronts, predict_candidate, rank_latency,
                              restricted_mean)
-from edgerob.cost import (JOULES_PER_KWH, Workload, attacker_side, joules_to_kwh, tco,
+from edgerob.analysis.cost import (JOULES_PER_KWH, Workload, attacker_side, joules_to_kwh, tco,
                           usd_for_seconds)
 from edgerob.errors import EdgerobError
-from edgerob.failures import km_median
-from edgerob.report import write_report
+from edgerob.device.failures import km_median
+from edgerob.analysis.report import write_report
 from edgerob.store import Store
-from edgerob.targets import load_target
+from edgerob.catalog.targets import load_target
 
 from conftest import FAST
 
@@ -55,7 +55,9 @@ def write_target(folder: Path, name: str, peak_tops: dict, bw=None, tdp=None, pu
 def real_fleet(tiny_model, tmp_path_factory):
     """(folder with targets/, store): three runs of the tiny model on this CPU, 1 and 2 threads,
     with clean and FGSM input sets and Square failure records."""
-    from edgerob.sweep import Profile, prepare_workload, run_profile
+    from edgerob.catalog.profiles import Profile
+    from edgerob.device.sweep import run_profile
+    from edgerob.host.workload import prepare_workload
 
     folder = tmp_path_factory.mktemp("real_fleet")
     # made-up spec sheets and prices (same CPU underneath): plumbing, not a hardware model
@@ -488,7 +490,7 @@ def test_report_html_recorded(recorded_fleet, tmp_path):
     _assert_self_contained(text)
     assert "dev-l4" in text and "pgd@0.1" in text and "Pareto fronts" in text
     assert "held-out target" in text and "TRASH" in text
-    # AFT models from edgerob.survival where it can run; a one-line reason where it cannot
+    # AFT models from edgerob.analysis.survival where it can run; a one-line reason where it cannot
     assert ("Accelerated failure time models" in text) or ("AFT models not included" in text)
     assert text.count("<details><summary><code>") == len(recorded_fleet.measurements())
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from edgerob.cli import app
 from edgerob.errors import EdgerobError
-from edgerob.mlperf import ingest_mlperf, parse_summary, power_from_logs
+from edgerob.fleet.mlperf import ingest_mlperf, parse_summary, power_from_logs
 from edgerob.store import Store
 
 REAL = next((p for p in (Path(__file__).resolve().parents[2] / "shared" / "samples" / "mlperf",
@@ -254,7 +254,7 @@ def test_real_tree_every_value_and_idempotent(tmp_path):
 
 
 def test_own_and_published_rows_side_by_side(tree, tmp_path):
-    from edgerob.compare import fleet_table, side_by_side_notes
+    from edgerob.analysis.compare import fleet_table, side_by_side_notes
 
     store = Store(f"sqlite:///{tmp_path}/s.db")
     ingest_mlperf(tree, store)

@@ -1,4 +1,4 @@
-"""Tests for edgerob.models: architecture names, ResNet shapes, Normalize, checkpoints and cards."""
+"""Tests for edgerob.host.models: architecture names, ResNet shapes, Normalize, checkpoints and cards."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torch import nn
 
 from edgerob.errors import EdgerobError
 from edgerob.files import file_sha256
-from edgerob.models import (
+from edgerob.host.models import (
     CARD_FILE,
     WEIGHTS_FILE,
     BasicBlock,

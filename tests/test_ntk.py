@@ -1,4 +1,4 @@
-"""edgerob.ntk: the empirical NTK against closed forms, its scores, determinism, and the CLI."""
+"""edgerob.host.ntk: the empirical NTK against closed forms, its scores, determinism, and the CLI."""
 
 import json
 import math
@@ -9,7 +9,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from edgerob.errors import EdgerobError
-from edgerob.ntk import (arch_scores, empirical_ntk, rank_correlation, score_keys, scores,
+from edgerob.host.ntk import (arch_scores, empirical_ntk, rank_correlation, score_keys, scores,
                          validate)
 
 
@@ -82,7 +82,7 @@ def test_scores_singular_and_bad_input():
 
 
 def test_resnet_vmap_matches_loop():
-    from edgerob.models import ResNet
+    from edgerob.host.models import ResNet
 
     torch.manual_seed(0)
     model = ResNet(8, 2, 1, 10, 16, [0.5], [0.25]).eval()

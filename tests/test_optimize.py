@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import pg
 from edgerob.cli import app
 from edgerob.errors import EdgerobError
-from edgerob.optimize import (
+from edgerob.analysis.optimize import (
     IntRange, Space, dominates, is_non_dominated, load_result, load_space, optimize,
     pareto_front, plan_study, resolve_targets,
 )
@@ -172,7 +172,7 @@ def test_resume_adds_trials_to_an_existing_study(tmp_path):
 def test_a_dead_workers_trial_is_failed_by_heartbeat_and_retried(tmp_path):
     import optuna
 
-    from edgerob.optimize import open_storage
+    from edgerob.analysis.optimize import open_storage
 
     kw = dict(storage=f"sqlite:///{tmp_path}/s.db", store=f"sqlite:///{tmp_path}/r.db",
               space=_space(tmp_path), runner=fake_runner, study_name="hb")
@@ -244,7 +244,7 @@ def test_default_space_loads_and_plans_without_sensor_or_price():
 
 
 def test_training_options_missing_from_train_config_leave_the_search(monkeypatch):
-    import edgerob.optimize as opt
+    import edgerob.analysis.optimize as opt
 
     monkeypatch.setattr(opt, "train_fields", lambda: {"arch", "width", "epochs", "seed"})
     plan = plan_study(load_space("quick"), resolve_targets("cpu")[0])

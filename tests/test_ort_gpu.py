@@ -11,12 +11,14 @@ from types import SimpleNamespace
 
 import pytest
 
+from edgerob.host.workload import prepare_workload
 from edgerob.errors import EdgerobError
-from edgerob.runtimes import create_runtime
-from edgerob.runtimes import ort as ortmod
+from edgerob.device.runtimes import create_runtime
+from edgerob.device.runtimes import ort as ortmod
 from edgerob.store import Store
-from edgerob.sweep import Profile, on_accelerator, pick_runtime, run_profile, sensor_options
-from edgerob.targets import Target, load_target
+from edgerob.catalog.profiles import Profile
+from edgerob.device.sweep import on_accelerator, pick_runtime, run_profile, sensor_options
+from edgerob.catalog.targets import Target, load_target
 
 from conftest import FAST
 from test_profilers_host import FakeGpu, fake_pynvml
@@ -156,7 +158,7 @@ def test_gpu_sweep_reads_the_runtimes_gpu_and_fingerprints_it(fake_ort, monkeypa
         "runtime_options": {"providers": [[CUDA, {"device_id": 0}]]},
         "profiler_options": {"interval_s": 0.01}})
     profile = Profile(name="one", precisions=["fp32"], batch_sizes=[4], timing=FAST)
-    res = run_profile(target, profile, tiny_model, Store(f"sqlite:///{tmp_path}/s.db"))
+    res = run_profile(target, profile, prepare_workload(profile, tiny_model), Store(f"sqlite:///{tmp_path}/s.db"))
     assert os.environ["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"  # set before any CUDA use
     fp = json.loads(res.rows[0]["fingerprint"])
     assert fp["cuda_device"] == 0 and fp["providers"] == [CUDA]

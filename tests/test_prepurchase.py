@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from edgerob.compare import TargetCache, _predict_rows, fit_loglinear, loto_rmse
-from edgerob.cost import Workload, candidate_costs, tco
+from edgerob.analysis.compare import TargetCache, _predict_rows, fit_loglinear, loto_rmse
+from edgerob.analysis.cost import Workload, candidate_costs, tco
 
 
 def _xs(**cols):

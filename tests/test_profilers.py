@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from edgerob.clocks import cpu_state, throttled_between
-from edgerob.profilers import (NoProfiler, PollingProfiler, Reading, integrate_power,
+from edgerob.device.clocks import cpu_state, throttled_between
+from edgerob.device.profilers import (NoProfiler, PollingProfiler, Reading, integrate_power,
                                profiler_class)
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from edgerob.clocks import throttled_between
+from edgerob.device.clocks import throttled_between
 from edgerob.errors import EdgerobError
-from edgerob.profilers import profiler_class
-from edgerob.profilers.nvml import NvmlProfiler, decode_reasons
-from edgerob.profilers.rapl import RaplProfiler, counter_delta, discover
+from edgerob.device.profilers import profiler_class
+from edgerob.device.profilers.nvml import NvmlProfiler, decode_reasons
+from edgerob.device.profilers.rapl import RaplProfiler, counter_delta, discover
 
 NOT_SUPPORTED = 3
 
@@ -377,7 +377,7 @@ PCI = "PCI_BUS_ID"
     ({"CUDA_DEVICE_ORDER": PCI, "CUDA_VISIBLE_DEVICES": "1,7,0"}, 0, 3),
 ])
 def test_cuda_device_maps_to_its_nvml_gpu(nvml, env, cuda_device, nvml_index):
-    from edgerob.profilers.nvml import resolve_gpu
+    from edgerob.device.profilers.nvml import resolve_gpu
 
     mod = nvml(_four_gpus())
     gpu = resolve_gpu(mod, cuda_device=cuda_device, env=env)
@@ -394,7 +394,7 @@ def test_cuda_device_maps_to_its_nvml_gpu(nvml, env, cuda_device, nvml_index):
     ({"CUDA_VISIBLE_DEVICES": "MIG-1234"}, 0, "MIG"),
 ])
 def test_unmappable_cuda_devices_are_refused(nvml, env, cuda_device, match):
-    from edgerob.profilers.nvml import resolve_gpu
+    from edgerob.device.profilers.nvml import resolve_gpu
 
     mod = nvml(_four_gpus())
     with pytest.raises(EdgerobError, match=match):

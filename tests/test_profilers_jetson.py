@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 from edgerob.errors import EdgerobError
-from edgerob.profilers import integrate_power, profiler_class
-from edgerob.profilers import ina3221 as ina_mod
-from edgerob.profilers import jtop as jtop_mod
-from edgerob.profilers.ina3221 import (Ina3221Profiler, find_rails, is_not_connected,
+from edgerob.device.profilers import integrate_power, profiler_class
+from edgerob.device.profilers import ina3221 as ina_mod
+from edgerob.device.profilers import jtop as jtop_mod
+from edgerob.device.profilers.ina3221 import (Ina3221Profiler, find_rails, is_not_connected,
                                        module_total_w)
-from edgerob.profilers.jtop import JtopProfiler, power_reading
-from edgerob.profilers.tegrastats import TegrastatsProfiler, parse_line
+from edgerob.device.profilers.jtop import JtopProfiler, power_reading
+from edgerob.device.profilers.tegrastats import TegrastatsProfiler, parse_line
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared/samples/tegrastats.txt"
 
@@ -366,7 +366,7 @@ def test_tegrastats_options_are_checked():
 
 
 def test_tegrastats_available_finds_the_tool(tmp_path, monkeypatch):
-    from edgerob.profilers import tegrastats as mod
+    from edgerob.device.profilers import tegrastats as mod
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

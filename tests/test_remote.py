@@ -10,10 +10,12 @@ import threading
 import pytest
 
 from edgerob.errors import EdgerobError
-from edgerob.remote import parse_ssh_host, profile_remote, ssh_command
+from edgerob.catalog.targets import parse_ssh_host
+from edgerob.fleet.remote import profile_remote, ssh_command
 from edgerob.store import Store
-from edgerob.sweep import Profile
-from edgerob.targets import Target, load_target
+from edgerob.catalog.profiles import Profile
+from edgerob.host.workload import prepare_workload
+from edgerob.catalog.targets import Target, load_target
 
 # asyncssh leaves a Queue.join coroutine unawaited when a redirected process ends
 pytestmark = [pytest.mark.filterwarnings("ignore:coroutine .Queue.join. was never awaited"),
@@ -107,14 +109,15 @@ def test_profile_over_ssh_end_to_end(server, tiny_model, tmp_path):
     store = Store(f"sqlite:///{tmp_path}/host.db")
     profile = Profile.model_validate(PROFILE)
     steps = []
-    counts = profile_remote(target, profile, tiny_model, store, on_step=steps.append)
+    work = prepare_workload(profile, tiny_model)
+    counts = profile_remote(target, profile, work, store, on_step=steps.append)
     assert counts["measurements"] == 2 and counts["failures"] == 4
     assert any("copying" in s for s in steps) and steps[-1] == "ingesting"
     rows = store.measurements()
     assert {(r["precision"], r["batch_size"]) for r in rows} == {("fp32", 1), ("fp32", 4)}
     assert all(r["target"] == "loopback" for r in rows)
     # again: same bundle folder on the device, the run resumes there, nothing is duplicated
-    again = profile_remote(target, profile, tiny_model, store)
+    again = profile_remote(target, profile, work, store)
     assert again["measurements"] == 0 and again["failures"] == 0
     assert len(store.measurements()) == 2 and len(store.failures()) == 4
     assert len(list((tmp_path / "device").iterdir())) == 1
@@ -126,6 +129,7 @@ def test_unknown_host_key_is_refused(server, tiny_model, tmp_path):
                      + asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode())
     target = server.target(tmp_path, known_hosts=other)
     with pytest.raises(EdgerobError, match="failed"):
-        profile_remote(target, Profile.model_validate(PROFILE), tiny_model,
+        profile = Profile.model_validate(PROFILE)
+        profile_remote(target, profile, prepare_workload(profile, tiny_model),
                        Store(f"sqlite:///{tmp_path}/h.db"))
     assert not (tmp_path / "device").exists()

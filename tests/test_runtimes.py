@@ -5,7 +5,7 @@ TensorRT): its version dispatch, batch range, cache keys and availability reason
 plain functions with fake `tensorrt` modules, and its build/load/run plumbing against a fake
 TensorRT + cuda-python written from their documented Python APIs (the fake's "engine" runs the
 artifact with onnxruntime). Whether the real libraries behave like the fakes is only checked on a
-GPU machine (see the docstring of edgerob/runtimes/trt.py).
+GPU machine (see the docstring of edgerob/device/runtimes/trt.py).
 """
 
 from __future__ import annotations
@@ -23,12 +23,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from edgerob.catalog.profiles import Profile
+from edgerob.catalog.targets import load_target
+from edgerob.device.sweep import run_profile
 from edgerob.errors import EdgerobError
-from edgerob.export import metadata_path
-from edgerob.models import WEIGHTS_FILE
-from edgerob.runtimes import create_runtime, runtime_class
-from edgerob.runtimes import trt as trtmod
-from edgerob.runtimes.torch_eager import TorchRuntime
+from edgerob.host.workload import prepare_workload
+from edgerob.store import Store
+from edgerob.device.artifacts import metadata_path
+from edgerob.host.models import WEIGHTS_FILE, load_checkpoint
+from edgerob.device.runtimes import create_runtime, runtime_class
+from edgerob.device.runtimes import trt as trtmod
+from edgerob.device.runtimes.torch_eager import TorchRuntime
+
+from conftest import FAST
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,7 +50,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def images():
-    from edgerob.data import load_dataset
+    from edgerob.host.data import load_dataset
 
     return load_dataset("digits").x_test[:300]
 
@@ -61,9 +68,14 @@ def _copy_artifact(art, folder: Path, **changes) -> Path:
 
 # ---- torch ---------------------------------------------------------------------------------------
 
+def torch_runtime(path, **options):
+    """The torch runtime with the host's checkpoint loader, as a workload hands it over."""
+    return TorchRuntime(path, load_model=load_checkpoint, **options)
+
+
 def test_torch_fp32_matches_onnxruntime(tiny_artifacts, images):
     path = tiny_artifacts["fp32"].path
-    rt = TorchRuntime(path)
+    rt = torch_runtime(path)
     ref = create_runtime("onnxruntime", path).run(images)
     out = rt.run(images)
     assert out.dtype == np.float32 and out.shape == ref.shape
@@ -73,80 +85,102 @@ def test_torch_fp32_matches_onnxruntime(tiny_artifacts, images):
 
 
 def test_torch_fp16_and_bf16_agree_with_fp32(tiny_artifacts, images):
-    ref = TorchRuntime(tiny_artifacts["fp32"].path).run(images).argmax(1)
-    fp16 = TorchRuntime(tiny_artifacts["fp16"].path)  # raises EdgerobError where CPU lacks fp16
+    ref = torch_runtime(tiny_artifacts["fp32"].path).run(images).argmax(1)
+    fp16 = torch_runtime(tiny_artifacts["fp16"].path)  # raises EdgerobError where CPU lacks fp16
     assert fp16.info()["dtype"] == "fp16"
     assert {p.dtype.itemsize for p in fp16.model.parameters()} == {2}
     out = fp16.run(images)
     assert out.dtype == np.float32
     assert (out.argmax(1) == ref).mean() >= 0.98
-    bf16 = TorchRuntime(tiny_artifacts["fp32"].path, dtype="bf16")
+    bf16 = torch_runtime(tiny_artifacts["fp32"].path, dtype="bf16")
     assert bf16.info()["dtype"] == "bf16"
     assert (bf16.run(images).argmax(1) == ref).mean() >= 0.95
 
 
 def test_torch_refuses_int8_and_precision_overrides(tiny_artifacts):
     with pytest.raises(EdgerobError, match="int8 artifacts need onnxruntime or tensorrt"):
-        TorchRuntime(tiny_artifacts["int8"].path)
+        torch_runtime(tiny_artifacts["int8"].path)
     with pytest.raises(EdgerobError, match="precision lives in the artifact"):
-        TorchRuntime(tiny_artifacts["fp32"].path, dtype="fp16")
+        torch_runtime(tiny_artifacts["fp32"].path, dtype="fp16")
     with pytest.raises(EdgerobError, match="unknown dtype"):
-        TorchRuntime(tiny_artifacts["fp32"].path, dtype="int4")
+        torch_runtime(tiny_artifacts["fp32"].path, dtype="int4")
     with pytest.raises(EdgerobError, match="unknown options"):
-        TorchRuntime(tiny_artifacts["fp32"].path, providers=["x"])
+        torch_runtime(tiny_artifacts["fp32"].path, providers=["x"])
 
 
 def test_torch_needs_the_artifacts_own_checkpoint(tiny_artifacts, tiny_model, tmp_path):
     art = tiny_artifacts["fp32"]
     with pytest.raises(EdgerobError, match="does not record the model folder"):
-        TorchRuntime(_copy_artifact(art, tmp_path / "a", model_dir=None))
+        torch_runtime(_copy_artifact(art, tmp_path / "a", model_dir=None))
     with pytest.raises(EdgerobError, match="model folder .* is missing"):
-        TorchRuntime(_copy_artifact(art, tmp_path / "b", model_dir="../no-such-model"))
+        torch_runtime(_copy_artifact(art, tmp_path / "b", model_dir="../no-such-model"))
     with pytest.raises(EdgerobError, match="is not a model folder"):
-        TorchRuntime(_copy_artifact(art, tmp_path / "b2", model_dir="."))
+        torch_runtime(_copy_artifact(art, tmp_path / "b2", model_dir="."))
     other = _copy_artifact(art, tmp_path / "c", model_dir=str(Path(tiny_model).resolve()),
                            checkpoint_sha256="0" * 64)
     with pytest.raises(EdgerobError, match="different checkpoint"):
-        TorchRuntime(other)
+        torch_runtime(other)
     # the same copy pointing at the right checkpoint runs
     ok = _copy_artifact(art, tmp_path / "d", model_dir=str(Path(tiny_model).resolve()))
-    assert TorchRuntime(ok).run(np.zeros((2, 1, 16, 16), np.float32)).shape == (2, 10)
+    assert torch_runtime(ok).run(np.zeros((2, 1, 16, 16), np.float32)).shape == (2, 10)
     # weights replaced after export: load_checkpoint's hash check refuses them
     broken = tmp_path / "model"
     shutil.copytree(tiny_model, broken)
     (broken / WEIGHTS_FILE).write_bytes(b"not weights")
     with pytest.raises(EdgerobError):
-        TorchRuntime(_copy_artifact(art, tmp_path / "e", model_dir=str(broken)))
+        torch_runtime(_copy_artifact(art, tmp_path / "e", model_dir=str(broken)))
+
+
+def test_torch_takes_the_model_code_from_the_host(tiny_artifacts, tiny_model, tmp_path):
+    """The device has no model code: the torch runtime refuses to run without the host's loader,
+    and a sweep hands it the one its workload carries."""
+    with pytest.raises(EdgerobError, match="load_model"):
+        TorchRuntime(tiny_artifacts["fp32"].path)
+    profile = Profile(name="t", precisions=["fp32"], batch_sizes=[1], timing=FAST)
+    target = load_target("cpu").model_copy(update={"runtime": "torch",
+                                                   "runtime_options": {"device": "cpu"}})
+    work = prepare_workload(profile, tiny_model)
+    calls = []
+
+    def loader(folder):
+        calls.append(folder)
+        return load_checkpoint(folder)
+
+    work.load_model = loader
+    res = run_profile(target, profile, work, Store(f"sqlite:///{tmp_path}/s.db"))
+    assert calls == [Path(tiny_model).resolve()]
+    assert [r["runtime"] for r in res.rows] == ["torch"]
 
 
 def test_torch_via_registry_info_and_errors(tiny_artifacts):
     assert runtime_class("torch") is TorchRuntime
     ok, reason = TorchRuntime.available()
     assert ok and reason.startswith("torch ")
-    rt = create_runtime("torch", tiny_artifacts["fp32"].path, threads=1, device="cpu")
+    rt = create_runtime("torch", tiny_artifacts["fp32"].path, threads=1, device="cpu",
+                        load_model=load_checkpoint)
     info = rt.info()
     assert info["runtime"] == "torch" and info["device"] == "cpu" and info["dtype"] == "fp32"
     assert info["compiled"] is False and info["threads"] == 1 and info["version"]
     with pytest.raises(EdgerobError, match="the model takes"):
         rt.run(np.zeros((2, 3, 16, 16), np.float32))
     with pytest.raises(EdgerobError, match="bad device|not supported"):
-        TorchRuntime(tiny_artifacts["fp32"].path, device="tpu")
+        torch_runtime(tiny_artifacts["fp32"].path, device="tpu")
     import torch
 
     if not torch.cuda.is_available():
         with pytest.raises(EdgerobError, match="sees no CUDA device"):
-            TorchRuntime(tiny_artifacts["fp32"].path, device="cuda:0")
+            torch_runtime(tiny_artifacts["fp32"].path, device="cuda:0")
 
 
 def test_torch_compile_plumbing(tiny_artifacts, images):
     """compile=True means inductor (needs a C++ compiler, slow here); the 'eager' backend goes
     through torch.compile the same way in a second."""
     path = tiny_artifacts["fp32"].path
-    rt = TorchRuntime(path, compile="eager")
+    rt = torch_runtime(path, compile="eager")
     assert rt.info()["compiled"] == "eager"
-    np.testing.assert_allclose(rt.run(images[:8]), TorchRuntime(path).run(images[:8]), atol=1e-5)
+    np.testing.assert_allclose(rt.run(images[:8]), torch_runtime(path).run(images[:8]), atol=1e-5)
     with pytest.raises(EdgerobError, match="torch.compile"):
-        TorchRuntime(path, compile="no-such-backend")
+        torch_runtime(path, compile="no-such-backend")
 
 
 def test_torch_compile_is_static_and_tf32_is_off_unless_asked(tiny_artifacts, monkeypatch):
@@ -175,7 +209,7 @@ def test_torch_compile_is_static_and_tf32_is_off_unless_asked(tiny_artifacts, mo
 
 def test_torch_cuda_identity_for_the_power_sensor():
     """What torch reports for a CUDA device, in the forms NVML matching accepts."""
-    from edgerob.runtimes.torch_eager import cuda_identity
+    from edgerob.device.runtimes.torch_eager import cuda_identity
 
     props = SimpleNamespace(uuid="5c7b3b2a-0000-1111-2222-333333333333", pci_bus_id=0x65,
                             pci_device_id=0, pci_domain_id=0)
@@ -196,7 +230,7 @@ def test_torch_unavailable_without_torch(monkeypatch):
 
 def test_runtime_modules_import_without_torch_or_tensorrt():
     """Device side: importing both runtime modules pulls in neither torch nor tensorrt."""
-    code = ("import sys; import edgerob.runtimes.torch_eager, edgerob.runtimes.trt; "
+    code = ("import sys; import edgerob.device.runtimes.torch_eager, edgerob.device.runtimes.trt; "
             "bad = [m for m in ('torch', 'tensorrt', 'cuda') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

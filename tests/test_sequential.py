@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from edgerob.host.workload import prepare_workload
 from edgerob.errors import EdgerobError
-from edgerob.sequential import BettingCS, StopRule, km_median_ci, planned_samples, run_sequential
+from edgerob.device.sequential import BettingCS, StopRule, km_median_ci, planned_samples, run_sequential
 
 stats = pytest.importorskip("scipy.stats")
 
@@ -152,7 +153,7 @@ def test_attack_cli_rejects_bad_rules_with_exit_2(tmp_path, args, match):
     ("{half_width: 0.1, max_samples: 0}", "stop.max_samples"), ("{confidence: 0.9}",
                                                                 "stop.half_width")])
 def test_profile_stop_is_validated_naming_file_and_field(tmp_path, stop, field):
-    from edgerob.sweep import load_profile
+    from edgerob.catalog.profiles import load_profile
 
     for entry, where in (("attacks:\n  - {attack: pgd, eps: [0.1], stop: %s}", "attacks.0."),
                          ("query_attack: {eps: [0.1], budget_queries: 10, stop: %s}",
@@ -186,9 +187,9 @@ def test_store_round_trips_the_attack_cell_columns(tmp_path):
 
 def test_craft_with_a_rule_attacks_a_random_part_and_stores_the_interval(tiny_model, tmp_path):
     torch = pytest.importorskip("torch")
-    from edgerob.attacks import InputSet, craft, evaluate
-    from edgerob.data import load_dataset
-    from edgerob.models import load_checkpoint
+    from edgerob.host.attacks import InputSet, craft, evaluate
+    from edgerob.host.data import load_dataset
+    from edgerob.host.models import load_checkpoint
 
     torch.set_num_threads(1)
     model, _ = load_checkpoint(tiny_model)
@@ -214,8 +215,9 @@ def test_craft_with_a_rule_attacks_a_random_part_and_stores_the_interval(tiny_mo
 def test_sweep_stops_the_query_attack_and_records_the_cell(tiny_model, tmp_path):
     from conftest import FAST
     from edgerob.store import Store
-    from edgerob.sweep import Profile, run_profile
-    from edgerob.targets import load_target
+    from edgerob.catalog.profiles import Profile
+    from edgerob.device.sweep import run_profile
+    from edgerob.catalog.targets import load_target
 
     prof = Profile.model_validate({
         "name": "seq", "precisions": ["fp32"], "batch_sizes": [8], "samples": 120,
@@ -223,7 +225,7 @@ def test_sweep_stops_the_query_attack_and_records_the_cell(tiny_model, tmp_path)
             "eps": [0.3], "budget_queries": 20, "samples": 120, "seed": 2,
             "stop": {"half_width": 0.2, "confidence": 0.9, "max_samples": 100}}})
     store = Store(f"sqlite:///{tmp_path}/s.db")
-    res = run_profile(load_target("cpu"), prof, tiny_model, store)
+    res = run_profile(load_target("cpu"), prof, prepare_workload(prof, tiny_model), store)
     (cell,) = store.attack_cells(run_id=res.run_id)
     n = cell["n_sampled"]
     assert 0 < n <= 100 and n % 8 == 0 or n == 100
@@ -242,7 +244,7 @@ def test_sweep_stops_the_query_attack_and_records_the_cell(tiny_model, tmp_path)
     from typer.testing import CliRunner
 
     from edgerob.cli import app
-    from edgerob.compare import fleet_table
+    from edgerob.analysis.compare import fleet_table
 
     (row,) = [r for r in fleet_table(store) if r["failure_records"]]
     s = row["failures_by_attack"]["square@0.3"]

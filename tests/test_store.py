@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from typer.testing import CliRunner
 
 import edgerob.store as store_module
-from edgerob import survival as sv
+from edgerob.analysis import survival as sv
 from edgerob.cli import app
 from edgerob.errors import EdgerobError
 from edgerob.store import (BASELINE, VERSION_TABLE, Store, _alembic, failures, include_name,

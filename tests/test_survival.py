@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from edgerob import survival as sv
+from edgerob.analysis import survival as sv
 from edgerob.cli import app
 from edgerob.errors import EdgerobError
 from edgerob.store import Store
@@ -284,7 +284,7 @@ def test_trash_is_one_definition_in_one_place(weibull_fit):
     """(train s / training samples) / E[T per attacked sample], whichever module asks."""
     from types import SimpleNamespace
 
-    from edgerob.cost import Workload, attacker_side, trash
+    from edgerob.analysis.cost import Workload, attacker_side, trash
 
     exact = trash(600.0, 50, 4.0)  # 12 s per training sample / 4 s per attacked sample
     assert exact["trash"] == 3.0 and exact["train_time_per_sample_s"] == 12.0
@@ -310,7 +310,7 @@ def test_trash_is_one_definition_in_one_place(weibull_fit):
 
 def test_trash_not_estimable_where_the_mean_diverges():
     """A log-logistic fit with shape <= 1 has E[T] = inf: TRASH is not estimable (not 0)."""
-    from edgerob.cost import trash
+    from edgerob.analysis.cost import trash
 
     df = sv.simulate_failures(540, "loglogistic", sigma=1.6, time_ratios={"precision[int8]": 0.6},
                               censored=0.1, seed=3)

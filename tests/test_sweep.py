@@ -2,12 +2,19 @@ import json
 
 import pytest
 
+from edgerob.catalog.profiles import Profile
+from edgerob.catalog.targets import load_target
+from edgerob.device.sweep import cells, run_profile
 from edgerob.errors import EdgerobError
+from edgerob.host.workload import prepare_workload
 from edgerob.store import Store
-from edgerob.sweep import Profile, cells, run_profile
-from edgerob.targets import load_target
 
 from conftest import FAST
+
+
+def sweep(target, profile, model_dir, store, **kw):
+    """The local pipeline as `edgerob profile` runs it: prepare on the host, sweep here."""
+    return run_profile(target, profile, prepare_workload(profile, model_dir), store, **kw)
 
 
 @pytest.fixture
@@ -18,8 +25,8 @@ def small_profile():
 def test_sweep_writes_every_cell(tiny_model, tiny_artifacts, small_profile, tmp_path):
     store = Store(f"sqlite:///{tmp_path}/s.db")
     seen = []
-    res = run_profile(load_target("cpu"), small_profile, tiny_model, store,
-                      on_cell=lambda i, n, c, m: seen.append((i, n, c.precision, m is None)))
+    res = sweep(load_target("cpu"), small_profile, tiny_model, store,
+                on_cell=lambda i, n, c, m: seen.append((i, n, c.precision, m is None)))
     assert res.measured == 4 and res.skipped == 0 and not res.resumed
     assert [s[:2] for s in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert {(r["precision"], r["batch_size"]) for r in res.rows} == {
@@ -40,15 +47,15 @@ def test_sweep_writes_every_cell(tiny_model, tiny_artifacts, small_profile, tmp_
 
 def test_rerun_skips_measured_cells(tiny_model, small_profile, tmp_path):
     store = Store(f"sqlite:///{tmp_path}/s.db")
-    first = run_profile(load_target("cpu"), small_profile, tiny_model, store)
-    again = run_profile(load_target("cpu"), small_profile, tiny_model, store)
+    first = sweep(load_target("cpu"), small_profile, tiny_model, store)
+    again = sweep(load_target("cpu"), small_profile, tiny_model, store)
     assert again.run_id == first.run_id and again.resumed
     assert again.measured == 0 and again.skipped == 4
     assert len(store.measurements()) == 4
     bigger = small_profile.model_copy(update={"batch_sizes": [1, 4, 2]})
-    grown = run_profile(load_target("cpu"), bigger, tiny_model, store)
+    grown = sweep(load_target("cpu"), bigger, tiny_model, store)
     assert grown.measured == 2 and len(store.measurements()) == 6
-    fresh = run_profile(load_target("cpu"), small_profile, tiny_model, store, new_run=True)
+    fresh = sweep(load_target("cpu"), small_profile, tiny_model, store, new_run=True)
     assert fresh.run_id != first.run_id and fresh.measured == 4
 
 
@@ -60,26 +67,26 @@ def test_interrupted_sweep_leaves_whole_cells_and_resumes(tiny_model, small_prof
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_profile(load_target("cpu"), small_profile, tiny_model, store,
-                    on_cell=interrupt_after_two)
+        sweep(load_target("cpu"), small_profile, tiny_model, store,
+              on_cell=interrupt_after_two)
     assert len(store.measurements()) == 2
     assert store.runs()[0]["status"] == "failed"
-    res = run_profile(load_target("cpu"), small_profile, tiny_model, store)
+    res = sweep(load_target("cpu"), small_profile, tiny_model, store)
     assert res.resumed and res.measured == 2 and res.skipped == 2
     assert len(store.measurements()) == 4 and store.runs()[0]["status"] == "done"
 
 
 def test_threads_reach_the_runtime(tiny_model, tmp_path):
     prof = Profile(name="t", precisions=["fp32"], batch_sizes=[1], timing=FAST)
-    res = run_profile(load_target("cpu"), prof, tiny_model, Store(f"sqlite:///{tmp_path}/s.db"),
-                      threads=1)
+    res = sweep(load_target("cpu"), prof, tiny_model, Store(f"sqlite:///{tmp_path}/s.db"),
+                threads=1)
     assert json.loads(res.rows[0]["fingerprint"])["intra_op_threads"] == 1
 
 
 def test_remote_target_is_refused_here(tiny_model, small_profile, tmp_path):
     remote = load_target("cpu").model_copy(update={"host": "user@jetson"})
     with pytest.raises(EdgerobError, match="user@jetson"):
-        run_profile(remote, small_profile, tiny_model, Store(f"sqlite:///{tmp_path}/s.db"))
+        sweep(remote, small_profile, tiny_model, Store(f"sqlite:///{tmp_path}/s.db"))
 
 
 def test_cells_order():
@@ -99,7 +106,7 @@ def attack_profile():
 
 def test_adversarial_sets_and_failure_records(tiny_model, attack_profile, tmp_path):
     store = Store(f"sqlite:///{tmp_path}/s.db")
-    res = run_profile(load_target("cpu"), attack_profile, tiny_model, store)
+    res = sweep(load_target("cpu"), attack_profile, tiny_model, store)
     assert res.measured == 8 + 1
     by_set = {}
     for r in res.rows:
@@ -129,12 +136,12 @@ def test_adversarial_sets_and_failure_records(tiny_model, attack_profile, tmp_pa
 
     cached = tiny_model / "inputs" / "fgsm@0.1.npz"
     stamp = cached.stat().st_mtime_ns
-    again = run_profile(load_target("cpu"), attack_profile, tiny_model, store)
+    again = sweep(load_target("cpu"), attack_profile, tiny_model, store)
     assert again.measured == 0 and again.skipped == 9
     assert cached.stat().st_mtime_ns == stamp  # reused, not crafted again
     assert len(store.failures()) == cell["n_attacked"] and len(store.attack_cells()) == 1
     more = attack_profile.model_copy(update={"samples": 30})
-    run_profile(load_target("cpu"), more, tiny_model, store, new_run=True)
+    sweep(load_target("cpu"), more, tiny_model, store, new_run=True)
     assert cached.stat().st_mtime_ns != stamp  # other samples: crafted again
 
 
@@ -142,8 +149,8 @@ def test_a_cell_with_nothing_attacked_is_stored_and_not_run_again(tiny_model, at
                                                                   tmp_path, monkeypatch):
     """Every sample misclassified clean: no failure record, but the cell's row says so, and a
     resumed sweep skips the cell instead of attacking again."""
-    import edgerob.sweep as sweep
-    from edgerob.failures import AttackCell
+    import edgerob.device.sweep as sweep
+    from edgerob.device.failures import AttackCell
 
     calls = []
 
@@ -155,10 +162,10 @@ def test_a_cell_with_nothing_attacked_is_stored_and_not_run_again(tiny_model, at
     prof = attack_profile.model_copy(update={"attacks": [], "precisions": ["int8"],
                                              "batch_sizes": [4]})
     store = Store(f"sqlite:///{tmp_path}/s.db")
-    first = run_profile(load_target("cpu"), prof, tiny_model, store)
+    first = run_profile(load_target("cpu"), prof, prepare_workload(prof, tiny_model), store)
     assert calls == [6] and first.failures == []
     assert [(c["n_available"], c["n_clean_wrong"], c["n_attacked"]) for c in store.attack_cells()
             ] == [(6, 6, 0)]
-    again = run_profile(load_target("cpu"), prof, tiny_model, store)
+    again = run_profile(load_target("cpu"), prof, prepare_workload(prof, tiny_model), store)
     assert again.resumed and again.skipped == 2 and calls == [6]
     assert len(store.attack_cells()) == 1

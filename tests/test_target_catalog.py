@@ -11,7 +11,7 @@ import pytest
 
 import edgerob
 from edgerob.catalog import list_names
-from edgerob.targets import load_target, matching_targets
+from edgerob.catalog.targets import load_target, matching_targets
 
 CATALOG = Path(edgerob.__file__).resolve().parent.parent / "targets"
 

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from edgerob import train as train_mod
-from edgerob.data import load_digits
+from edgerob.host import train as train_mod
+from edgerob.host.data import load_digits
 from edgerob.errors import EdgerobError
-from edgerob.models import (OUTPUT_NOISE_ROWS, OutputNoise, Squeeze, build_model, load_checkpoint)
-from edgerob.train import AccelATController, EpochReport, TrainConfig, train
+from edgerob.host.models import (OUTPUT_NOISE_ROWS, OutputNoise, Squeeze, build_model, load_checkpoint)
+from edgerob.host.train import AccelATController, EpochReport, TrainConfig, train
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -287,12 +287,12 @@ def test_squeeze_and_output_noise_layers():
 @pytest.mark.parametrize("defence", [{"squeeze_bits": 3}, {"output_noise": 0.5}])
 def test_defences_export_to_onnx_with_matching_outputs(digits, tmp_path, defence):
     """A trained model with the defence, saved, rebuilt from its card, exported by
-    edgerob.export (fp32 and fp16; int8 parity is not checked: with few epochs the tiny model's
+    edgerob.host.export (fp32 and fp16; int8 parity is not checked: with few epochs the tiny model's
     int8 agreement can fall under 95% whatever the defence), and the fp32 ONNX logits equal torch's
     for batches of 1, 7 and 300 (over the noise pattern's 256 rows)."""
     import onnxruntime as ort
 
-    from edgerob.export import export
+    from edgerob.host.export import export
 
     data = subset(digits, 600, 60)
     folder = tmp_path / "m"
@@ -327,7 +327,7 @@ def test_defences_export_to_onnx_with_matching_outputs(digits, tmp_path, defence
 
 
 def test_undefended_model_has_no_defence_layers():
-    from edgerob.models import ResNet
+    from edgerob.host.models import ResNet
 
     m = ResNet(8, 4, 1, 10, 16, [0.3], [0.4])
     assert m.squeeze is None and m.output_noise is None
@@ -336,7 +336,7 @@ def test_undefended_model_has_no_defence_layers():
 
 def test_defended_init_equals_plain_init():
     """Defence layers draw nothing from the global generator: same seed, same weights."""
-    from edgerob.models import ResNet
+    from edgerob.host.models import ResNet
 
     torch.manual_seed(5)
     a = ResNet(8, 4, 1, 10, 16, [0.3], [0.4])
@@ -358,7 +358,7 @@ def test_train_noise_is_recorded_but_not_a_layer(digits):
 
 
 def test_energy_from_a_profiler_sums_the_training_windows(digits, monkeypatch):
-    import edgerob.profilers as profilers
+    import edgerob.device.profilers as profilers
 
     windows = []
 
@@ -374,7 +374,7 @@ def test_energy_from_a_profiler_sums_the_training_windows(digits, monkeypatch):
             windows.append("closed")
             return profilers.PowerTrace(energy_j=1.5, duration_s=1.0)
 
-    monkeypatch.setattr(profilers, "profiler_class", lambda name: FakeProfiler)
+    monkeypatch.setattr(train_mod, "profiler_class", lambda name: FakeProfiler)
     data = subset(digits, 64, 30)
     _, card = train(TrainConfig(width=4, epochs=2, batch_size=32, robust_eval_samples=0,
                                 energy_profiler="fake"), dataset=data)
@@ -410,7 +410,7 @@ def test_fp64_differs_from_fp32_but_only_slightly(digits):
 
 def legacy_train(config: TrainConfig, data):
     """The training loop as it was before adversarial training and schedules were added."""
-    from edgerob.models import ModelCard, default_width
+    from edgerob.host.models import ModelCard, default_width
 
     card = ModelCard(arch=config.arch, depth=8, width=config.width or default_width(8),
                      in_channels=1, num_classes=10, input_shape=list(data.input_shape),

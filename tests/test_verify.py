@@ -10,14 +10,17 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from edgerob import targets
+from edgerob.host.workload import prepare_workload
+from edgerob.catalog import targets
+from edgerob.device import machine
 from edgerob.cli import app
-from edgerob.compare import fleet_table
+from edgerob.analysis.compare import fleet_table
 from edgerob.errors import EdgerobError
-from edgerob.report import _fleet_section
+from edgerob.analysis.report import _fleet_section
 from edgerob.store import Store
-from edgerob.sweep import Profile, run_profile
-from edgerob.targets import (families, load_target, machine_facts, resolve_target,
+from edgerob.catalog.profiles import Profile
+from edgerob.device.sweep import run_profile
+from edgerob.catalog.targets import (families, load_target, machine_facts, resolve_target,
                              verify_target)
 
 from conftest import FAST
@@ -232,7 +235,8 @@ def zeta(shipped_only, monkeypatch):
     (shipped_only / "targets").mkdir()
     (shipped_only / "targets/zeta-board.yaml").write_text(ZETA)
     facts = x86_facts(shipped_only)
-    monkeypatch.setattr(targets, "machine_facts", lambda *a, **k: facts)
+    for module in (targets, machine):  # families resolve in the catalog, the sweep verifies
+        monkeypatch.setattr(module, "machine_facts", lambda *a, **k: facts)
     return load_target("zeta-board")
 
 
@@ -240,7 +244,7 @@ def test_sweep_on_the_wrong_machine_writes_nothing(zeta, tiny_model, tmp_path):
     store = Store(f"sqlite:///{tmp_path}/s.db")
     prof = Profile(name="p", precisions=["fp32"], batch_sizes=[1], timing=FAST)
     with pytest.raises(EdgerobError, match="'Zeta Board'"):
-        run_profile(zeta, prof, tiny_model, store)
+        run_profile(zeta, prof, prepare_workload(prof, tiny_model), store)
     assert store.runs() == [] and store.measurements() == []
 
 
@@ -248,7 +252,7 @@ def test_forced_sweep_is_marked_in_runs_results_and_compare(zeta, tiny_model, tm
     url = f"sqlite:///{tmp_path}/s.db"
     store = Store(url)
     prof = Profile(name="p", precisions=["fp32"], batch_sizes=[1], timing=FAST)
-    res = run_profile(zeta, prof, tiny_model, store, force_target=True)
+    res = run_profile(zeta, prof, prepare_workload(prof, tiny_model), store, force_target=True)
     run = store.runs()[0]
     assert run["run_id"] == res.run_id and run["forced_target"] is True
     assert "'Zeta Board'" in json.loads(run["target_facts"])["mismatch"]
@@ -259,14 +263,15 @@ def test_forced_sweep_is_marked_in_runs_results_and_compare(zeta, tiny_model, tm
     out = CliRunner().invoke(app, ["compare", "--store", url])
     assert out.exit_code == 0 and "zeta-board*" in out.output and "forced" in out.output
     # an honest run of the generic cpu target in the same store is not marked
-    run_profile(load_target("cpu"), prof, tiny_model, store)
+    run_profile(load_target("cpu"), prof, prepare_workload(prof, tiny_model), store)
     marks = {r["target"]: r["forced"] for r in fleet_table(store)}
     assert marks == {"zeta-board": True, "cpu": False}
 
 
 def test_cli_refuses_another_machines_target_and_stores_nothing(shipped_only, monkeypatch):
     facts = x86_facts(shipped_only)
-    monkeypatch.setattr(targets, "machine_facts", lambda *a, **k: facts)
+    for module in (targets, machine):  # families resolve in the catalog, the sweep verifies
+        monkeypatch.setattr(module, "machine_facts", lambda *a, **k: facts)
     for name, words in (("jetson-agx-orin-64gb", ["needs", "'AGX Orin'", "not a Jetson"]),
                         ("jetson-orin", ["not a Jetson", "jetson-orin-nx-16gb",
                                          "jetson-agx-orin-32gb", "jetson-orin-nano-4gb"]),

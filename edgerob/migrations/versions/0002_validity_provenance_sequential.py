@@ -3,7 +3,7 @@ time and energy, sequential estimates, and one row per query-attack cell.
 
 Records written by 0.1.0 stored `failures.energy_j` as the energy of the queries a sample took
 part in divided by the batch size; 0.2.0 stores that energy whole (the basis of `duration_s`,
-edgerob.failures) and the per-sample share apart. The upgrade multiplies the old values back
+edgerob.device.failures) and the per-sample share apart. The upgrade multiplies the old values back
 by the batch size, so old and new records are on one basis; their shares stay NULL (they cannot
 be rebuilt from what was stored).
 

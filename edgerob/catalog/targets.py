@@ -1,0 +1,238 @@
+"""Targets: the devices edgerob measures, one targets/NAME.yaml each."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator,
+                      model_validator)
+from urllib.parse import urlsplit
+
+from edgerob.catalog import find_yaml, list_names, load_yaml
+from edgerob.device.machine import (describe_facts, detected, machine_facts,  # noqa: F401
+                                    verify_target)
+from edgerob.device.profilers import REGISTRY as PROFILERS
+from edgerob.device.runtimes import REGISTRY as RUNTIMES
+from edgerob.errors import EdgerobError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Specs(_Strict):
+    """Spec-sheet figures; absent (null) where the vendor publishes none.
+
+    Every peak figure follows one definition, so devices can be compared and regressed on:
+    **dense** (no 2:4 structured sparsity), **GPU only** (no DLA or other accelerator), on the
+    **tensor cores where the device has them** (fp32 is the CUDA-core rate: tensor cores have no
+    fp32 path; tf32 is its own key), at the clock of the power mode whose watts are `tdp_w`.
+    """
+
+    peak_tops: dict[str, PositiveFloat] = Field(default_factory=dict)  # by precision
+    memory_bandwidth_gbs: PositiveFloat | None = None
+    tdp_w: PositiveFloat | None = None
+    memory_gb: PositiveFloat | None = None
+
+
+_MONTH = r"^\d{4}-\d{2}(-\d{2})?$"  # YYYY-MM or YYYY-MM-DD
+
+
+class Price(_Strict):
+    purchase_usd: PositiveFloat | None = None
+    cloud_usd_per_h: PositiveFloat | None = None
+    purchase_as_of: str | None = Field(None, pattern=_MONTH)  # when purchase_usd was the price
+    purchase_kind: Literal["kit", "module", "card"] | None = None  # what purchase_usd buys
+    cloud_as_of: str | None = Field(None, pattern=_MONTH)  # when cloud_usd_per_h was listed
+    cloud_instance: str | None = None  # provider, instance type, region, pricing model
+
+    @field_validator("purchase_as_of", "cloud_as_of", mode="before")
+    @classmethod
+    def _date_text(cls, v):
+        return v.isoformat() if isinstance(v, date) else v  # YAML reads 2024-12-17 as a date
+
+
+class Detect(_Strict):
+    """How a machine is recognised as the one a target describes; every rule given must hold.
+
+    Names match as whole words, any case. The memory range (GiB, min inclusive, max exclusive)
+    applies to the GPU's total memory from NVML where `gpu_name` is given, else to MemTotal in
+    /proc/meminfo (a Jetson's unified memory, a little under the nominal size: firmware
+    carve-outs take a few percent)."""
+
+    device_model: str | None = None  # in /proc/device-tree/model, e.g. "Orin Nano" on a Jetson
+    gpu_name: str | None = None  # in an NVIDIA GPU's name from NVML, e.g. "H100"
+    gpu_name_has: str | None = None  # also a plain substring of that name: "SXM", "PCIe", "HBM3"
+    cpu_model: str | None = None  # in /proc/cpuinfo "model name", e.g. "EPYC 7B13"
+    memory_gib_min: float | None = None
+    memory_gib_max: float | None = None
+
+    @model_validator(mode="after")
+    def _has_a_name(self):
+        if not (self.device_model or self.gpu_name or self.cpu_model):
+            raise ValueError("detect needs device_model, gpu_name or cpu_model")
+        if self.gpu_name_has and not self.gpu_name:
+            raise ValueError("gpu_name_has refines gpu_name: give gpu_name too")
+        return self
+
+    def describe(self) -> str:
+        """What the rule asks for, in words."""
+        parts = []
+        if self.device_model:
+            parts.append(f"device-tree model with {self.device_model!r}")
+        if self.gpu_name:
+            has = f" and {self.gpu_name_has!r}" if self.gpu_name_has else ""
+            parts.append(f"NVIDIA GPU named with {self.gpu_name!r}{has}")
+        if self.cpu_model:
+            parts.append(f"CPU model with {self.cpu_model!r}")
+        lo, hi = self.memory_gib_min, self.memory_gib_max
+        if lo is not None or hi is not None:
+            what = "GPU memory" if self.gpu_name else "MemTotal"
+            parts.append(f"{what} >= {lo:g} GiB" if hi is None else f"{what} < {hi:g} GiB"
+                         if lo is None else f"{what} in [{lo:g}, {hi:g}) GiB")
+        return ", ".join(parts)
+
+
+class Target(_Strict):
+    name: str
+    description: str = ""
+    host: str = "local"  # "local", or ssh://user@host[:port] (OpenSSH, the user's keys/config)
+    ssh_options: list[str] = Field(default_factory=list)  # extra ssh arguments, e.g. ["-i", KEY]
+    remote_command: list[str] = Field(default_factory=lambda: ["edgerob"])  # edgerob on device
+    remote_dir: str = ".edgerob/bundles"  # where bundles go on the device (relative: its home)
+    runtime: str = "onnxruntime"  # the preferred runtime
+    fallback_runtimes: list[str] = Field(default_factory=list)  # tried in order where it is absent
+    runtime_options: dict = Field(default_factory=dict)
+    threads: PositiveInt | None = None  # intra-op threads; None: the runtime's default
+    profiler: str = "none"
+    profiler_options: dict = Field(default_factory=dict)  # e.g. interval_s, gpu_index
+    power_modes: list[str] = Field(default_factory=list)
+    specs: Specs = Field(default_factory=Specs)
+    price: Price = Field(default_factory=Price)
+    detect: Detect | None = None  # None: a generic target (cpu), the fallback
+    families: list[str] = Field(default_factory=list)  # names that resolve to it on its device
+
+    @field_validator("runtime", "fallback_runtimes")
+    @classmethod
+    def _known_runtime(cls, v):
+        for name in [v] if isinstance(v, str) else v:
+            if name not in RUNTIMES:
+                raise ValueError(f"unknown runtime {name!r}; allowed: "
+                                 f"{', '.join(sorted(RUNTIMES))}")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _valid_host(cls, v: str) -> str:
+        if v not in ("local", "localhost"):
+            try:
+                parse_ssh_host(v)
+            except EdgerobError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("profiler")
+    @classmethod
+    def _known_profiler(cls, v: str) -> str:
+        if v not in PROFILERS:
+            raise ValueError(f"unknown profiler {v!r}; allowed: {', '.join(sorted(PROFILERS))}")
+        return v
+
+    @property
+    def is_local(self) -> bool:
+        return self.host in ("local", "localhost")
+
+
+def parse_ssh_host(host: str) -> tuple[str, int | None]:
+    """'ssh://user@host:2222' -> ('user@host', 2222)."""
+    parts = urlsplit(host)
+    if parts.scheme != "ssh" or not parts.hostname:
+        raise EdgerobError(f"target host {host!r} is not local and not ssh://[user@]host[:port]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.password:
+        raise EdgerobError(f"target host {host!r}: only ssh://[user@]host[:port] is accepted")
+    try:
+        port = parts.port
+    except ValueError:
+        raise EdgerobError(f"target host {host!r} has an invalid port") from None
+    dest = f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname
+    if dest.startswith("-"):
+        raise EdgerobError(f"target host {host!r} would be read as an ssh option")
+    return dest, port
+
+
+def load_target(name: str) -> Target:
+    """A target by catalog name (cpu, jetson-orin-nano-8gb, ...) or by path to its YAML file."""
+    try:
+        path = find_yaml("targets", name)
+    except EdgerobError:
+        members = family_members(name)
+        if not members:
+            raise
+        raise EdgerobError(f"{name!r} is a target family ({', '.join(t.name for t in members)}): "
+                           f"it resolves on the device itself; elsewhere name one of them"
+                           ) from None
+    return load_yaml(path, Target)
+
+
+def catalog() -> list[Target]:
+    """Every loadable catalog target (a broken YAML is reported by `targets show`, not here)."""
+    out = []
+    for name in list_names("targets"):
+        try:
+            out.append(load_yaml(find_yaml("targets", name), Target))
+        except EdgerobError:
+            continue
+    return out
+
+
+def family_members(family: str) -> list[Target]:
+    return [t for t in catalog() if family in t.families]
+
+
+def families() -> dict[str, list[str]]:
+    """Family name -> member target names."""
+    out: dict[str, list[str]] = {}
+    for t in catalog():
+        for f in t.families:
+            out.setdefault(f, []).append(t.name)
+    return dict(sorted(out.items()))
+
+
+def matching_targets(facts: dict | None = None) -> list[Target]:
+    """Catalog targets that fit this machine, most specific first; generic ones (no `detect`)
+    last, as the fallback."""
+    facts = machine_facts() if facts is None else facts
+    everything = catalog()
+    return ([t for t in everything if t.detect is not None and detected(t.detect, facts)]
+            + [t for t in everything if t.detect is None])
+
+
+# --- verification before measuring ---------------------------------------------------------------
+
+def resolve_target(name: str, facts: dict | None = None) -> Target:
+    """A target by name or path; a family name (jetson-orin, a100, ...) resolves to the member
+    this machine is, or fails saying what this machine is and listing the members."""
+    try:
+        find_yaml("targets", name)
+    except EdgerobError:
+        members = family_members(name)
+        if not members:
+            raise
+        facts = machine_facts() if facts is None else facts
+        fits = [t for t in members if t.detect is not None and detected(t.detect, facts)]
+        if len(fits) == 1:
+            return fits[0]
+        listing = "; ".join(f"{t.name} ({t.detect.describe() if t.detect else 'generic'})"
+                            for t in members)
+        if fits:
+            raise EdgerobError(f"family {name!r} is ambiguous here: "
+                               f"{', '.join(t.name for t in fits)} all fit this machine; name "
+                               f"one with --target") from None
+        raise EdgerobError(f"no member of family {name!r} fits this machine: "
+                           f"{describe_facts(facts)}. The family's members: {listing}") from None
+    return load_target(name)
+
+

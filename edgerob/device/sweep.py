@@ -1,0 +1,383 @@
+"""The sweep: every cell of a profile measured on this machine for a prepared workload.
+
+A cell is runtime x precision x batch size x input set. Cells already in the store for the same
+run are skipped, so an interrupted sweep resumes where it stopped; each cell is written in one
+transaction, so an interruption leaves only whole cells behind. The workload (artifacts and input
+sets) comes ready: from `edgerob.host.workload` on this machine, or from a bundle on a device.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+
+from edgerob import __version__
+from edgerob.device.bench import Measurement, compare_samples, measure
+from edgerob.device.clocks import cpu_state
+from edgerob.device.failures import AttackCell, square_attack
+from edgerob.device.machine import verify_target
+from edgerob.device.profilers import profiler_class
+from edgerob.device.runtimes import GPU_PROVIDERS, create_runtime, runtime_class
+from edgerob.device.sequential import km_median_ci, run_sequential
+from edgerob.errors import EdgerobError
+from edgerob.store import Store, now
+
+
+@dataclass
+class Cell:
+    precision: str
+    batch_size: int
+    input_set: str  # "clean" / "pgd@0.1" for measurements; "square@0.1" for failure records
+    kind: Literal["measure", "failures"] = "measure"
+
+
+@dataclass
+class SweepResult:
+    run_id: str
+    resumed: bool
+    measured: int  # cells measured now
+    skipped: int  # cells already in the store
+    rows: list[dict]  # every measurement of the run
+    failures: list[dict]  # every failure record of the run
+    power_note: str | None  # why power is NULL, when it is
+    attack_cells: list[dict] = field(default_factory=list)  # per query-attack cell: counts
+
+
+def cells(profile) -> list[Cell]:
+    """Measurement cells (clean first, so adversarial cells can be compared with them), then
+    failure-record cells."""
+    out = [Cell(p, b, s) for s in profile.input_sets for p in profile.precisions
+           for b in profile.batch_sizes]
+    qa = profile.query_attack
+    if qa:
+        out += [Cell(p, b, f"{qa.attack}@{e:g}", "failures") for e in qa.eps
+                for p in qa.precisions or profile.precisions
+                for b in qa.batch_sizes or profile.batch_sizes]
+    return out
+
+
+@dataclass
+class Workload:
+    """What a sweep runs: the artifacts by precision and the input sets by name. Prepared on
+    the host from a model folder (`edgerob.host.workload.prepare_workload`), or read from a
+    bundle on a device (`edgerob.fleet.bundle.load_bundle`)."""
+
+    model: str
+    model_sha256: str
+    artifacts: dict  # precision -> Artifact
+    inputs: dict  # input set name -> InputSet
+    # The checkpoint (card and weights) and the host's loader for it, for runtimes that run the
+    # checkpoint itself (torch): the model's code is the host's, so it comes in from there.
+    model_files: list = field(default_factory=list)
+    load_model: Callable | None = None
+
+
+def sweep_precisions(profile) -> list[str]:
+    qa = profile.query_attack
+    return list(dict.fromkeys(profile.precisions + ((qa.precisions or []) if qa else [])))
+
+
+# Profilers that read a GPU or a Jetson: a target measured by one of them names an accelerator.
+ACCELERATOR_PROFILERS = frozenset({"nvml", "tegrastats", "jtop", "ina3221"})
+
+
+def on_accelerator(target) -> bool:
+    """Whether the target names a GPU or Jetson, whose numbers must come from its CUDA GPU: its
+    profiler reads one (nvml, tegrastats, jtop, ina3221), its runtime is tensorrt, or its
+    runtime options ask for a GPU execution provider."""
+    providers = target.runtime_options.get("providers") or []
+    names = [p if isinstance(p, str) else p[0] for p in providers]
+    return (target.profiler in ACCELERATOR_PROFILERS or target.runtime == "tensorrt"
+            or any(n in GPU_PROVIDERS for n in names))
+
+
+def pick_runtime(target) -> tuple[str, dict]:
+    """The target's runtime if it can run here, else the first fallback that can (without the
+    preferred runtime's options). Returns (name, options).
+
+    On an accelerator target (`on_accelerator`) every candidate must run on the CUDA GPU: its
+    options are made so (`Runtime.accelerator_options`: onnxruntime gets the CUDA execution
+    provider, torch device cuda), and a runtime that can only run on the CPU here is skipped with
+    its reason. A GPU target's numbers never come from the CPU."""
+    gpu = on_accelerator(target)
+    reasons = []
+    for i, name in enumerate([target.runtime, *target.fallback_runtimes]):
+        try:
+            cls = runtime_class(name)
+            ok, reason = cls.available()
+        except EdgerobError as e:
+            ok, reason = False, str(e)
+        options = target.runtime_options if i == 0 else {}
+        if ok and gpu:
+            options, why = cls.accelerator_options(options)
+            ok, reason = options is not None, f"cannot run on the GPU here: {why}"
+        if ok:
+            return name, options
+        reasons.append(f"{name}: {reason}")
+    raise EdgerobError(f"no runtime of target {target.name!r} can run here ({'; '.join(reasons)})")
+
+
+def run_profile(target, profile, work: Workload, store: Store, *,
+                new_run: bool = False, threads: int | None = None,
+                on_cell: Callable[[int, int, Cell, object | None], None] | None = None,
+                force_target: bool = False) -> SweepResult:
+    """Measure every cell of `profile` (a catalog Profile) on `target` (a catalog Target: this
+    machine) for the prepared workload `work`.
+
+    `on_cell(done, total, cell, result)` is called after each cell (result None: already
+    stored, skipped). This machine must be the one `target` describes (`verify_target`) unless
+    `force_target`, which marks the run forced.
+    """
+    if not target.is_local:
+        raise EdgerobError(f"target {target.name!r} is on host {target.host!r}; this command "
+                           f"measures the local machine only")
+    check = verify_target(target, force=force_target)  # before anything is measured or stored
+    if on_accelerator(target):
+        # CUDA ordinals in PCI bus order, as nvidia-smi and NVML number GPUs, so a device_id maps
+        # to its power sensor (read by CUDA when it first initialises in this process)
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    artifacts, inputs = work.artifacts, work.inputs
+    qa = profile.query_attack
+    runtime_name, runtime_options = pick_runtime(target)
+
+    threads = threads or target.threads
+    prof_cls = profiler_class(target.profiler)
+    prof_ok, prof_reason = prof_cls.available(**target.profiler_options)
+    versions = _versions(runtime_name)
+    machine = _fingerprint(target, threads, versions)
+    run_id, resumed = store.begin_run(
+        target=target.name, profile=profile.name, model=work.model,
+        model_sha256=work.model_sha256, runtime=runtime_name, host=socket.gethostname(),
+        versions=versions, new=new_run, **check)
+    done = store.measured_cells(run_id)
+    done_failures = store.failure_cells(run_id)
+    todo = cells(profile)
+    batch_sizes = sorted({c.batch_size for c in todo})
+    measured = skipped = 0
+    runtimes = {}
+    # A runtime that runs the checkpoint itself (torch) builds the model with the host's loader.
+    model_options = ({"load_model": work.load_model}
+                     if runtime_class(runtime_name).runs_checkpoint else {})
+
+    def runtime_for(precision: str):
+        if precision not in runtimes:
+            runtimes[precision] = create_runtime(runtime_name, artifacts[precision].path,
+                                                 threads=threads, batch_sizes=batch_sizes,
+                                                 **runtime_options, **model_options)
+        return runtimes[precision]
+
+    try:
+        for i, cell in enumerate(todo, 1):
+            if cell.kind == "failures":
+                attack, eps = cell.input_set.split("@")
+                stored = (cell.precision, cell.batch_size, attack, float(eps)) in done_failures
+            else:
+                stored = (runtime_name, cell.precision, cell.batch_size, cell.input_set) in done
+            if stored:
+                skipped += 1
+                if on_cell:
+                    on_cell(i, len(todo), cell, None)
+                continue
+            rt = runtime_for(cell.precision)
+            profiler = prof_cls(**sensor_options(target, rt)) if prof_ok else None
+            if cell.kind == "failures":
+                result = _failure_cell(store, run_id, target, cell, rt, inputs["clean"], qa,
+                                       profiler)
+            else:
+                result = _measure_cell(store, run_id, target, runtime_name, cell, rt,
+                                       inputs[cell.input_set],
+                                       profile.timing, profiler, prof_reason, machine,
+                                       artifacts[cell.precision])
+            measured += 1
+            if on_cell:
+                on_cell(i, len(todo), cell, result)
+    except BaseException:
+        store.finish_run(run_id, "failed")
+        raise
+    store.finish_run(run_id, "done")
+    return SweepResult(run_id, resumed, measured, skipped, store.measurements(run_id),
+                       store.failures(run_id), None if prof_ok else prof_reason,
+                       store.attack_cells(run_id=run_id))
+
+
+def sensor_options(target: Target, rt) -> dict:
+    """The target's profiler options, pointed at the GPU the runtime runs on: NVML gets the
+    runtime's device UUID, else its PCI bus id, else its CUDA ordinal (a Jetson's sensors read
+    its one GPU; other profilers take the options as they are)."""
+    options = dict(target.profiler_options)
+    if target.profiler != "nvml":
+        return options
+    info = rt.info()
+    for key, option in (("device_uuid", "gpu_uuid"), ("pci_bus_id", "pci_bus_id"),
+                        ("cuda_device", "cuda_device")):
+        if info.get(key) is not None:
+            return {**options, option: info[key]}
+    return options
+
+
+def _measure_cell(store, run_id, target, runtime_name, cell, rt, inputs, timing, profiler,
+                  prof_reason, machine, art) -> Measurement:
+    m = measure(rt, inputs.images, inputs.labels, cell.batch_size, timing, profiler=profiler,
+                profiler_name=target.profiler,
+                profiler_note=None if profiler else prof_reason,
+                state=lambda: machine_state(profiler))
+    row = asdict(m)
+    row.update(run_id=run_id, target=target.name, runtime=runtime_name,
+               precision=cell.precision, input_set=cell.input_set, artifact_sha256=art.sha256,
+               fingerprint={**machine, **rt.info(), "artifact_sha256": art.sha256,
+                            "precision": cell.precision, "timestamp": now(),
+                            # the physical GPU the power sensor read (NVML)
+                            **getattr(profiler, "identity", {})})
+    if cell.input_set != "clean":
+        row.update(_versus_clean(store, run_id, runtime_name, cell, m))
+        row.update(_sequential_columns(inputs))
+    store.add_measurement(row)
+    return m
+
+
+def _versus_clean(store, run_id, runtime, cell, m: Measurement) -> dict:
+    """Compare an adversarial cell with the clean cell of the same precision and batch size."""
+    clean = next((r for r in store.measurements(run_id)
+                  if (r["runtime"], r["precision"], r["batch_size"], r["input_set"])
+                  == (runtime, cell.precision, cell.batch_size, "clean")), None)
+    if clean is None or not clean["latencies_ms"]:
+        return {}
+    stats = compare_samples(m.latencies_ms, json.loads(clean["latencies_ms"]))
+    out = {"latency_vs_clean_ratio": stats["ratio_p50"], "latency_vs_clean_p": stats["p_value"],
+           "latency_vs_clean_cliffs_delta": stats["cliffs_delta"]}
+    if m.energy_per_inference_j and clean["energy_per_inference_j"]:
+        out["energy_vs_clean_ratio"] = m.energy_per_inference_j / clean["energy_per_inference_j"]
+    return out
+
+
+def _failure_cell(store, run_id, target, cell, rt, clean, qa, profiler):
+    """Attack the clean samples the artifact gets right; store the records and the cell's
+    counts (`attack_cells`) in one transaction. Returns the AttackCell."""
+    attack, eps = cell.input_set.split("@")
+    n = min(qa.samples, len(clean.images))
+    records: list = []
+    clean_wrong = 0
+    batches = 0
+
+    def attack_batch(idx: np.ndarray) -> list:
+        nonlocal clean_wrong, batches
+        got = square_attack(rt, clean.images[idx], clean.labels[idx], clean.sample_ids[idx],
+                            float(eps), qa.budget_queries, cell.batch_size, p_init=qa.p_init,
+                            seed=qa.seed + batches, profiler=profiler)
+        batches += 1
+        records.extend(got.records)
+        clean_wrong += got.n_clean_wrong
+        return got.records
+
+    if qa.stop is None:
+        t0 = time.perf_counter()
+        attack_batch(np.arange(n))
+        seq, wall = None, time.perf_counter() - t0
+    else:
+        def outcomes(idx: np.ndarray) -> np.ndarray:
+            got = {r.sample_id: r for r in attack_batch(idx)}
+            return np.array([_failed(got.get(int(i))) for i in clean.sample_ids[idx]])
+
+        seq = run_sequential(n, outcomes, qa.stop.rule(), cell.batch_size, seed=qa.seed)
+        wall = seq.wall_s
+    key = {"run_id": run_id, "target": target.name, "precision": cell.precision,
+           "batch_size": cell.batch_size, "attack": attack, "eps": float(eps)}
+    store.add_failures([{**asdict(r), **key} for r in records],
+                       cell={**key, **_attack_cell_columns(n, clean.sample_ids, records,
+                                                           clean_wrong, seq, wall)})
+    return AttackCell(n_available=n, n_clean_wrong=clean_wrong, records=records)
+
+
+def _failed(record) -> float:
+    """A sample's outcome for the failure proportion: 1 when misclassified within the budget;
+    a sample without a record was misclassified clean (not attacked, no robust sample), as
+    robust accuracy counts it."""
+    return 1.0 if record is None or record.event else 0.0
+
+
+def _attack_cell_columns(n: int, ids: np.ndarray, records: list, clean_wrong: int, seq,
+                         wall_s: float) -> dict:
+    """attack_cells columns of one query-attack cell: counts, the stopping rule, the failure
+    proportion with its interval and the Kaplan-Meier median time to failure."""
+    n_sampled = seq.n_attacked if seq is not None else n
+    drawn = ids[seq.order] if seq is not None else ids[:n]
+    by_id = {r.sample_id: r for r in records}
+    confidence = seq.rule.confidence if seq is not None else 0.95
+    km = km_median_ci([r.duration_s for r in records], [r.event for r in records], confidence)
+    out = {"n_available": n, "n_clean_wrong": clean_wrong, "n_attacked": len(records),
+           "n_sampled": n_sampled,
+           "failure_rate": float(np.mean([_failed(by_id.get(i)) for i in drawn.tolist()])),
+           "km_median_s": km[0], "km_median_low_s": km[1], "km_median_high_s": km[2],
+           "attack_wall_s": wall_s}
+    if seq is not None:
+        out.update(stop_half_width=seq.rule.half_width, stop_confidence=seq.rule.confidence,
+                   stop_max_samples=seq.rule.max_samples, stopped_by=seq.stopped_by,
+                   failure_ci_low=seq.ci_low, failure_ci_high=seq.ci_high, ci_method=seq.method,
+                   projected_saved_s=seq.saved_s)
+    return out
+
+
+def machine_state(profiler=None) -> dict:
+    """CPU clocks, temperatures and throttle counters, merged with the profiler's own state
+    (a GPU's clocks and clock-event reasons) where it has one."""
+    state = cpu_state()
+    extra = profiler.state() if profiler is not None and hasattr(profiler, "state") else {}
+    for key, value in extra.items():
+        if isinstance(value, dict):
+            state.setdefault(key, {}).update(value)
+        else:
+            state[key] = value
+    return state
+
+
+def _sequential_columns(inputs) -> dict:
+    """A sequential input set's host estimate (fp32 robust accuracy, its interval, the rule),
+    copied beside the device's measurement of the attacked samples."""
+    seq = inputs.params.get("sequential")
+    if seq is None:
+        return {}
+    return {"seq_n_available": seq["n_available"], "seq_estimate": seq["estimate"],
+            "seq_ci_low": seq["ci_low"], "seq_ci_high": seq["ci_high"],
+            "seq_rule": {**seq["rule"], "stopped_by": seq["stopped_by"],
+                         "method": seq["method"], "wall_s": seq["wall_s"],
+                         "projected_saved_s": seq["projected_saved_s"]}}
+
+
+def _versions(runtime: str) -> dict:
+    out = {"edgerob": __version__, "python": sys.version.split()[0], "numpy": np.__version__}
+    try:
+        out[runtime] = md.version(runtime)  # runtime names are their package names
+    except md.PackageNotFoundError:
+        pass
+    return out
+
+
+def _fingerprint(target, threads: int | None, versions: dict) -> dict:
+    """Where and how this was measured, as far as the machine tells without root."""
+    fp = {"target": target.name, "host": socket.gethostname(), "platform": platform.platform(),
+          "machine": platform.machine(), "cpu_count": os.cpu_count(), "threads": threads,
+          "versions": versions}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                fp["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cpufreq = Path("/sys/devices/system/cpu/cpu0/cpufreq")
+    for name in ("scaling_governor", "scaling_cur_freq", "scaling_max_freq"):
+        try:
+            fp[f"cpu0_{name}"] = (cpufreq / name).read_text().strip()
+        except OSError:
+            fp[f"cpu0_{name}"] = None  # not exposed here (VMs and containers often hide it)
+    return json.loads(json.dumps(fp, default=str))

@@ -1,0 +1,1 @@
+"""The fleet: moving workloads to devices and results back (bundles, SSH, ingest)."""
