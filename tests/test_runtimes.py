@@ -196,12 +196,13 @@ def test_torch_compile_is_static_and_tf32_is_off_unless_asked(tiny_artifacts, mo
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        rt = TorchRuntime(tiny_artifacts["fp32"].path, compile=True)
+        rt = TorchRuntime(tiny_artifacts["fp32"].path, compile=True, load_model=load_checkpoint)
         assert seen == {"backend": "inductor", "dynamic": False}
         assert torch.backends.cuda.matmul.allow_tf32 is False
         assert torch.backends.cudnn.allow_tf32 is False
         assert rt.info()["tf32"] is False
-        assert TorchRuntime(tiny_artifacts["fp32"].path, tf32=True).info()["tf32"] is True
+        assert TorchRuntime(tiny_artifacts["fp32"].path, tf32=True,
+                            load_model=load_checkpoint).info()["tf32"] is True
         assert torch.backends.cudnn.allow_tf32 is True
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

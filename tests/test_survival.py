@@ -69,7 +69,7 @@ def test_load_failures_reads_the_store(weibull_store):
     df = sv.load_failures(weibull_store[0])
     assert len(df) == N and 0.2 < 1 - df["event"].mean() < 0.3  # ~25% censored
     assert set(df["precision"]) == {"fp32", "fp16", "int8"}
-    assert set(df["target"]) == {"jetson-orin-nano", "l4"}
+    assert set(df["target"]) == {"jetson-orin-nano-8gb", "l4"}
     assert df["model"].eq("sim-model").all()
     assert np.allclose(df["log2_batch_size"], np.log2(df["batch_size"]))
     assert (df["duration"] == df["duration_s"]).all() and df.attrs["unit"] == "s"
@@ -81,7 +81,7 @@ def test_weibull_truth_recovered_and_bic_counts_every_parameter(weibull_fit):
     covers(r.coefficients, TRUTH)
     # reference levels: fp32, and the target with most records (a tie: alphabetical)
     assert r.design.terms["precision"]["reference"] == "fp32"
-    assert r.design.terms["target"]["reference"] == "jetson-orin-nano"
+    assert r.design.terms["target"]["reference"] == "jetson-orin-nano-8gb"
     assert any("attack" in n for n in r.notes) and any("eps is constant" in n for n in r.notes)
     for f in r.models.values():
         # 4 location coefficients + intercept + one ancillary intercept
@@ -140,7 +140,7 @@ def test_cli_table_trash_and_errors(weibull_store, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "TRASH score" in res.stdout and "cheaper to break than to build" in res.stdout
     trash = pd.read_csv(tmp_path / "f" / "trash.csv")
-    assert set(trash["target"]) == {"jetson-orin-nano", "l4"}
+    assert set(trash["target"]) == {"jetson-orin-nano-8gb", "l4"}
     assert (trash["train_time_s"] == 10).all()
     assert (trash["train_time_per_sample_s"] == 5).all()
     assert np.allclose(trash["trash"], 5 / trash["expected_time_s"])
@@ -223,7 +223,7 @@ def test_exponential_and_generalised_gamma_nest_the_weibull():
 
 def test_predict_follows_the_time_ratios(weibull_fit):
     r = weibull_fit
-    base = {"precision": "fp32", "target": "jetson-orin-nano", "batch_size": 8}
+    base = {"precision": "fp32", "target": "jetson-orin-nano-8gb", "batch_size": 8}
     p = {prec: sv.predict(r, {**base, "precision": prec}) for prec in ("fp32", "fp16", "int8")}
     for v in p.values():
         assert 0 < v["median"] < v["expected"] < math.inf and v["family"] == "weibull"
@@ -263,13 +263,13 @@ def test_plots_and_tables_written(weibull_fit, tmp_path):
 def test_trash_score_flags_models_cheaper_to_break(weibull_fit):
     r = weibull_fit
     expected = r.trash(1.0, 1).set_index("target")["expected_time_s"]
-    assert expected["l4"] < expected["jetson-orin-nano"]  # l4 fails sooner (ratio 0.3)
-    per_sample = math.sqrt(expected["l4"] * expected["jetson-orin-nano"])  # between the two
+    assert expected["l4"] < expected["jetson-orin-nano-8gb"]  # l4 fails sooner (ratio 0.3)
+    per_sample = math.sqrt(expected["l4"] * expected["jetson-orin-nano-8gb"])  # between the two
     t = r.trash({"sim-model": per_sample * 1000}, {"sim-model": 1000}).set_index("target")
     assert t.loc["l4", "train_time_per_sample_s"] == pytest.approx(per_sample)
     assert t.loc["l4", "trash"] == pytest.approx(per_sample / expected["l4"])
     assert t.loc["l4", "trash"] > 1 and t.loc["l4", "cheaper_to_break"]
-    assert t.loc["jetson-orin-nano", "trash"] < 1 and not t.loc["jetson-orin-nano",
+    assert t.loc["jetson-orin-nano-8gb", "trash"] < 1 and not t.loc["jetson-orin-nano-8gb",
                                                                  "cheaper_to_break"]
     # E[T] per attacked sample: the mean of the fitted per-record expectations, each divided by
     # the record's batch size (the records' durations are batched query times)
