@@ -1,18 +1,16 @@
-"""Plots of a fit: Kaplan-Meier curves with the fitted ones over them, and partial effects."""
+"""Plots of a fit: Kaplan-Meier curves with the fitted ones over them, and partial effects.
+
+`result` is always a `fitting.FitResult` (not imported: `FitResult.write` calls `plot`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from edgerob.analysis.survival.fit_quality import _km
 from edgerob.analysis.survival.design_matrix import _raw_covariates
-
-if TYPE_CHECKING:  # annotations only: fitting imports this module
-    from edgerob.analysis.survival.fitting import FitResult
 
 
 def _grid(T: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -21,7 +19,7 @@ def _grid(T: np.ndarray) -> tuple[np.ndarray, bool]:
     return (np.geomspace(lo, hi, 200) if log else np.linspace(0, hi, 200)), log
 
 
-def _marginal_survival(result: FitResult, X: np.ndarray, grid: np.ndarray) -> np.ndarray:
+def _marginal_survival(result, X: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Average fitted S(t) over the rows of X (the model's curve for a group of records)."""
     uniq, counts = np.unique(X, axis=0, return_counts=True)
     S = result.final.survival(uniq, result.design.columns, grid)
@@ -37,7 +35,7 @@ def _save(fig, out: Path, name: str) -> list[Path]:
     return paths
 
 
-def plot(result: FitResult, out_dir) -> list[Path]:
+def plot(result, out_dir) -> list[Path]:
     """Kaplan-Meier curves by precision and by target with the best model's fitted curves over
     them, and partial effects of precision and batch size. PNG and SVG; returns the paths."""
     from matplotlib.figure import Figure
@@ -96,7 +94,7 @@ def plot(result: FitResult, out_dir) -> list[Path]:
     return paths
 
 
-def _baseline(result: FitResult) -> dict:
+def _baseline(result) -> dict:
     """Reference levels and median numeric values: the 'typical' record of the partial effects."""
     base = {}
     raw = _raw_covariates(result.data, list(result.design.terms))
