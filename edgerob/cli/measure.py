@@ -13,7 +13,7 @@ from edgerob.catalog.profiles import load_profile
 from edgerob.catalog.targets import load_target, resolve_target, verify_target
 from edgerob.cli.common import (ModelOpt, ProfileOpt, StoreOpt, TargetOpt, ThreadsOpt,
                                 epoch_progress, err, out, user_errors)
-from edgerob.cli.tables import (print_failures, print_measurements, print_versus_clean)
+from edgerob.cli.tables import print_failures, print_measurements, print_versus_clean
 from edgerob.device.sweep import cells, run_profile
 from edgerob.errors import EdgerobError
 from edgerob.fleet.bundle import ingest as ingest_results, load_bundle, results_url, write_bundle
