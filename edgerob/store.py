@@ -20,6 +20,7 @@ writers resuming the same key get the same run, never two.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import uuid
 from datetime import datetime, timezone
@@ -194,8 +195,6 @@ def normalize_url(url: str) -> str:
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://"):]
     if url.startswith("postgresql://"):
-        import importlib.util
-
         if (importlib.util.find_spec("psycopg2") is None
                 and importlib.util.find_spec("psycopg") is not None):
             url = "postgresql+psycopg://" + url[len("postgresql://"):]

@@ -125,3 +125,19 @@ def test_the_guard_would_catch_a_host_import():
     r = subprocess.run([sys.executable, "-c", GUARD + "import edgerob.host.models"],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode != 0 and "device-side guard: torch" in r.stderr
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["profile", "--help"]])
+def test_the_cli_starts_without_host_libraries(args):
+    """`edgerob --version`, `--help` (which imports every command module) and a device-side
+    command's help run where torch, pandas, lifelines, optuna, ... are not installed: the CLI
+    imports those only inside the commands that need them."""
+    code = GUARD + ("import runpy\nsys.argv = ['edgerob', *sys.argv[1:]]\n"
+                    "try:\n    runpy.run_module('edgerob.cli', run_name='__main__')\n"
+                    "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+                    f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {BLOCKED!r})\n"
+                    "assert not bad, bad\n")
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ("edgerob 0." in r.stdout) if args == ["--version"] else ("Usage" in r.stdout)

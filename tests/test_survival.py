@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgerob.analysis import survival as sv
+from edgerob.analysis.survival import fitting
 from edgerob.cli import app
 from edgerob.errors import EdgerobError
 from edgerob.store import Store
@@ -191,7 +192,7 @@ def test_closed_forms_match_lifelines():
     for fam, cls in (("weibull", lifelines.WeibullAFTFitter),
                      ("lognormal", lifelines.LogNormalAFTFitter),
                      ("loglogistic", lifelines.LogLogisticAFTFitter)):
-        ours, _ = sv._fit_once(fam, X, des.columns, T, E, 1.0, 0.0, None)
+        ours, _ = fitting._fit_once(fam, X, des.columns, T, E, 1.0, 0.0, None)
         ref = cls().fit(data, "T", "E")
         assert ours.log_likelihood == pytest.approx(ref.log_likelihood_, rel=1e-8)
         assert np.allclose(ours.median(X, des.columns), ref.predict_median(data), rtol=1e-5)
@@ -199,7 +200,7 @@ def test_closed_forms_match_lifelines():
         S = ref.predict_survival_function(data.iloc[:50], times=times).to_numpy().T
         assert np.allclose(ours.survival(X[:50], des.columns, times), S, atol=1e-6)
         # scaling durations for convergence changes nothing but is mapped back exactly
-        scaled, _ = sv._fit_once(fam, X, des.columns, T, E, float(np.median(T)), 0.0, None)
+        scaled, _ = fitting._fit_once(fam, X, des.columns, T, E, float(np.median(T)), 0.0, None)
         assert scaled.log_likelihood == pytest.approx(ours.log_likelihood, rel=1e-6)
         assert np.allclose(scaled.params, ours.params, atol=2e-4)
 
@@ -423,7 +424,7 @@ def test_convergence_retry_ladder(monkeypatch):
     """A family that fails on raw durations is refitted on scaled ones, then with a penalizer,
     and says so; one that never converges is left out with a note."""
     df = sv.simulate_failures(600, "weibull", time_ratios=TRUTH, seed=12)
-    real = sv._fit_once
+    real = fitting._fit_once
 
     def flaky(family, X, columns, T, E, scale, penalizer, warm):
         if family == "weibull" and scale == 1.0:
@@ -434,7 +435,7 @@ def test_convergence_retry_ladder(monkeypatch):
             raise RuntimeError("simulated: hopeless")
         return real(family, X, columns, T, E, scale, penalizer, warm)
 
-    monkeypatch.setattr(sv, "_fit_once", flaky)
+    monkeypatch.setattr(fitting, "_fit_once", flaky)
     r = sv.fit_models(df, test_fraction=0)
     assert any(n.startswith("weibull: did not converge on raw durations") and "median" in n
                for n in r.notes)
@@ -451,7 +452,7 @@ def test_convergence_retry_ladder(monkeypatch):
     def hopeless(*args):
         raise RuntimeError("simulated: hopeless")
 
-    monkeypatch.setattr(sv, "_fit_once", hopeless)
+    monkeypatch.setattr(fitting, "_fit_once", hopeless)
     with pytest.raises(EdgerobError, match="no family converged"):
         sv.fit_models(df, test_fraction=0)
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from edgerob.analysis.compare import (config_label, figure_bytes, fleet_table, front_figure,
                                       km_figures, leave_one_target_out, pareto_fronts,
-                                      target_names)
+                                      side_by_side_notes, target_names)
 from edgerob.analysis.cost import Workload, cost_table
 from edgerob.errors import EdgerobError
 from edgerob.files import atomic_write_bytes
@@ -120,8 +120,6 @@ def _safe_url(url: str) -> str:
 
 def _fleet_section(rows: list[dict]) -> str:
     adv = sorted({k for r in rows for k in r if k.startswith("accuracy@")})
-    from edgerob.analysis.compare import side_by_side_notes
-
     headers = (["target", "source", "runtime", "precision", "batch", "latency rank", "p50 ms",
                 "p99 ms",
                 "samples/s", "power W", "J/inference", "clean acc"] + adv

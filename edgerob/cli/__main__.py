@@ -1,0 +1,5 @@
+"""`python -m edgerob.cli`."""
+
+from edgerob.cli import main
+
+main()

@@ -1,0 +1,413 @@
+"""Commands over the stored results: results, compare, cost, report, fit."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from edgerob.analysis.compare import (compare_fleet, config_label, fleet_table,
+                                      leave_one_target_out, predict_candidate, provenance,
+                                      public_rows, side_by_side_notes, source_label)
+from edgerob.analysis.cost import Workload, candidate_costs, cost_table, workload_dict
+from edgerob.analysis.report import write_report
+from edgerob.catalog.targets import load_target
+from edgerob.cli.common import StoreOpt, csv_list, err, fmt, out, print_json, user_errors
+from edgerob.cli.tables import (FORCED_NOTE, print_attack_cells, print_failures,
+                                print_measurements, print_versus_clean, target_cell)
+from edgerob.errors import EdgerobError
+from edgerob.store import DEFAULT_URL, Store
+
+TargetsOpt = Annotated[Optional[str], typer.Option(
+    "--targets", help="Comma-separated target names (default: every target in the store).")]
+InferencesOpt = Annotated[float, typer.Option(
+    "--inferences-per-s", help="Sustained demand (inferences/s).")]
+HoursOpt = Annotated[float, typer.Option("--hours-per-day",
+                                         help="Service hours per day.")]
+YearsOpt = Annotated[float, typer.Option("--years",
+                                         help="Years of service.")]
+KwhOpt = Annotated[float, typer.Option("--usd-per-kwh",
+                                       help="Electricity price (USD/kWh).")]
+UtilisationOpt = Annotated[float, typer.Option(
+    "--utilisation", help="Fraction of a device's measured throughput to plan on.")]
+TrainTimeOpt = Annotated[Optional[float], typer.Option(
+    "--train-time-s",
+    help="Training time (s) of the model, for the TRASH score (model.json train_time_s).")]
+TrainSamplesOpt = Annotated[Optional[int], typer.Option(
+    "--train-samples", min=1, help="Training samples the model was trained on, for the TRASH "
+                                   "score (model.json n_train_samples).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+@user_errors
+def results(
+    store: StoreOpt = DEFAULT_URL,
+    run: Annotated[Optional[str], typer.Option(help="Only this run id.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Only this target.")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Also write rows to CSV.")] = None,
+):
+    """Show stored measurements."""
+    db = Store(store)
+    rows = db.measurements(run_id=run, target=target)
+    if not rows:
+        raise EdgerobError(f"no measurements in {store}"
+                           + (f" for run {run}" if run else "")
+                           + (f" for target {target}" if target else ""))
+    sources = {r["run_id"]: source_label(provenance(r)) for r in db.runs()}
+    for r in rows:
+        r["source"] = sources.get(r["run_id"], "measured")
+    forced = {r["run_id"] for r in db.runs() if r.get("forced_target")}
+    print_measurements(rows, store, forced)
+    if forced & {r["run_id"] for r in rows}:
+        err.print(FORCED_NOTE)
+    print_versus_clean(rows)
+    cells = db.attack_cells(run_id=run, target=target)
+    print_failures([f for f in db.failures(run) if not target or f["target"] == target], cells)
+    print_attack_cells(cells)
+    if csv_out:
+        cols = [c for c in rows[0] if c != "latencies_ms"]
+        with open(csv_out, "w", newline="") as f:
+            w = csv.DictWriter(f, cols, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        err.print(f"wrote {len(rows)} rows to {csv_out}")
+
+
+@user_errors
+def compare(
+    targets: TargetsOpt = None,
+    store: StoreOpt = DEFAULT_URL,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Folder for the Pareto and Kaplan-Meier plots (PNG + SVG).")] = None,
+    json_out: JsonOpt = False,
+):
+    """Compare targets per precision and batch size, with Pareto fronts.
+
+    Latency (ties within noise), throughput, power, energy, accuracy under attack, time and
+    energy to failure; Pareto fronts as tables and plots."""
+    result = compare_fleet(Store(store), targets, out_dir)
+    rows, fronts = result["rows"], result["fronts"]
+    if json_out:
+        print_json({"rows": public_rows(rows), "fronts": [
+            {**{k: v for k, v in f.items() if k != "front"},
+             "front": [config_label(r) for r in f["front"]]} for f in fronts]})
+        return
+    adv = sorted({k for r in rows for k in r if k.startswith("accuracy@")})
+    runtimes = len({r["runtime"] for r in rows}) > 1
+    sourced = any(r["source_label"] != "measured" for r in rows)  # imported rows: say which
+    table = Table(title=f"fleet ({store}): latency rank within batch size, =N tied within noise; "
+                        f"accuracy per input set; Kaplan-Meier medians to failure")
+    for col in ("target", *(["source"] if sourced else []), *(["runtime"] if runtimes else []),
+                "prec", "batch", "rank", "p50 ms", "p99 ms", "samples/s", "W", "J/inf", "clean", *[a[9:] for a in adv],
+                "s to fail", "J to fail", "records", "clean wrong"):
+        table.add_column(col, justify="left" if col in ("target", "source", "runtime", "prec")
+                         else "right", no_wrap=col in ("target", "runtime"))
+    for r in rows:
+        rank = r["latency_rank"]
+        table.add_row(target_cell(r["target"], r["forced"]),
+                      *([r["source_label"]] if sourced else []),
+                      *([r["runtime"]] if runtimes else []), r["precision"],
+                      str(r["batch_size"]),
+                      "—" if rank is None else f"{'=' if r['latency_tie'] else ''}{rank}",
+                      fmt(r["latency_p50_ms"], ".3f"), fmt(r["latency_p99_ms"], ".3f"),
+                      fmt(r["throughput_sps"], ",.0f"), fmt(r["power_mean_w"], ".2f"),
+                      fmt(r["energy_per_inference_j"], ".3g"), fmt(r["accuracy"], ".2%"),
+                      *[fmt(r.get(a), ".2%") for a in adv],
+                      fmt(r["median_time_to_failure_s"], ".3g"),
+                      fmt(r["median_energy_to_failure_j"], ".3g"), str(r["failure_records"]),
+                      fmt(r["failure_clean_wrong"], "d"))
+    out.print(table)
+    if any(r["forced"] for r in rows):
+        err.print(FORCED_NOTE)
+    for line in side_by_side_notes(rows):
+        err.print(f"note: {line}", highlight=False, markup=False)
+    for f in fronts:
+        if not f["front"]:
+            reasons = sorted({x["reason"] for x in f["excluded"]})
+            err.print(f"{f['name']}: no configuration has both values ({'; '.join(reasons)})",
+                      highlight=False)
+            continue
+        ft = Table("configuration", f["x_label"], f["y_label"],
+                   title=f"Pareto front: {f['name'].replace('_', ' ')} "
+                         f"({len(f['front'])} of {f['considered']})")
+        for r in f["front"]:
+            ft.add_row(config_label(r), fmt(r[f["x"]], ".4g"), fmt(r[f["y"]], ".4g"))
+        out.print(ft)
+        if f["excluded"]:
+            err.print(f"{f['name']}: {len(f['excluded'])} configuration(s) left out, e.g. "
+                      f"{f['excluded'][0]['config']}: {f['excluded'][0]['reason']}",
+                      highlight=False)
+    if result["plots"]:
+        err.print(f"wrote {len(result['plots'])} plot files to {out_dir}")
+
+
+def _workload(inferences_per_s, hours_per_day, years, usd_per_kwh, utilisation):
+    return Workload(inferences_per_s=inferences_per_s, hours_per_day=hours_per_day,
+                    years=years, electricity_usd_per_kwh=usd_per_kwh, utilisation=utilisation)
+
+
+@user_errors
+def cost(
+    targets: TargetsOpt = None,
+    store: StoreOpt = DEFAULT_URL,
+    inferences_per_s: InferencesOpt = 100.0,
+    hours_per_day: HoursOpt = 24.0,
+    years: YearsOpt = 3.0,
+    usd_per_kwh: KwhOpt = 0.15,
+    utilisation: UtilisationOpt = 0.7,
+    train_time_s: TrainTimeOpt = None,
+    train_samples: TrainSamplesOpt = None,
+    candidate: Annotated[Optional[str], typer.Option(
+        "--candidate", help="Predict this target (a spec sheet, no measurements needed) from "
+                            "the measured ones, with leave-one-target-out validation.")] = None,
+    json_out: JsonOpt = False,
+):
+    """Cost of ownership for a workload, and what a failure costs the target.
+
+    Capital, energy, USD and kWh per million inferences, devices needed; the attacker's side:
+    USD and joules to a failure, TRASH. --candidate predicts a device from its spec sheet."""
+    db = Store(store)
+    w = _workload(inferences_per_s, hours_per_day, years, usd_per_kwh, utilisation)
+    if candidate:
+        _cost_candidate(db, candidate, targets, w, json_out)
+        return
+    costs = cost_table(fleet_table(db, targets), w, train_time_s, n_train_samples=train_samples)
+    if not costs:
+        raise EdgerobError(f"no measurements in {store}: run `edgerob profile` first")
+    if json_out:
+        print_json({"workload": workload_dict(w), "rows": costs})
+        return
+    table = Table(title=f"cost of ownership: {w.inferences_per_s:g} inferences/s, "
+                        f"{w.hours_per_day:g} h/day, {w.years:g} years ({w.service_h:,.0f} h), "
+                        f"utilisation {w.utilisation:.0%}, {w.electricity_usd_per_kwh:g} USD/kWh")
+    for col in ("target", "source", "prec", "batch", "pricing", "devices", "capital USD",
+                "energy kWh", "energy USD", "total USD", "USD / M inferences",
+                "kWh / M inferences"):
+        table.add_column(col, justify="left" if col in ("target", "source", "prec", "pricing")
+                         else "right", no_wrap=col == "target")
+    attacker = Table(title="attacker's side: what a failure costs the target (Kaplan-Meier "
+                           "medians of each sample's share of the queries; E[T] restricted to "
+                           "the attack budget)")
+    for col in ("target", "prec", "batch", "attack", "s to failure", "USD to failure",
+                "J to failure", "E[T] s", "TRASH"):
+        attacker.add_column(col, justify="left" if col in ("target", "prec", "attack")
+                            else "right", no_wrap=col == "target")
+    for c in costs:
+        trash = c.get("trash_score")
+        key = (c["target"], c.get("precision") or "—", str(c.get("batch_size")))
+        table.add_row(key[0], c.get("source_label") or "measured", *key[1:],
+                      c.get("pricing") or "—", fmt(c.get("devices_needed"), "d"),
+                      fmt(c.get("capital_usd"), ",.2f"), fmt(c.get("energy_kwh"), ",.1f"),
+                      fmt(c.get("energy_usd"), ",.2f"), fmt(c.get("total_usd"), ",.2f"),
+                      fmt(c.get("usd_per_million_inferences"), ".4g"),
+                      fmt(c.get("kwh_per_million_inferences"), ".4g"))
+        attacker.add_row(*key, c.get("failure_attack") or "—",
+                         fmt(c.get("attacker_s_to_failure"), ".3g"),
+                         fmt(c.get("attacker_usd_to_failure"), ".3g"),
+                         fmt(c.get("attacker_j_to_failure"), ".3g"),
+                         fmt(c.get("expected_time_to_failure_s"), ".3g"),
+                         "—" if trash is None else (f"[bold red]{trash:.3g} ⚑[/]" if trash > 1
+                                                    else f"{trash:.3g}"))
+    out.print(table)
+    out.print(attacker)
+    notes = sorted({f"{c['target']}: {n}" for c in costs for n in c.get("notes", [])})
+    for n in notes:
+        err.print(f"note: {n}", highlight=False)
+    if any((c.get("trash_score") or 0) > 1 for c in costs):
+        err.print("⚑ TRASH > 1: cheaper to break than to build ((train time / training "
+                  "samples) / E[T], E[T] per attacked sample, restricted to the attack budget)")
+
+
+def _cost_candidate(db, candidate: str, targets, w, json_out: bool) -> None:
+
+    tgt = load_target(candidate)
+    preds = candidate_costs(predict_candidate(db, tgt, targets), tgt, w)
+    loo = leave_one_target_out(db, targets)
+    if json_out:
+        print_json({"candidate": tgt.name, "workload": workload_dict(w), "predictions": preds,
+                     "leave_one_target_out": loo})
+        return
+    table = Table(title=f"{tgt.name}: predicted from the other targets' rows (measured, or "
+                        f"published MLPerf), {preds[0]['level'] if preds else 0.95:.0%} "
+                        f"prediction intervals; 'true' is {tgt.name}'s own row, never fitted")
+    for col in ("group", "from", "predicts", "predicted", "interval", "true", "inside",
+                "samples/s", "J/inf", "J/inf interval", "median s to failure", "devices",
+                "total USD", "USD / M inferences"):
+        table.add_column(col, justify="left" if col in ("group", "predicts") else "right")
+
+    def interval(p, key):
+        lo, hi = p[f"{key}_lo"], p[f"{key}_hi"]
+        return "—" if lo is None else f"{lo:.3g}–{hi:.3g}"
+
+    for p in preds:
+        c = p.get("cost") or {}
+        k = p["response"]
+        inside = {None: "—", True: "yes", False: "no"}[p["truth_in_interval"]]
+        table.add_row(p["group"], str(p["n_targets"]), k, fmt(p[k], ".4g"), interval(p, k),
+                      fmt(p["truth"], ".4g"), inside, fmt(p["throughput_sps"], ",.0f"),
+                      fmt(p["energy_per_inference_j"], ".3g"),
+                      interval(p, "energy_per_inference_j"),
+                      fmt(p["median_time_to_failure_s"], ".3g"),
+                      fmt(c.get("devices_needed"), "d"), fmt(c.get("total_usd"), ",.2f"),
+                      fmt(c.get("usd_per_million_inferences"), ".4g"))
+    out.print(table)
+    for p in preds:
+        if p["truth_note"]:
+            err.print(f"{p['group']}: {tgt.name}'s published row is not comparable: "
+                      f"{p['truth_note']}", highlight=False, markup=False)
+    for p in preds:
+        for m, tag in ((p["model"], p["model_loto_rmse_log"]), (p["energy_model"], None)):
+            if m:
+                score = ("" if tag is None else f" (chosen by leave-one-target-out: RMS log "
+                                                f"error {tag:.3f})")
+                err.print(f"{p['group']}: model {m}{score}", highlight=False, markup=False)
+    warned: dict[str, list[str]] = {}
+    for p in preds:
+        for text in p["warnings"]:
+            warned.setdefault(text, []).append(p["group"])
+    for text, where in warned.items():
+        err.print(f"[yellow]warning[/] {escape(text)} ({', '.join(where)})", highlight=False)
+    for p in preds:
+        for text in p["notes"]:
+            if "needed" in text or text.startswith("excluded"):
+                err.print(f"{p['group']}: {text}", highlight=False, markup=False)
+    lt = Table("held-out target", "cells", "median |rel err|", "max |rel err|",
+               "inside interval", "median |rel err| J/inf",
+               title="leave-one-target-out: how far to trust the prediction")
+    for r in loo:
+        lt.add_row(r["target"], str(r["cells"]), fmt(r["median_abs_rel_error"], ".1%"),
+                   fmt(r["max_abs_rel_error"], ".1%"),
+                   fmt(r["inside_interval_fraction"], ".0%"),
+                   fmt(r["energy_median_abs_rel_error"], ".1%"))
+    out.print(lt)
+
+
+@user_errors
+def report(
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
+        "report.html"),
+    targets: TargetsOpt = None,
+    store: StoreOpt = DEFAULT_URL,
+    inferences_per_s: InferencesOpt = 100.0,
+    hours_per_day: HoursOpt = 24.0,
+    years: YearsOpt = 3.0,
+    usd_per_kwh: KwhOpt = 0.15,
+    utilisation: UtilisationOpt = 0.7,
+    train_time_s: TrainTimeOpt = None,
+    train_samples: TrainSamplesOpt = None,
+):
+    """Write one self-contained HTML report that opens offline.
+
+    Fleet table, Pareto plots, cost, leave-one-target-out prediction error, survival curves,
+    every measurement's fingerprint."""
+    w = _workload(inferences_per_s, hours_per_day, years, usd_per_kwh, utilisation)
+    path = write_report(Store(store), out_path, targets, w, train_time_s,
+                        n_train_samples=train_samples)
+    out.print(f"report -> {path} ({path.stat().st_size / 1024:,.0f} KiB, self-contained)")
+
+
+def _sequential_fit_note(db) -> list[str]:
+    """How many records the fit has where query attacks stopped early (it uses those that
+    exist: a random sample of each such cell, so nothing is imputed)."""
+    cells = [c for c in db.attack_cells() if c["stop_half_width"] is not None]
+    if not cells:
+        return []
+    used, available = sum(c["n_sampled"] for c in cells), sum(c["n_available"] for c in cells)
+    return [f"{len(cells)} query-attack cells stopped sequentially: the fit uses the {used} "
+            f"samples attacked of {available} available there (a seeded random sample)"]
+
+
+@user_errors
+def fit(
+    store: StoreOpt = DEFAULT_URL,
+    duration: Annotated[str, typer.Option(help="What to model: time (s) or energy (J) to "
+                                               "failure.")] = "time",
+    families: Annotated[str, typer.Option(help="Comma-separated AFT families: weibull, "
+                                               "lognormal, loglogistic, exponential, gengamma "
+                                               "(slow: about 40 s per 100,000 records).")
+                        ] = "weibull,lognormal,loglogistic",
+    covariates: Annotated[Optional[str], typer.Option(help=(
+        "Comma-separated (default precision,target,attack,eps,log2_batch_size); also model, "
+        "batch_size and the target specs tdp_w, memory_bandwidth_gbs, memory_gb, "
+        "peak_tops."))] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the CSV tables and "
+                                                              "plots.")] = Path("fit"),
+    horizon: Annotated[Optional[float], typer.Option(help="Calibration horizon (default: the "
+                                                          "median duration).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison and the best "
+                                                         "family's coefficients as JSON only.")
+                       ] = False,
+):
+    """Fit AFT survival models to the failure records.
+
+    Compares families (AIC, BIC, concordance, calibration), prints time ratios, writes plots
+    and the TRASH score."""
+
+
+    from edgerob.analysis import survival  # pandas and lifelines (host extra): lazy
+
+    db = Store(store)
+    df = survival.load_failures(db, duration)
+    result = survival.fit_models(
+        df, families=csv_list(families),
+        covariates=csv_list(covariates) if covariates is not None else None, horizon=horizon)
+    notes = list(result.notes) + _sequential_fit_note(db)
+    trash = None
+    if result.duration == "time":
+        training = survival.cached_training(result.data)
+        if training:
+            trash = result.trash({m: t for m, (t, _) in training.items()},
+                                 {m: n for m, (_, n) in training.items()})
+            notes += sorted({f"{r.model}: {r.note}" for r in trash.itertuples() if r.note})
+        else:
+            notes.append("TRASH score skipped: no cached model card with a train time matches "
+                         "these records' models (pass train_time_s and n_train_samples to "
+                         "FitResult.trash)")
+    paths = result.write(out_dir, trash)
+    if as_json:
+        typer.echo(json.dumps(result.to_json()))
+    else:
+        unit = result.unit
+        table = Table("family", "n", "events", "k", "log-lik", "AIC", "BIC", "C train",
+                      "C test", "ICI", "E50", title=f"AFT models of {result.duration} to failure "
+                      f"({unit}); * best by AIC; calibration at {result.horizon:.4g} {unit}")
+        for f in result.models.values():
+            table.add_row(f"{f.family}{' *' if f.family == result.best else ''}", str(f.n),
+                          str(f.events), str(f.k), fmt(f.log_likelihood, ".1f"),
+                          fmt(f.aic, ".1f"), fmt(f.bic, ".1f"),
+                          fmt(f.concordance_train, ".3f"), fmt(f.concordance_test, ".3f"),
+                          fmt(f.ici, ".4f"), fmt(f.e50, ".4f"),
+                          style="bold" if f.family == result.best else None)
+        out.print(table)
+        table = Table("covariate", "time ratio", "95% CI", "p",
+                      title=f"{result.best}: time ratios exp(coef) on all {result.final.n} "
+                            f"records (below 1: fails sooner than the reference)")
+        for c, r in result.coefficients.iterrows():
+            table.add_row(escape(c), f"{r.time_ratio:.3f}", f"{r.ci_low:.3f} – {r.ci_high:.3f}",
+                          f"{r.p:.2g}" if r.p > 0 else "<1e-300")
+        refs = [f"{c} {t['reference']}" for c, t in result.design.terms.items()
+                if t["kind"] == "categorical"]
+        out.print(table)
+        if refs:
+            out.print(f"reference: {', '.join(refs)}", markup=False, highlight=False)
+        if trash is not None and len(trash):
+            table = Table("model", "target", "train s", "training samples", "E[T] s", "TRASH",
+                          "", title="TRASH score: (train time / training samples) / expected "
+                                    "time to failure per attacked sample")
+            for r in trash.itertuples():
+                table.add_row(escape(r.model), escape(r.target), f"{r.train_time_s:.4g}",
+                              "—" if r.n_train_samples != r.n_train_samples  # NaN: unknown
+                              or r.n_train_samples is None else f"{int(r.n_train_samples)}",
+                              f"{r.expected_time_s:.4g}",
+                              "not estimable" if r.note else f"{r.trash:.4g}",
+                              "[red]cheaper to break than to build[/]"
+                              if r.cheaper_to_break else "")
+            out.print(table)
+    for n in notes:
+        err.print(f"note: {n}", highlight=False, markup=False)
+    err.print(f"wrote {len(paths)} files to {out_dir}")

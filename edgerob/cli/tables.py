@@ -1,0 +1,111 @@
+"""Tables of stored rows that several commands print: measurements, adversarial vs clean,
+failure records and query-attack cells."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from edgerob.cli.common import fmt, out
+from edgerob.device.failures import km_median
+
+FORCED_NOTE = ("target*: forced, measured with --force-target on a machine that is not the "
+               "target (runs.target_facts says what it was)")
+
+
+def target_cell(name: str, forced: bool) -> str:
+    """A target's name, marked * where it was measured with --force-target on another machine
+    (short: these tables are wide)."""
+    return f"{name}[red]*[/]" if forced else name
+
+
+def print_measurements(rows: list[dict], title: str, forced: set = frozenset()) -> None:
+    table = Table(title=title)
+    # the source column (measured here / imported) only where some row was imported
+    sourced = any(r.get("source", "measured") != "measured" for r in rows)
+    for col in ("target", *(["source"] if sourced else []), "precision", "batch", "input set",
+                "p50 ms", "p99 ms", "mean ms", "std ms", "samples/s", "accuracy", "power W",
+                "J/inference", "iters"):
+        table.add_column(col, justify="left" if col in ("target", "source", "precision",
+                                                        "input set") else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(target_cell(r["target"], r["run_id"] in forced),
+                      *([r.get("source", "measured")] if sourced else []), r["precision"],
+                      str(r["batch_size"]), r["input_set"],
+                      fmt(r["latency_p50_ms"], ".3f"), fmt(r["latency_p99_ms"], ".3f"),
+                      fmt(r["latency_mean_ms"], ".3f"), fmt(r["latency_std_ms"], ".3f"),
+                      fmt(r["throughput_sps"], ",.0f"), fmt(r["accuracy"], ".2%"),
+                      fmt(r["power_mean_w"], ".2f"), fmt(r["energy_per_inference_j"], ".3g"),
+                      str(r["iterations"]))
+    out.print(table)
+
+
+def print_versus_clean(rows: list[dict]) -> None:
+    adv = [r for r in rows if r["input_set"] != "clean"]
+    if not adv:
+        return
+    table = Table("precision", "batch", "input set", "accuracy", "p50 vs clean",
+                  "Mann-Whitney p", "Cliff's delta", "energy vs clean",
+                  "fp32 robust acc [interval] (samples used)",
+                  title="adversarial vs clean inputs (same precision and batch size)")
+    for r in adv:
+        seq = (f"{r['seq_estimate']:.3f} [{r['seq_ci_low']:.3f}, {r['seq_ci_high']:.3f}] "
+               f"({r['n_samples']}/{r['seq_n_available']})"
+               if r.get("seq_estimate") is not None else "—")
+        table.add_row(r["precision"], str(r["batch_size"]), r["input_set"],
+                      fmt(r["accuracy"], ".2%"), fmt(r["latency_vs_clean_ratio"], ".3f"),
+                      fmt(r["latency_vs_clean_p"], ".2g"),
+                      fmt(r["latency_vs_clean_cliffs_delta"], "+.2f"),
+                      fmt(r["energy_vs_clean_ratio"], ".3f"), seq)
+    out.print(table)
+
+
+def print_attack_cells(cells: list[dict]) -> None:
+    """Query-attack cells: samples used of available, the failure proportion and its interval,
+    the KM median time to failure and the time not spent."""
+    if not cells:
+        return
+    table = Table("precision", "batch", "attack", "samples used", "stopped by", "failure rate",
+                  "interval", "KM median s [interval]", "attack s", "saved s",
+                  title="query-attack cells (interval: anytime-valid where the cell stopped "
+                        "sequentially; KM interval: Brookmeyer-Crowley, fixed-sample)")
+    for c in cells:
+        used = f"{c['n_sampled']}/{c['n_available']}" if c["n_sampled"] is not None else "—"
+        ci = (f"[{c['failure_ci_low']:.3f}, {c['failure_ci_high']:.3f}]"
+              if c["failure_ci_low"] is not None else "—")
+        km = (f"{fmt(c['km_median_s'], '.3g')} [{fmt(c['km_median_low_s'], '.3g')}, "
+              f"{fmt(c['km_median_high_s'], '.3g')}]")
+        table.add_row(c["precision"], str(c["batch_size"]), f"{c['attack']}@{c['eps']:g}", used,
+                      c["stopped_by"] or "every sample", fmt(c["failure_rate"], ".3f"), ci, km,
+                      fmt(c["attack_wall_s"], ".1f"), fmt(c["projected_saved_s"], ".1f"))
+    out.print(table)
+
+
+def print_failures(records: list[dict], cells: list[dict]) -> None:
+    """Failure records per query-attack cell, with the samples left out because the artifact
+    misclassifies them clean (`attack_cells`; — for cells stored before it was counted)."""
+    if not records and not cells:
+        return
+    def key(r: dict) -> tuple:
+        return r["precision"], r["batch_size"], f"{r['attack']}@{r['eps']:g}"
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault(key(r), []).append(r)
+    clean_wrong: dict[tuple, int] = {}
+    for c in cells:
+        groups.setdefault(key(c), [])
+        clean_wrong[key(c)] = clean_wrong.get(key(c), 0) + c["n_clean_wrong"]
+    table = Table("precision", "batch", "attack", "clean wrong", "attacked", "failed",
+                  "censored", "median queries", "median time s", "median energy J",
+                  title="failure records (clean-misclassified samples are not attacked; "
+                        "Kaplan-Meier medians of the wall time and energy of the queries; — "
+                        "where over half survive)")
+    for (prec, bs, name), rs in groups.items():
+        ev = [r["event"] for r in rs]
+        energy = [r["energy_j"] for r in rs]
+        table.add_row(prec, str(bs), name, fmt(clean_wrong.get((prec, bs, name)), "d"),
+                      str(len(rs)), str(sum(ev)), str(len(rs) - sum(ev)),
+                      fmt(km_median([r["queries"] for r in rs], ev), ".0f"),
+                      fmt(km_median([r["duration_s"] for r in rs], ev), ".3g"),
+                      fmt(km_median(energy, ev) if None not in energy else None, ".3g"))
+    out.print(table)
