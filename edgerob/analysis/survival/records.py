@@ -87,7 +87,7 @@ def cached_training(df: pd.DataFrame) -> dict[str, tuple[float, int | None]]:
 
 def simulate_failures(n: int = 2520, family: str = "weibull", *, sigma: float = 0.5,
                       intercept: float = math.log(0.5), time_ratios: dict | None = None,
-                      targets=("jetson-orin-nano", "l4"), precisions=("fp32", "fp16", "int8"),
+                      targets=("jetson-orin-nano-8gb", "l4"), precisions=("fp32", "fp16", "int8"),
                       batch_sizes=(1, 8, 32), attack: str = "square", eps: float = 0.15,
                       censored: float = 0.25, seed: int = 0) -> pd.DataFrame:
     """Failure records drawn from a known AFT: log T = intercept + sum log(time ratio) * x +
