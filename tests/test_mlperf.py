@@ -285,3 +285,13 @@ def test_multi_accelerator_system_is_not_imported_as_one_device(tmp_path):
     counts = ingest_mlperf(root, Store(f"sqlite:///{tmp_path}/s.db"))
     assert counts["imported"] == 1 and counts["targets"] == ["a30"]
     assert len(counts["problems"]) == 1 and "8 accelerators per node" in counts["problems"][0]
+
+
+def test_every_mapped_device_is_a_catalog_target():
+    """Imported rows are stored under catalog names with a spec sheet, never a family name."""
+    from edgerob.catalog.targets import load_target
+    from edgerob.fleet.mlperf import SYSTEM_FOLDERS, TARGET_MAP
+
+    for name in TARGET_MAP.values():
+        assert load_target(name).specs.peak_tops.get("int8"), name
+    assert set(SYSTEM_FOLDERS.values()) <= set(TARGET_MAP)

@@ -37,7 +37,6 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from edgerob.catalog import list_names
 from edgerob.errors import EdgerobError
 from edgerob.store import measurements, now, runs
 
@@ -59,25 +58,23 @@ _METRIC = {"SingleStream": "90th percentile latency (ns)",
 
 
 # (accelerator name in systems/SYSTEM.json, memory in GB: the accelerator's, or the host's where
-# it is "Shared with host" as on Jetsons) -> catalog names for that exact device, first found
-# wins. Variants are different devices (clocks, TDP, bandwidth), so each has its own key; where
-# none of the names is in the catalog the row is stored under the first (a named target without
-# a spec sheet: shown, never used for prediction).
-TARGET_MAP: dict[tuple[str, int], tuple[str, ...]] = {
-    ("nvidia jetson agx orin", 32): ("jetson-agx-orin-32gb",),
-    ("nvidia jetson agx orin", 64): ("jetson-agx-orin-64gb",),
-    ("nvidia orin nx", 16): ("jetson-orin-nx-16gb",),
-    ("nvidia jetson xavier nx", 8): ("jetson-xavier-nx",),
-    ("nvidia jetson agx xavier", 32): ("jetson-agx-xavier",),
-    ("nvidia a100-pcie-80gb", 80): ("a100-pcie",),
-    ("nvidia a100-sxm-80gb", 80): ("a100-sxm",),
-    ("nvidia h100-pcie-80gb", 80): ("h100-pcie",),
-    ("nvidia h100-sxm-80gb", 80): ("h100-sxm",),
-    ("nvidia l4", 24): ("l4",),
-    ("nvidia a30", 24): ("a30",),
-    ("nvidia a2", 16): ("a2",),
-    ("nvidia t4", 16): ("t4",),
-    ("nvidia a10", 24): ("a10",),
+# it is "Shared with host" as on Jetsons) -> the catalog's name for that exact device. Variants
+# are different devices (clocks, TDP, bandwidth), so each has its own key and its own entry.
+TARGET_MAP: dict[tuple[str, int], str] = {
+    ("nvidia jetson agx orin", 32): "jetson-agx-orin-32gb",
+    ("nvidia jetson agx orin", 64): "jetson-agx-orin-64gb",
+    ("nvidia orin nx", 16): "jetson-orin-nx-16gb",
+    ("nvidia jetson xavier nx", 8): "jetson-xavier-nx",
+    ("nvidia jetson agx xavier", 32): "jetson-agx-xavier",
+    ("nvidia a100-pcie-80gb", 80): "a100-pcie",
+    ("nvidia a100-sxm-80gb", 80): "a100-sxm",
+    ("nvidia h100-pcie-80gb", 80): "h100-pcie",
+    ("nvidia h100-sxm-80gb", 80): "h100-sxm",
+    ("nvidia l4", 24): "l4",
+    ("nvidia a30", 24): "a30",
+    ("nvidia a2", 16): "a2",
+    ("nvidia t4", 16): "t4",
+    ("nvidia a10", 24): "a10",
 }
 # Systems whose results folder has no systems/SYSTEM.json (e.g. a partial copy): NVIDIA's
 # system folder name -> the (accelerator, memory) key above. v2.0's Orin was the 32GB kit.
@@ -193,12 +190,6 @@ def device_key(system_name: str, system: dict | None) -> tuple[str, int] | None:
     return (acc, gb) if acc and gb else None
 
 
-def map_target(key: tuple[str, int], known: set[str]) -> str:
-    """Catalog name for a device key (the first of its names the catalog has, else the first)."""
-    names = TARGET_MAP[key]
-    return next((n for n in names if n in known), names[0])
-
-
 def power_from_logs(run_dir: Path, samples_per_query: int) -> dict:
     """Mean wall power over loadgen's run window and energy per inference, from run_1/spl.txt
     and run_1/mlperf_log_detail.txt (module docstring: how clocks are aligned). Without logs
@@ -288,7 +279,7 @@ def _run_id(*parts) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
 
 
-def collect(path: str | Path, known_targets: set[str]) -> Imported:
+def collect(path: str | Path) -> Imported:
     """Every performance result under `path`, parsed, mapped and checked; nothing is written."""
     root = Path(path)
     if not root.exists():
@@ -299,7 +290,7 @@ def collect(path: str | Path, known_targets: set[str]) -> Imported:
         imp.problems.append(f"{root}: no {SUMMARY} under this folder")
     for summary in found:
         try:
-            rec = _one_result(summary, known_targets)
+            rec = _one_result(summary)
         except EdgerobError as e:
             imp.problems.append(str(e))
             continue
@@ -315,7 +306,7 @@ def collect(path: str | Path, known_targets: set[str]) -> Imported:
     return imp
 
 
-def _one_result(summary: Path, known: set[str]) -> dict | None:
+def _one_result(summary: Path) -> dict | None:
     loc = _locate(summary)
     if loc is None:
         raise EdgerobError(f"{summary}: not in an MLPerf results layout (DIVISION/SUBMITTER/"
@@ -339,7 +330,7 @@ def _one_result(summary: Path, known: set[str]) -> dict | None:
                "no systems/%s.json and an unknown system folder" % loc.system)
         raise EdgerobError(f"{summary}: {why} is not in edgerob.fleet.mlperf.TARGET_MAP; add it "
                            f"with its catalog target")
-    target = map_target(key, known)
+    target = TARGET_MAP[key]
     version = mlperf_version(summary)
     if version is None:
         raise EdgerobError(f"{summary}: no MLPerf version (not under inference_results_vX.Y "
@@ -384,7 +375,7 @@ def ingest_mlperf(path: str | Path, store, on_skip=None) -> dict:
     already stored (same version, division, submitter, system, benchmark, scenario) are skipped.
     `on_skip(line)` is called once per file not imported (unreadable or INVALID), before
     anything is written. EdgerobError (nothing written) when nothing could be imported."""
-    imp = collect(path, set(list_names("targets")))
+    imp = collect(path)
     for line in imp.problems + imp.invalid:
         if on_skip:
             on_skip(line)
