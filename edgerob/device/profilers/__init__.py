@@ -7,13 +7,12 @@ sampling, `stop()` ends it and returns a `PowerTrace`. A profiler with no sensor
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from edgerob.errors import EdgerobError
+from edgerob.device.plugins import load_plugin
 
 REGISTRY = {
     "none": "edgerob.device.profilers:NoProfiler",
@@ -170,10 +169,4 @@ class NoProfiler(Profiler):
 
 
 def profiler_class(name: str) -> type[Profiler]:
-    if name not in REGISTRY:
-        raise EdgerobError(f"unknown profiler {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    module, cls = REGISTRY[name].split(":")
-    try:
-        return getattr(importlib.import_module(module), cls)
-    except ImportError as e:
-        raise EdgerobError(f"profiler {name!r} cannot be used here: {e}") from None
+    return load_plugin("profiler", REGISTRY, name)

@@ -6,12 +6,12 @@ library of the runtime it uses (onnxruntime, tensorrt, ...).
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
 
+from edgerob.device.plugins import load_plugin
 from edgerob.errors import EdgerobError
 
 # name -> "module:Class"; adding a backend is one line here and one file beside this one.
@@ -60,13 +60,7 @@ class Runtime(ABC):
 
 
 def runtime_class(name: str) -> type[Runtime]:
-    if name not in REGISTRY:
-        raise EdgerobError(f"unknown runtime {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    module, cls = REGISTRY[name].split(":")
-    try:
-        return getattr(importlib.import_module(module), cls)
-    except ImportError as e:
-        raise EdgerobError(f"runtime {name!r} cannot be used here: {e}") from None
+    return load_plugin("runtime", REGISTRY, name)
 
 
 def create_runtime(name: str, artifact_path: str | Path, **options) -> Runtime:
