@@ -263,8 +263,14 @@ def _open_schema(engine) -> None:
     """Bring the store's schema to the newest revision (see the module docstring)."""
     script = ScriptDirectory.from_config(_alembic())
     with engine.connect() as c:  # the usual case, already current: read only, no lock
-        if _schema_revision(c, script) == script.get_current_head():
-            return
+        try:
+            if _schema_revision(c, script) == script.get_current_head():
+                return
+        except EdgerobError:
+            # Not conclusive without the lock: another writer may have committed the schema
+            # between this check's reads (no version table yet, then the new tables). The
+            # check under the lock below decides, and raises if the store really is foreign.
+            pass
     with engine.connect().execution_options(sqlite_begin="IMMEDIATE") as c, c.begin():
         if c.dialect.name == "postgresql":
             c.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
