@@ -80,6 +80,7 @@ runs = sa.Table(
 
 CELL_KEY = ("runtime", "precision", "batch_size", "input_set")
 
+
 measurements = sa.Table(
     "measurements", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -103,9 +104,13 @@ measurements = sa.Table(
     sa.Column("energy_j", sa.Float),
     sa.Column("energy_per_inference_j", sa.Float),
     sa.Column("power_note", sa.Text),  # why power is NULL or flagged
-    # adversarial input set vs clean, same run/precision/batch size (NULL for clean rows)
-    sa.Column("latency_vs_clean_ratio", sa.Float),  # p50 ratio
-    sa.Column("latency_vs_clean_p", sa.Float),  # Mann-Whitney U, two-sided
+    # An input set vs clean, same run/precision/batch size (NULL for clean rows). Since 0.3.0
+    # measured interleaved in one session (edgerob.device.paired; vs_clean_method says how): the
+    # paired ratio of per-round medians, its interval, the signed-rank p over rounds and the
+    # rank-biserial effect. Rows from 0.2.0 compared sequential cells: Mann-Whitney p over
+    # iterations and Cliff's delta (latency_vs_clean_cliffs_delta, NULL since).
+    sa.Column("latency_vs_clean_ratio", sa.Float),
+    sa.Column("latency_vs_clean_p", sa.Float),
     sa.Column("latency_vs_clean_cliffs_delta", sa.Float),
     sa.Column("energy_vs_clean_ratio", sa.Float),  # energy per inference ratio
     sa.Column("throttled", sa.Boolean),  # NULL: nothing readable could tell
@@ -123,6 +128,16 @@ measurements = sa.Table(
     sa.Column("seq_ci_low", sa.Float),
     sa.Column("seq_ci_high", sa.Float),
     sa.Column("seq_rule", sa.Text),  # JSON: half_width, confidence, max_samples, stopped_by ...
+    # revision 0003: the paired comparison's interval, effect, rounds and method
+    sa.Column("latency_vs_clean_low", sa.Float),
+    sa.Column("latency_vs_clean_high", sa.Float),
+    sa.Column("latency_vs_clean_effect", sa.Float),  # matched-pairs rank-biserial
+    sa.Column("energy_vs_clean_low", sa.Float),
+    sa.Column("energy_vs_clean_high", sa.Float),
+    sa.Column("vs_clean_rounds", sa.Integer),  # pairs (rounds) behind the comparison
+    sa.Column("vs_clean_confidence", sa.Float),  # the interval's exact coverage
+    sa.Column("vs_clean_method", sa.String),
+    sa.Column("rounds", sa.Text),  # JSON: per round p50_ms, iterations, wall_s, energy
     sa.UniqueConstraint("run_id", *CELL_KEY, name="one_row_per_cell"),
 )
 
@@ -147,6 +162,10 @@ failures = sa.Table(
     # failure costs (edgerob.device.failures); NULL in records written before these columns
     sa.Column("duration_share_s", sa.Float),
     sa.Column("energy_share_j", sa.Float),
+    # energy_j and energy_share_j are net of the target's idle power since 0.3.0; records stored
+    # before hold their gross energy here instead (idle was not measured), never beside net
+    sa.Column("energy_gross_j", sa.Float),
+    sa.Column("energy_share_gross_j", sa.Float),
     sa.UniqueConstraint("run_id", "precision", "batch_size", "attack", "eps", "sample_id",
                         name="one_row_per_attacked_sample"),
 )
@@ -179,6 +198,8 @@ attack_cells = sa.Table(
     sa.Column("attack_wall_s", sa.Float),  # measured time in the attack calls
     sa.Column("projected_saved_s", sa.Float),  # samples not drawn x measured time per sample
     sa.Column("created_at", sa.String),
+    sa.Column("power_idle_w", sa.Float),  # settled idle power subtracted from failure energy
+    sa.Column("power_note", sa.Text),
     sa.UniqueConstraint("run_id", "precision", "batch_size", "attack", "eps",
                         name="one_row_per_attack_cell"),
 )
@@ -402,13 +423,23 @@ class Store:
 
     def add_measurement(self, row: dict) -> bool:
         """Insert one cell in its own transaction; False if that cell is already stored."""
-        row = {**row, "created_at": row.get("created_at") or now()}
-        for k in ("fingerprint", "latencies_ms", "clocks_start", "clocks_end", "seq_rule"):
-            if k in row and not isinstance(row[k], (str, type(None))):
-                row[k] = json.dumps(row[k])
+        return self.add_measurements([row])
+
+    def add_measurements(self, rows: list[dict]) -> bool:
+        """Insert cells measured together (one precision and batch size, interleaved) in one
+        transaction, so a resumed sweep finds all of them or none; False (nothing inserted)
+        if one is already stored."""
+        stamp = now()
+        rows = [{**r, "created_at": r.get("created_at") or stamp} for r in rows]
+        for row in rows:
+            for k in ("fingerprint", "latencies_ms", "clocks_start", "clocks_end", "seq_rule",
+                      "rounds"):
+                if k in row and not isinstance(row[k], (str, type(None))):
+                    row[k] = json.dumps(row[k])
         try:
             with self.engine.begin() as c:
-                c.execute(measurements.insert().values(**row))
+                for row in rows:
+                    c.execute(measurements.insert().values(**row))
         except IntegrityError:
             return False
         return True

@@ -183,8 +183,40 @@ def test_0_1_0_failure_energy_is_put_on_the_0_2_0_basis(tmp_path):
     con.commit()
     con.close()
     got = {r["sample_id"]: r for r in Store(url).failures()}
-    assert got[1]["energy_j"] == 2.0 and got[2]["energy_j"] == 0.25
-    assert got[0]["energy_j"] is None and got[1]["energy_share_j"] is None
+    # ... and 0.3.0 moves that gross energy (idle not measured) beside the net column
+    assert got[1]["energy_gross_j"] == 2.0 and got[2]["energy_gross_j"] == 0.25
+    assert got[0]["energy_gross_j"] is None and got[1]["energy_share_gross_j"] is None
+    assert all(r["energy_j"] is None and r["energy_share_j"] is None for r in got.values())
+
+
+def test_0_2_0_rows_are_labelled_sequential_and_failure_energy_moves_to_gross(tmp_path):
+    """0.2.0 compared input sets measured minutes apart and stored failure energy gross of idle:
+    the 0.3.0 upgrade labels the comparisons and moves the energy, keeping every value."""
+    url = f"sqlite:///{tmp_path}/r.db"
+    with sa.create_engine(url).begin() as c:
+        command.upgrade(_alembic(c), "0002")
+        c.execute(sa.text("INSERT INTO runs (run_id, target, profile, model, host, status, "
+                          "started_at) VALUES ('r', 'cpu', 'q', 'm', 'h', 'done', 't')"))
+        for s, ratio in (("clean", None), ("pgd@0.1", 1.4)):
+            c.execute(sa.text(
+                "INSERT INTO measurements (run_id, target, runtime, precision, batch_size, "
+                "input_set, latency_vs_clean_ratio, latency_vs_clean_cliffs_delta, created_at) "
+                "VALUES ('r', 'cpu', 'onnxruntime', 'fp32', 1, :s, :ratio, :d, 't')"),
+                {"s": s, "ratio": ratio, "d": None if ratio is None else 0.8})
+        c.execute(sa.text(
+            "INSERT INTO failures (run_id, target, precision, batch_size, attack, eps, "
+            "sample_id, queries, budget_queries, duration_s, energy_j, energy_share_j, event) "
+            "VALUES ('r', 'cpu', 'fp32', 1, 'square', 0.1, 0, 3, 10, 0.5, 7.0, 7.0, 1)"))
+    store = Store(url)
+    assert revision(url) == (head(),)
+    m = {r["input_set"]: r for r in store.measurements()}
+    assert m["pgd@0.1"]["vs_clean_method"] == "sequential cells"
+    assert m["pgd@0.1"]["latency_vs_clean_ratio"] == 1.4
+    assert m["pgd@0.1"]["latency_vs_clean_cliffs_delta"] == 0.8
+    assert m["clean"]["vs_clean_method"] is None
+    [f] = store.failures()
+    assert (f["energy_gross_j"], f["energy_share_gross_j"]) == (7.0, 7.0)
+    assert f["energy_j"] is None and f["energy_share_j"] is None
 
 
 def test_upgrade_is_one_transaction(tmp_path, monkeypatch):

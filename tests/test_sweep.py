@@ -116,7 +116,13 @@ def test_adversarial_sets_and_failure_records(tiny_model, attack_profile, tmp_pa
         assert r["latency_vs_clean_ratio"] is None and r["n_samples"] == 40
     for r in by_set["fgsm@0.1"]:
         assert r["latency_vs_clean_ratio"] > 0 and 0 <= r["latency_vs_clean_p"] <= 1
-        assert -1 <= r["latency_vs_clean_cliffs_delta"] <= 1
+        assert (r["latency_vs_clean_low"] <= r["latency_vs_clean_ratio"]
+                <= r["latency_vs_clean_high"])
+        assert -1 <= r["latency_vs_clean_effect"] <= 1 and r["vs_clean_rounds"] == FAST.rounds
+        assert r["vs_clean_method"].startswith("paired rounds")
+        assert r["latency_vs_clean_cliffs_delta"] is None  # the unpaired statistic is gone
+        assert json.loads(r["fingerprint"])["interleaved_with"] == ["clean"]
+        assert len(json.loads(r["rounds"])) == FAST.rounds
     # FGSM at 0.1 hurts the deployed artifacts (the transfer view)
     assert (sum(r["accuracy"] for r in by_set["fgsm@0.1"])
             < sum(r["accuracy"] for r in by_set["clean"]))

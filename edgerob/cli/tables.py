@@ -39,24 +39,46 @@ def print_measurements(rows: list[dict], title: str, forced: set = frozenset()) 
     out.print(table)
 
 
+def _ratio(r: dict, kind: str) -> str:
+    """A vs-clean ratio with its interval: 1.003 [0.998, 1.009]."""
+    ratio = r.get(f"{kind}_vs_clean_ratio")
+    low, high = r.get(f"{kind}_vs_clean_low"), r.get(f"{kind}_vs_clean_high")
+    if ratio is None or low is None or high is None:
+        return fmt(ratio, ".3f")
+    return f"{ratio:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def print_versus_clean(rows: list[dict]) -> None:
     adv = [r for r in rows if r["input_set"] != "clean"]
     if not adv:
         return
-    table = Table("precision", "batch", "input set", "accuracy", "p50 vs clean",
-                  "Mann-Whitney p", "Cliff's delta", "energy vs clean",
+    paired = [r for r in adv if (r.get("vs_clean_method") or "").startswith("paired")]
+    table = Table("precision", "batch", "input set", "accuracy", "p50 vs clean [95%]",
+                  "p (rounds)", "effect", "energy vs clean [95%]",
                   "fp32 robust acc [interval] (samples used)",
                   title="adversarial vs clean inputs (same precision and batch size)")
     for r in adv:
         seq = (f"{r['seq_estimate']:.3f} [{r['seq_ci_low']:.3f}, {r['seq_ci_high']:.3f}] "
                f"({r['n_samples']}/{r['seq_n_available']})"
                if r.get("seq_estimate") is not None else "—")
+        sequential = r.get("vs_clean_method") == "sequential cells"
         table.add_row(r["precision"], str(r["batch_size"]), r["input_set"],
-                      fmt(r["accuracy"], ".2%"), fmt(r["latency_vs_clean_ratio"], ".3f"),
+                      fmt(r["accuracy"], ".2%"),
+                      _ratio(r, "latency") + (" (seq)" if sequential else ""),
                       fmt(r["latency_vs_clean_p"], ".2g"),
-                      fmt(r["latency_vs_clean_cliffs_delta"], "+.2f"),
-                      fmt(r["energy_vs_clean_ratio"], ".3f"), seq)
+                      fmt(r.get("latency_vs_clean_effect"), "+.2f"),
+                      _ratio(r, "energy"), seq)
     out.print(table)
+    if paired:
+        rounds = sorted({r["vs_clean_rounds"] for r in paired})
+        out.print(f"vs clean: each input set timed in {'/'.join(map(str, rounds))} alternating "
+                  f"rounds with clean in one session (drift hits both alike); ratio = paired "
+                  f"ratio of per-round medians (Hodges-Lehmann) with its exact 95% interval, "
+                  f"p = Wilcoxon signed-rank over rounds, effect = rank-biserial (-1..1); "
+                  f"energy net of idle, where a sensor measured it")
+    if len(paired) < len(adv):
+        out.print("(seq): stored before 0.3.0, compared with a clean cell measured minutes "
+                  "apart; machine drift may pass for an effect there: measure again")
 
 
 def print_attack_cells(cells: list[dict]) -> None:

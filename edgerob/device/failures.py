@@ -17,7 +17,8 @@ Time and energy, one basis for both (what each number means):
 - `duration_s`, `energy_j`: the wall time and the target's energy of the queries the sample took
   part in, each query counted whole (the attacker's latency view: how long until this sample
   breaks; what the AFT models fit). Time is the sum of the measured query times, not a formula;
-  energy the sensor's power over those queries (None without a sensor).
+  energy the sensor's power over those queries less the target's idle power (settled, measured
+  before the attack), the basis of energy per inference (None without a sensor).
 - `duration_share_s`, `energy_share_j`: the sample's share of the same queries: each query's time
   and energy divided by the number of samples still attacked in it (padding and failed rows not
   counted). The shares of a batch add up to its wall time and energy, so they are what a failure
@@ -136,9 +137,10 @@ def clean_correct(runtime: Runtime, images: np.ndarray, labels: np.ndarray,
 def square_attack(runtime: Runtime, images: np.ndarray, labels: np.ndarray,
                   sample_ids: np.ndarray, eps: float, budget_queries: int, batch_size: int,
                   p_init: float = 0.1, seed: int = 0,
-                  profiler: Profiler | None = None) -> AttackCell:
+                  profiler: Profiler | None = None, idle_w: float | None = None) -> AttackCell:
     """Attack every sample the artifact classifies correctly through `runtime`; one
-    FailureRecord per attacked sample, in input order."""
+    FailureRecord per attacked sample, in input order. With `idle_w` (the target's settled idle
+    power) energies are net of idle, the basis of energy per inference."""
     if not MIN_EPS <= eps <= 1:
         raise EdgerobError(f"query attack eps must be in [{MIN_EPS:g}, 1], got {eps}")
     if budget_queries < 2:
@@ -165,7 +167,8 @@ def square_attack(runtime: Runtime, images: np.ndarray, labels: np.ndarray,
         # samples attacked in each query: those that had not failed before it
         n_in = (took[None, :] >= np.arange(1, len(window.intervals) + 1)[:, None]).sum(axis=1)
         times = np.array([b - a for a, b in window.intervals])
-        energy = _query_energy(trace, window.intervals, t_begin) if trace is not None else None
+        energy = (_query_energy(trace, window.intervals, t_begin, idle_w or 0.0)
+                  if trace is not None else None)
         wall_t, share_t = np.cumsum(times), np.cumsum(times / n_in)
         wall_e, share_e = ((np.cumsum(energy), np.cumsum(energy / n_in))
                            if energy is not None else (None, None))
@@ -218,13 +221,14 @@ def _attack_batch(query, x: np.ndarray, y: np.ndarray, real: int, eps: float, bu
 
 
 def _query_energy(trace: PowerTrace, intervals: list[tuple[float, float]],
-                  t_begin: float) -> np.ndarray:
-    """Energy (J) of each query: the sensor's power interpolated at the query, times its time."""
+                  t_begin: float, idle_w: float = 0.0) -> np.ndarray:
+    """Energy (J) of each query: the sensor's power interpolated at the query, less idle power,
+    times its time."""
     if not trace.total_w:
         return np.full(len(intervals), np.nan)
     ts = np.asarray(trace.timestamps_s, dtype=np.float64)
     mids = np.array([(a + b) / 2 - t_begin for a, b in intervals])
-    power = np.interp(mids, ts, np.asarray(trace.total_w, dtype=np.float64))
+    power = np.interp(mids, ts, np.asarray(trace.total_w, dtype=np.float64)) - idle_w
     return power * np.array([b - a for a, b in intervals])
 
 

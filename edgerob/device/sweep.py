@@ -22,10 +22,11 @@ from typing import Callable, Literal
 import numpy as np
 
 from edgerob import __version__
-from edgerob.device.bench import Measurement, compare_samples, measure
+from edgerob.device.bench import Measurement, idle_baseline, measure_sets
 from edgerob.device.clocks import cpu_state
 from edgerob.device.failures import AttackCell, square_attack
 from edgerob.device.machine import verify_target
+from edgerob.device.paired import paired_ratio
 from edgerob.device.profilers import profiler_class
 from edgerob.device.runtimes import GPU_PROVIDERS, create_runtime, runtime_class
 from edgerob.device.sequential import km_median_ci, run_sequential
@@ -54,10 +55,11 @@ class SweepResult:
 
 
 def cells(profile) -> list[Cell]:
-    """Measurement cells (clean first, so adversarial cells can be compared with them), then
+    """Measurement cells, the input sets of each precision and batch size together (clean
+    first: they are measured in one session, interleaved, and compared with clean), then
     failure-record cells."""
-    out = [Cell(p, b, s) for s in profile.input_sets for p in profile.precisions
-           for b in profile.batch_sizes]
+    out = [Cell(p, b, s) for p in profile.precisions for b in profile.batch_sizes
+           for s in profile.input_sets]
     qa = profile.query_attack
     if qa:
         out += [Cell(p, b, f"{qa.attack}@{e:g}", "failures") for e in qa.eps
@@ -176,31 +178,38 @@ def run_profile(target, profile, work: Workload, store: Store, *,
                                                  **runtime_options, **model_options)
         return runtimes[precision]
 
+    def stored(cell: Cell) -> bool:
+        if cell.kind == "failures":
+            attack, eps = cell.input_set.split("@")
+            return (cell.precision, cell.batch_size, attack, float(eps)) in done_failures
+        return (runtime_name, cell.precision, cell.batch_size, cell.input_set) in done
+
     try:
-        for i, cell in enumerate(todo, 1):
-            if cell.kind == "failures":
-                attack, eps = cell.input_set.split("@")
-                stored = (cell.precision, cell.batch_size, attack, float(eps)) in done_failures
-            else:
-                stored = (runtime_name, cell.precision, cell.batch_size, cell.input_set) in done
-            if stored:
-                skipped += 1
-                if on_cell:
-                    on_cell(i, len(todo), cell, None)
+        for group in _groups(todo):
+            if all(stored(c) for c in group):
+                for cell in group:
+                    skipped += 1
+                    if on_cell:
+                        on_cell(todo.index(cell) + 1, len(todo), cell, None)
                 continue
-            rt = runtime_for(cell.precision)
+            head = group[0]
+            rt = runtime_for(head.precision)
             profiler = prof_cls(**sensor_options(target, rt)) if prof_ok else None
-            if cell.kind == "failures":
-                result = _failure_cell(store, run_id, target, cell, rt, inputs["clean"], qa,
-                                       profiler)
+            if head.kind == "failures":
+                results = {head.input_set: _failure_cell(store, run_id, target, head, rt,
+                                                         inputs["clean"], qa, profile.timing,
+                                                         profiler)}
             else:
-                result = _measure_cell(store, run_id, target, runtime_name, cell, rt,
-                                       inputs[cell.input_set],
-                                       profile.timing, profiler, prof_reason, machine,
-                                       artifacts[cell.precision])
-            measured += 1
-            if on_cell:
-                on_cell(i, len(todo), cell, result)
+                results = _measure_group(store, run_id, target, runtime_name, group, stored, rt,
+                                         inputs, profile.timing, profiler, prof_reason, machine,
+                                         artifacts[head.precision])
+            for cell in group:
+                new = cell.input_set in results
+                measured += new
+                skipped += not new
+                if on_cell:
+                    on_cell(todo.index(cell) + 1, len(todo), cell,
+                            results.get(cell.input_set))
     except BaseException:
         store.finish_run(run_id, "failed")
         raise
@@ -225,45 +234,83 @@ def sensor_options(target: Target, rt) -> dict:
     return options
 
 
-def _measure_cell(store, run_id, target, runtime_name, cell, rt, inputs, timing, profiler,
-                  prof_reason, machine, art) -> Measurement:
-    m = measure(rt, inputs.images, inputs.labels, cell.batch_size, timing, profiler=profiler,
-                profiler_name=target.profiler,
-                profiler_note=None if profiler else prof_reason,
-                state=lambda: machine_state(profiler))
-    row = asdict(m)
-    row.update(run_id=run_id, target=target.name, runtime=runtime_name,
-               precision=cell.precision, input_set=cell.input_set, artifact_sha256=art.sha256,
-               fingerprint={**machine, **rt.info(), "artifact_sha256": art.sha256,
-                            "precision": cell.precision, "timestamp": now(),
-                            # the physical GPU the power sensor read (NVML)
-                            **getattr(profiler, "identity", {})})
-    if cell.input_set != "clean":
-        row.update(_versus_clean(store, run_id, runtime_name, cell, m))
-        row.update(_sequential_columns(inputs))
-    store.add_measurement(row)
-    return m
+def _groups(todo: list[Cell]) -> list[list[Cell]]:
+    """Cells measured together: the input sets of one precision and batch size (one session,
+    interleaved rounds); every failure-record cell alone."""
+    groups: dict[tuple, list[Cell]] = {}
+    for i, c in enumerate(todo):
+        key = (c.precision, c.batch_size) if c.kind == "measure" else i
+        groups.setdefault(key, []).append(c)
+    return list(groups.values())
 
 
-def _versus_clean(store, run_id, runtime, cell, m: Measurement) -> dict:
-    """Compare an adversarial cell with the clean cell of the same precision and batch size."""
-    clean = next((r for r in store.measurements(run_id)
-                  if (r["runtime"], r["precision"], r["batch_size"], r["input_set"])
-                  == (runtime, cell.precision, cell.batch_size, "clean")), None)
-    if clean is None or not clean["latencies_ms"]:
-        return {}
-    stats = compare_samples(m.latencies_ms, json.loads(clean["latencies_ms"]))
-    out = {"latency_vs_clean_ratio": stats["ratio_p50"], "latency_vs_clean_p": stats["p_value"],
-           "latency_vs_clean_cliffs_delta": stats["cliffs_delta"]}
-    if m.energy_per_inference_j and clean["energy_per_inference_j"]:
-        out["energy_vs_clean_ratio"] = m.energy_per_inference_j / clean["energy_per_inference_j"]
+def _measure_group(store, run_id, target, runtime_name, group, stored, rt, inputs, timing,
+                   profiler, prof_reason, machine, art) -> dict[str, Measurement]:
+    """Measure the input sets of one precision and batch size in alternating rounds and store
+    the rows not stored yet in one transaction. Every set is measured, stored or not, so that a
+    resumed group still compares within one session."""
+    names = [c.input_set for c in group]
+    if "clean" not in names and any(n != "clean" for n in names):
+        names = ["clean", *names]  # the reference of the comparison
+    ms = measure_sets(rt, {n: (inputs[n].images, inputs[n].labels) for n in names},
+                      group[0].batch_size, timing, profiler=profiler,
+                      profiler_name=target.profiler,
+                      profiler_note=None if profiler else prof_reason,
+                      state=lambda: machine_state(profiler))
+    rows = {}
+    for cell in group:
+        if stored(cell):
+            continue
+        m = ms[cell.input_set]
+        row = asdict(m)
+        row.update(run_id=run_id, target=target.name, runtime=runtime_name,
+                   precision=cell.precision, input_set=cell.input_set,
+                   artifact_sha256=art.sha256,
+                   fingerprint={**machine, **rt.info(), "artifact_sha256": art.sha256,
+                                "precision": cell.precision, "timestamp": now(),
+                                "interleaved_with": [n for n in names if n != cell.input_set],
+                                # the physical GPU the power sensor read (NVML)
+                                **getattr(profiler, "identity", {})})
+        if cell.input_set != "clean":
+            row.update(versus_clean(m, ms["clean"]))
+            row.update(_sequential_columns(inputs[cell.input_set]))
+        rows[cell.input_set] = row
+    store.add_measurements(list(rows.values()))
+    return {n: ms[n] for n in rows}
+
+
+def versus_clean(m: Measurement, clean: Measurement, confidence: float = 0.95) -> dict:
+    """An input set against clean, measured in the same rounds: paired ratios of per-round
+    median latency and, where a sensor measured both, of energy per inference (net of idle;
+    NULL when a round's net energy is not positive: the sensor cannot tell the sets apart)."""
+    lat = paired_ratio([r["p50_ms"] for r in m.rounds], [r["p50_ms"] for r in clean.rounds],
+                       confidence)
+    out = {"latency_vs_clean_ratio": lat.ratio, "latency_vs_clean_low": lat.low,
+           "latency_vs_clean_high": lat.high, "latency_vs_clean_p": lat.p_value,
+           "latency_vs_clean_effect": lat.effect, "vs_clean_rounds": lat.rounds,
+           "vs_clean_confidence": lat.confidence, "vs_clean_method": PAIRED_METHOD}
+    a = [r.get("energy_per_inference_j") for r in m.rounds]
+    b = [r.get("energy_per_inference_j") for r in clean.rounds]
+    if None not in a + b and min(a + b) > 0:
+        e = paired_ratio(a, b, confidence)
+        out.update(energy_vs_clean_ratio=e.ratio, energy_vs_clean_low=e.low,
+                   energy_vs_clean_high=e.high)
     return out
 
 
-def _failure_cell(store, run_id, target, cell, rt, clean, qa, profiler):
+# How vs-clean columns were measured (rows stored before 0.3.0 say "sequential cells").
+PAIRED_METHOD = "paired rounds: Hodges-Lehmann ratio, exact signed-rank interval and p"
+
+
+def _failure_cell(store, run_id, target, cell, rt, clean, qa, timing, profiler):
     """Attack the clean samples the artifact gets right; store the records and the cell's
-    counts (`attack_cells`) in one transaction. Returns the AttackCell."""
+    counts (`attack_cells`) in one transaction. Returns the AttackCell. Energy to failure is net
+    of the idle power measured (settled) before the attack, as energy per inference is."""
     attack, eps = cell.input_set.split("@")
+    idle_w = idle_note = None
+    if profiler is not None:
+        idle, idle_note = idle_baseline(profiler, timing)
+        idle_w = idle.mean_w
     n = min(qa.samples, len(clean.images))
     records: list = []
     clean_wrong = 0
@@ -273,7 +320,7 @@ def _failure_cell(store, run_id, target, cell, rt, clean, qa, profiler):
         nonlocal clean_wrong, batches
         got = square_attack(rt, clean.images[idx], clean.labels[idx], clean.sample_ids[idx],
                             float(eps), qa.budget_queries, cell.batch_size, p_init=qa.p_init,
-                            seed=qa.seed + batches, profiler=profiler)
+                            seed=qa.seed + batches, profiler=profiler, idle_w=idle_w)
         batches += 1
         records.extend(got.records)
         clean_wrong += got.n_clean_wrong
@@ -294,7 +341,8 @@ def _failure_cell(store, run_id, target, cell, rt, clean, qa, profiler):
            "batch_size": cell.batch_size, "attack": attack, "eps": float(eps)}
     store.add_failures([{**asdict(r), **key} for r in records],
                        cell={**key, **_attack_cell_columns(n, clean.sample_ids, records,
-                                                           clean_wrong, seq, wall)})
+                                                           clean_wrong, seq, wall),
+                             "power_idle_w": idle_w, "power_note": idle_note})
     return AttackCell(n_available=n, n_clean_wrong=clean_wrong, records=records)
 
 
