@@ -5,8 +5,8 @@ import time
 import pytest
 
 from edgerob.device.clocks import cpu_state, throttled_between
-from edgerob.device.profilers import (NoProfiler, PollingProfiler, Reading, integrate_power,
-                               profiler_class)
+from edgerob.device.profilers import (NoProfiler, PollingProfiler, Reading, counter_period_s,
+                                      integrate_power, min_window_s, profiler_class)
 
 
 def test_integrate_constant_power_exactly():
@@ -118,3 +118,111 @@ def test_throttle_flag(tmp_path):
 def test_first_reading_holds_from_the_window_start():
     assert integrate_power([0.2, 1.0], [4.0, 8.0], end_s=2.0, start_s=0.0) == pytest.approx(
         4.0 * 1.0 + 8.0 * 1.0)
+
+
+# -- the sensor's time granularity and the window it asks for -------------------------------------
+
+
+class FakeClock:
+    """Fake time in whole microseconds, so sums of it are exact: only `sleep` moves it, by the time
+    asked plus `delays_us[k]` on the k-th sleep (a poll the scheduler held up)."""
+
+    def __init__(self, delays_us=None):
+        self.us, self.sleeps, self.delays_us = 0, 0, delays_us or {}
+
+    def __call__(self) -> float:
+        return self.us / 1e6
+
+    def sleep(self, seconds: float) -> None:
+        self.us += round(seconds * 1e6) + self.delays_us.get(self.sleeps, 0)
+        self.sleeps += 1
+
+
+def stepping(clock, period_ms=100, first_ms=70):
+    """A counter that steps every `period_ms` of fake time, first at `first_ms`: the polling starts
+    part-way through an update cycle."""
+    return lambda: (clock.us + (period_ms - first_ms) * 1000) // (period_ms * 1000)
+
+
+def test_counter_period_is_the_gap_between_changes():
+    clock = FakeClock()
+    period, how = counter_period_s(stepping(clock), clock, clock.sleep)
+    assert period == pytest.approx(0.1, abs=1e-9)
+    assert "median of 5 gaps" in how and "100 ms" in how
+    assert clock.us == 570_000  # six changes (70 ms, then every 100 ms) and not one poll more
+
+
+def test_counter_period_ignores_the_time_before_the_first_change():
+    clock = FakeClock()  # two changes (70 and 170 ms) before the bound: one gap, 100 ms
+    period, _ = counter_period_s(stepping(clock), clock, clock.sleep, timeout_s=0.25)
+    assert period == pytest.approx(0.1, abs=1e-9)  # not the median of 70 and 100 ms
+
+
+@pytest.mark.parametrize("timeout_s, changes", [(0.15, 1), (2.0, 0)])
+def test_counter_period_unknown_without_two_changes(timeout_s, changes):
+    clock = FakeClock()
+    read = stepping(clock) if changes else (lambda: 42)
+    period, why = counter_period_s(read, clock, clock.sleep, timeout_s=timeout_s)
+    assert period is None and f"changed {changes} time(s) in {timeout_s:.2f} s" in why
+    assert clock.us == pytest.approx(timeout_s * 1e6, abs=1000)  # it gives up at the bound
+
+
+@pytest.mark.parametrize("delays_us, gaps_ms", [
+    # the poll due at 270 ms runs 40 ms late and sees that update at 310 ms: gaps 100, 140, 60,
+    # 100, 100 (the minimum, 60, is wrong; the mean is right only as the two errors cancel)
+    ({269: 40_000}, [100, 140, 60, 100, 100]),
+    # a 150 ms stall from 149 ms merges the 170 and 270 ms updates into one change: gaps 230, 70,
+    # 100, 100, 100 (the mean, 120, is wrong)
+    ({149: 150_000}, [230, 70, 100, 100, 100]),
+])
+def test_counter_period_stands_a_late_poll(delays_us, gaps_ms):
+    clock = FakeClock(delays_us)
+    counter, seen = stepping(clock), []
+
+    def read():
+        value = counter()
+        if not seen or value != seen[-1][1]:
+            seen.append((clock.us, value))
+        return value
+
+    period, _ = counter_period_s(read, clock, clock.sleep)
+    assert period == pytest.approx(0.1, abs=1e-9)
+    changes_us = [t for t, _ in seen[1:]]
+    assert [(b - a) // 1000 for a, b in zip(changes_us, changes_us[1:])] == gaps_ms  # as described
+
+
+def test_min_window_formula():
+    assert min_window_s(0.1) == pytest.approx(10.0)  # 1% of 10 s is one 100 ms period
+    assert min_window_s(0.02, max_error=0.05) == pytest.approx(0.4)
+    assert min_window_s(None) == 0.0  # granularity unknown: nothing to lengthen for
+    for bad in (0, 1, -0.01):
+        with pytest.raises(ValueError):
+            min_window_s(0.1, max_error=bad)
+    with pytest.raises(ValueError):
+        min_window_s(-0.1)
+
+
+def worst_error(window_us: int, period_us: int) -> float:
+    """The largest relative error, over where the window starts in the counter's cycle, of a
+    counter updated every `period_us` and read at both ends of a window at constant power."""
+    errors = []
+    for t0 in range(period_us - 1, -1, -997):  # from 1 us before an update, back over a cycle
+        updates = (t0 + window_us) // period_us - t0 // period_us
+        errors.append(abs(updates * period_us - window_us) / window_us)
+    return max(errors)
+
+
+@pytest.mark.parametrize("period_s", [0.1, 0.02, 0.001])
+def test_min_window_bounds_the_counter_error_and_is_tight(period_s):
+    period_us = round(period_s * 1e6)
+    window_us = round(min_window_s(period_s) * 1e6)
+    for stretch in range(0, window_us // 2, window_us // 37):  # the window and longer ones
+        assert worst_error(window_us + stretch, period_us) < 0.01
+    # 10% shorter (just over a whole number of periods), a window can be off by more than 1%
+    assert worst_error(round(0.9 * window_us) + 10, period_us) > 0.01
+
+
+def test_resolution_of_readings_is_the_polling_interval():
+    assert Constant(interval_s=0.04).resolution_s() == 0.04
+    assert NoProfiler().resolution_s() is None
+    assert min_window_s(NoProfiler().resolution_s()) == 0.0

@@ -17,8 +17,12 @@ import pytest
 from edgerob.device.clocks import throttled_between
 from edgerob.errors import EdgerobError
 from edgerob.device.profilers import profiler_class
+from edgerob.device.profilers import min_window_s
+from edgerob.device.profilers import nvml as nvml_module
+from edgerob.device.profilers import rapl as rapl_module
 from edgerob.device.profilers.nvml import NvmlProfiler, decode_reasons
 from edgerob.device.profilers.rapl import RaplProfiler, counter_delta, discover
+from test_profilers import FakeClock
 
 NOT_SUPPORTED = 3
 
@@ -30,11 +34,15 @@ _SERIAL = itertools.count(1)
 
 class FakeGpu:
     """One GPU: None for a reading means NotSupported. UUID and PCI bus id default to distinct
-    values in creation order; `violations` maps nvmlPerfPolicyType values to violation ns."""
+    values in creation order; `violations` maps nvmlPerfPolicyType values to violation ns. With
+    `update_ms`, the energy counter also adds `step_mj` every `update_ms` of the fake module's
+    clock (as the real one updates at a coarse interval); without, it moves only when a test
+    changes `energy_mj`."""
 
     def __init__(self, name="NVIDIA H100 80GB HBM3", energy_mj=None, instant_mw=None,
                  usage_mw=None, sm_mhz=1980, mem_mhz=2619, temp_c=41, limit_mw=700_000,
-                 reasons=0x1, uuid=None, pci=None, violations=None, memory_gib=80):
+                 reasons=0x1, uuid=None, pci=None, violations=None, memory_gib=80,
+                 update_ms=None, step_mj=7_000):
         n = next(_SERIAL)
         self.uuid = uuid or f"GPU-{n:08x}-1111-2222-3333-444444444444"
         self.pci = pci or f"00000000:{n % 256:02X}:00.0"
@@ -45,12 +53,15 @@ class FakeGpu:
         self.reasons = reasons
         self.memory_bytes = int(memory_gib * 2**30)
         self.fail_reads = False  # every power reading raises from now on
+        self.update_ms, self.step_mj = update_ms, step_mj
+        self.energy_reads = 0
 
 
 def fake_pynvml(gpus, init_error: str | None = None, field_api=True, event_api=True,
                 throttle_api=True):
     m = types.ModuleType("pynvml")
     m.calls = {"init": 0, "shutdown": 0}
+    m.clock = FakeClock()  # the time the energy counters update on (see FakeGpu)
 
     class NVMLError(Exception):
         def __init__(self, value=999):
@@ -110,6 +121,13 @@ def fake_pynvml(gpus, init_error: str | None = None, field_api=True, event_api=T
     def clock(gpu, kind):
         return {1: gpu.sm_mhz, 2: gpu.mem_mhz}[kind]
 
+    def energy(gpu):
+        mj = need(gpu.energy_mj)
+        gpu.energy_reads += 1
+        if gpu.update_ms is None:
+            return mj
+        return mj + gpu.step_mj * (m.clock.us // (gpu.update_ms * 1000))
+
     m.nvmlInit, m.nvmlShutdown = init, shutdown
     m.nvmlDeviceGetCount = lambda: len(gpus)
     m.nvmlDeviceGetHandleByIndex = handle
@@ -119,7 +137,7 @@ def fake_pynvml(gpus, init_error: str | None = None, field_api=True, event_api=T
     m.nvmlDeviceGetPciInfo = lambda gpu: types.SimpleNamespace(busId=gpu.pci.encode())
     m.nvmlDeviceGetViolationStatus = lambda gpu, policy: types.SimpleNamespace(
         referenceTime=0, violationTime=need(gpu.violations.get(policy)))
-    m.nvmlDeviceGetTotalEnergyConsumption = lambda gpu: need(gpu.energy_mj)
+    m.nvmlDeviceGetTotalEnergyConsumption = energy
     m.nvmlDeviceGetPowerUsage = usage
     m.nvmlDeviceGetClockInfo = clock
     m.nvmlDeviceGetTemperature = lambda gpu, sensor: need(gpu.temp_c)
@@ -135,7 +153,9 @@ def fake_pynvml(gpus, init_error: str | None = None, field_api=True, event_api=T
 
 @pytest.fixture
 def nvml(monkeypatch):
-    """Install a fake pynvml for the given GPUs; returns the module."""
+    """Install a fake pynvml for the given GPUs; returns the module. Counter periods measured in
+    other tests are forgotten (the fake GPUs' UUIDs repeat across tests)."""
+    monkeypatch.setattr(nvml_module, "_COUNTER_PERIODS", {})
 
     def install(gpus, **kw):
         mod = fake_pynvml(gpus, **kw)
@@ -143,6 +163,11 @@ def nvml(monkeypatch):
         return mod
 
     return install
+
+
+def profiler(mod, **options) -> NvmlProfiler:
+    """An NvmlProfiler that measures its energy counter's period on the fake module's clock."""
+    return NvmlProfiler(clock=mod.clock, sleep=mod.clock.sleep, **options)
 
 
 def balanced(mod) -> bool:
@@ -161,7 +186,7 @@ def test_volta_window_energy_is_exactly_the_counter_difference(nvml):
     other = FakeGpu(name="GPU zero", energy_mj=5, instant_mw=1_000)
     gpu = FakeGpu(energy_mj=987_654_321_000, instant_mw=250_000, usage_mw=180_000)
     mod = nvml([other, gpu])
-    p = NvmlProfiler(interval_s=30, gpu_index=1)  # the sampler waits: only the start reading
+    p = profiler(mod, interval_s=30, gpu_index=1)  # the sampler waits: only the start reading
     p.start()
     gpu.energy_mj += 1_234_567  # mJ during the window
     other.energy_mj += 99_999
@@ -176,7 +201,7 @@ def test_volta_window_energy_is_exactly_the_counter_difference(nvml):
 def test_two_windows_reuse_nothing_stale(nvml):
     gpu = FakeGpu(energy_mj=10_000, instant_mw=60_000)
     mod = nvml([gpu])
-    p = NvmlProfiler(interval_s=30)
+    p = profiler(mod, interval_s=30)
     for added in (500, 2_750):
         p.start()
         gpu.energy_mj += added
@@ -202,8 +227,8 @@ def test_pre_volta_energy_integrates_the_readings(nvml):
 @pytest.mark.parametrize("field_api", [True, False], ids=["field-unsupported", "no-field-api"])
 def test_no_instant_field_falls_back_to_power_usage_and_says_so(nvml, field_api):
     gpu = FakeGpu(name="NVIDIA A10", energy_mj=1_000, instant_mw=None, usage_mw=123_456)
-    nvml([gpu], field_api=field_api)
-    p = NvmlProfiler(interval_s=30)
+    mod = nvml([gpu], field_api=field_api)
+    p = profiler(mod, interval_s=30)
     p.start()
     gpu.energy_mj += 4_000
     trace = p.stop()
@@ -217,13 +242,57 @@ def test_no_instant_field_falls_back_to_power_usage_and_says_so(nvml, field_api)
 def test_failed_readings_are_dropped_and_counted(nvml):
     gpu = FakeGpu(energy_mj=0, instant_mw=100_000)
     mod = nvml([gpu])
-    p = NvmlProfiler(interval_s=30)
+    p = profiler(mod, interval_s=30)
     p.start()
     gpu.fail_reads = True
     assert p.read().total_w is None and p.read_errors == 1
     gpu.fail_reads = False
     assert p.read().total_w == 100.0
     p.stop()
+    assert balanced(mod)
+
+
+def test_nvml_resolution_is_the_counters_measured_period_once_per_gpu(nvml):
+    h100 = FakeGpu(energy_mj=1_000, instant_mw=300_000, update_ms=100)
+    l4 = FakeGpu(name="NVIDIA L4", energy_mj=5_000, instant_mw=40_000, update_ms=20)
+    mod = nvml([h100, l4])
+    p = profiler(mod, interval_s=30)
+    assert p.resolution_s() == pytest.approx(0.1, abs=1e-9)
+    assert min_window_s(p.resolution_s()) == pytest.approx(10.0)
+    assert balanced(mod)  # opened for it and closed again
+    # recorded where the measurement's fingerprint and power note pick it up
+    assert p.identity["energy_counter_period_s"] == pytest.approx(0.1, abs=1e-9)
+    assert "energy counter updates every 100 ms" in p.note
+    spent_us, reads = mod.clock.us, h100.energy_reads
+    p.start()
+    h100.energy_mj += 2_500
+    assert p.stop().energy_j == 2.5  # still the counter's difference
+    again = profiler(mod, interval_s=30)
+    assert again.resolution_s() == pytest.approx(0.1, abs=1e-9)
+    assert mod.clock.us == spent_us  # measured once per GPU per process: no more polling
+    assert h100.energy_reads - reads < 10  # the probes and the window's two ends only
+    other = profiler(mod, gpu_index=1)  # another GPU is measured on its own
+    assert other.resolution_s() == pytest.approx(0.02, abs=1e-9)
+    assert other.identity["energy_counter_period_s"] == pytest.approx(0.02, abs=1e-9)
+
+
+def test_nvml_counter_that_never_moves_has_no_resolution(nvml):
+    gpu = FakeGpu(energy_mj=5, instant_mw=90_000)  # no update within the bound
+    mod = nvml([gpu])
+    p = profiler(mod, interval_s=0.05)
+    assert p.resolution_s() is None  # unknown: the energy is the counter's, not the readings'
+    assert p.identity["energy_counter_period_s"] is None
+    assert "update period unknown: it changed 0 time(s) in 2.00 s" in p.note
+    assert mod.clock.us == pytest.approx(2e6, abs=2000)  # it gave up at the bound
+
+
+@pytest.mark.parametrize("instant_mw, expected", [(80_000, 0.25), (None, None)])
+def test_nvml_resolution_without_a_counter_is_the_polling_interval(nvml, instant_mw, expected):
+    gpu = FakeGpu(name="Tesla P100", energy_mj=None, instant_mw=instant_mw)
+    mod = nvml([gpu])
+    p = profiler(mod, interval_s=0.25)
+    assert p.resolution_s() == expected  # no readings at all: nothing to know
+    assert p.identity["energy_counter_period_s"] is None and mod.clock.us == 0  # nothing polled
     assert balanced(mod)
 
 
@@ -310,7 +379,7 @@ def test_state_reads_clocks_and_decodes_reasons(nvml, event_api):
     gpu = FakeGpu(energy_mj=0, instant_mw=1, sm_mhz=1755, mem_mhz=2619, temp_c=83,
                   limit_mw=350_000, reasons=0x1 | 0x4 | 0x40)
     mod = nvml([gpu], event_api=event_api)
-    p = NvmlProfiler()
+    p = profiler(mod)
     s = p.state()
     assert (s["sm_clock_mhz"], s["mem_clock_mhz"], s["temperature_c"]) == (1755, 2619, 83)
     assert s["power_limit_w"] == 350.0  # mW -> W
@@ -330,7 +399,7 @@ def test_state_reads_clocks_and_decodes_reasons(nvml, event_api):
 def test_state_during_a_window_keeps_the_session(nvml):
     gpu = FakeGpu(energy_mj=100, instant_mw=1)
     mod = nvml([gpu])
-    p = NvmlProfiler(interval_s=30)
+    p = profiler(mod, interval_s=30)
     p.start()
     p.state()
     gpu.energy_mj += 7
@@ -339,13 +408,13 @@ def test_state_during_a_window_keeps_the_session(nvml):
 
 
 def test_state_without_readable_reasons_is_unknown_not_unthrottled(nvml):
-    nvml([FakeGpu(energy_mj=0, instant_mw=1, reasons=None, temp_c=None, limit_mw=None)])
-    s = NvmlProfiler().state()
+    mod = nvml([FakeGpu(energy_mj=0, instant_mw=1, reasons=None, temp_c=None, limit_mw=None)])
+    s = profiler(mod).state()
     assert "throttle_reasons" not in s and s["clock_event_reasons"] is None
     assert s["temperature_c"] is None and s["power_limit_w"] is None
     assert throttled_between(s, s)[0] is None
-    nvml([FakeGpu(energy_mj=0, instant_mw=1)], event_api=False, throttle_api=False)
-    assert "throttle_reasons" not in NvmlProfiler().state()
+    mod = nvml([FakeGpu(energy_mj=0, instant_mw=1)], event_api=False, throttle_api=False)
+    assert "throttle_reasons" not in profiler(mod).state()
 
 
 # -- NVML: the GPU the runtime runs on -----------------------------------------------------------
@@ -405,17 +474,19 @@ def test_profiler_reads_the_runtimes_gpu_and_records_it(nvml, monkeypatch):
     mod = nvml(_four_gpus())
     monkeypatch.setenv("CUDA_DEVICE_ORDER", PCI)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,2")
-    p = NvmlProfiler(cuda_device=1)  # PCI #2: bus 0x41, NVML index 0
+    p = profiler(mod, cuda_device=1)  # PCI #2: bus 0x41, NVML index 0
     s = p.state()
     assert s["gpu_index"] == 0 and s["gpu_pci_bus_id"] == "00000000:41:00.0"
     assert s["gpu_uuid"] == "GPU-41aaaaaa-0000-0000-0000-000000000000"
     assert p.identity == {"gpu_uuid": s["gpu_uuid"], "gpu_name": "NVIDIA A100-SXM4-80GB",
-                          "gpu_pci_bus_id": "00000000:41:00.0", "nvml_index": 0}
+                          "gpu_pci_bus_id": "00000000:41:00.0", "nvml_index": 0,
+                          "energy_counter_period_s": None}  # the fake counter stands still
     # torch's UUID has no 'GPU-' prefix; a PCI bus id with a 4-digit domain is the same bus
-    assert NvmlProfiler(gpu_uuid="81AAAAAA-0000-0000-0000-000000000002").state()["gpu_index"] == 2
-    assert NvmlProfiler(pci_bus_id="0000:21:00.0").state()["gpu_index"] == 3
+    assert profiler(mod, gpu_uuid="81AAAAAA-0000-0000-0000-000000000002").state()[
+        "gpu_index"] == 2
+    assert profiler(mod, pci_bus_id="0000:21:00.0").state()["gpu_index"] == 3
     # the target's NVML index and the runtime's device must be the same GPU
-    assert NvmlProfiler(gpu_index=0, cuda_device=1).state()["gpu_index"] == 0
+    assert profiler(mod, gpu_index=0, cuda_device=1).state()["gpu_index"] == 0
     with pytest.raises(EdgerobError, match="must read the GPU the runtime runs on"):
         NvmlProfiler(gpu_index=0, cuda_device=0).start()
     ok, why = NvmlProfiler.available(gpu_index=1, cuda_device=1)
@@ -425,8 +496,8 @@ def test_profiler_reads_the_runtimes_gpu_and_records_it(nvml, monkeypatch):
 
 def test_violation_counters_flag_throttling_the_reason_bits_miss(nvml):
     gpu = FakeGpu(energy_mj=0, instant_mw=1, reasons=0x1, violations={0: 500, 1: 0, 4: 10})
-    nvml([gpu])
-    p = NvmlProfiler()
+    mod = nvml([gpu])
+    p = profiler(mod)
     before = p.state()
     assert before["throttle_counts"] == {"gpu:power_violation_ns": 500,
                                          "gpu:thermal_violation_ns": 0}
@@ -488,6 +559,9 @@ class Clock:
     def __call__(self):
         return self.t
 
+    def sleep(self, seconds):
+        self.t += seconds
+
 
 def test_counter_delta_and_wraparound():
     assert counter_delta(100, 150, 1000) == 50
@@ -516,7 +590,7 @@ def test_rapl_watts_and_exact_window_energy_with_wraparound(tmp_path):
     root = rapl_tree(tmp_path)
     set_uj(root, "intel-rapl:0", MAX_RANGE - 1_000_000)  # 1 J before package-0 wraps
     clock = Clock()
-    p = RaplProfiler(interval_s=30, root=root, clock=clock)
+    p = RaplProfiler(interval_s=30, root=root, clock=clock, sleep=clock.sleep)
     p.start()
     assert p.rails == ["package-0", "dram-0", "package-1", "dram-1"]
 
@@ -550,7 +624,7 @@ def test_rapl_counter_wrapping_between_every_read(tmp_path):
     root = tmp_path
     zone(root, "intel-rapl:0", "package-0", uj=0, max_range=1_000_000_000)
     clock = Clock()
-    p = RaplProfiler(interval_s=0.1, root=root, clock=clock)
+    p = RaplProfiler(interval_s=0.1, root=root, clock=clock, sleep=clock.sleep)
     p.start()
     total = 0
     for step in (900_000_000, 300_000_000, 999_999_999, 1):
@@ -610,3 +684,44 @@ def test_rapl_unreadable_counter_names_the_fix(tmp_path, monkeypatch):
     assert f"sudo chmod a+r {root}/intel-rapl:*/energy_uj" in why
     with pytest.raises(EdgerobError, match="chmod a\\+r"):
         RaplProfiler(root=root).start()
+
+
+def ticking_rapl(root: Path, zone_name: str, period_us: int = 1000):
+    """A fake clock whose sleep also advances a RAPL counter by 61 uJ every `period_us`."""
+    clock = FakeClock()
+    base = get_uj(root, zone_name)
+
+    def sleep(seconds):
+        clock.sleep(seconds)
+        value = base + 61 * (clock.us // period_us)
+        if value != get_uj(root, zone_name):  # a write per update only: writes are slow here
+            set_uj(root, zone_name, value)
+
+    return clock, sleep
+
+
+def test_rapl_resolution_is_the_counters_measured_period(tmp_path, monkeypatch):
+    monkeypatch.setattr(rapl_module, "_COUNTER_PERIODS", {})
+    root = rapl_tree(tmp_path, packages=1)
+    clock, sleep = ticking_rapl(root, "intel-rapl:0")
+    p = RaplProfiler(interval_s=30, root=root, clock=clock, sleep=sleep)
+    assert p.resolution_s() == pytest.approx(0.001, abs=1e-9)  # before any window
+    assert min_window_s(p.resolution_s()) == pytest.approx(0.1)
+    assert p.identity == {"energy_counter_period_s": p.resolution_s()}
+    assert "energy counter updates every 1 ms" in p.note
+    spent_us = clock.us
+    p.start()  # the window records it too, from the same measurement
+    assert p.stop() is not None and clock.us == spent_us
+    slow_root = rapl_tree(tmp_path / "slow", packages=1)
+    clock, sleep = ticking_rapl(slow_root, "intel-rapl:0", period_us=5000)
+    slow = RaplProfiler(interval_s=30, root=slow_root, clock=clock, sleep=sleep)
+    slow.start()
+    slow.stop()
+    assert slow.identity["energy_counter_period_s"] == pytest.approx(0.005, abs=1e-9)  # by start()
+    assert slow.resolution_s() == pytest.approx(0.005, abs=1e-9)
+
+
+def test_rapl_counter_that_never_moves_has_no_resolution(tmp_path):
+    clock = Clock()
+    p = RaplProfiler(root=rapl_tree(tmp_path), clock=clock, sleep=clock.sleep)
+    assert p.resolution_s() is None and "changed 0 time(s)" in p.note

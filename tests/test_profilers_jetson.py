@@ -387,6 +387,7 @@ def test_tegrastats_available_finds_the_tool(tmp_path, monkeypatch):
     ok, reason = TegrastatsProfiler.available()
     assert ok and str(tool) in reason
     assert TegrastatsProfiler(interval_s=0.25).argv() == [str(tool), "--interval", "250"]
+    assert TegrastatsProfiler(interval_s=0.25).resolution_s() == 0.25  # readings integrated
 
 
 # ---------------------------------------------------------------------------------------------
@@ -549,7 +550,7 @@ def test_ina3221_window_traces_watts(tmp_path):
     assert set(trace.rails_w) == {"VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"}
     assert trace.energy_j == pytest.approx(
         integrate_power(trace.timestamps_s, trace.total_w, trace.duration_s, start_s=0.0))
-    assert trace.sensor_period_s == 0.01
+    assert trace.sensor_period_s == 0.01 == p.resolution_s()
 
 
 def test_ina3221_start_without_rails_is_a_clear_error(tmp_path):
@@ -723,6 +724,9 @@ def test_jtop_window_traces_instantaneous_watts(monkeypatch):
 
 def test_jtop_follows_a_slower_service(monkeypatch):
     fake_jtop(monkeypatch, NANO, service_interval=0.05)
+    asked = JtopProfiler(interval_s=0.01)
+    assert asked.resolution_s() == 0.05  # the service's interval, before any window
+    asked.close()
     p = JtopProfiler(interval_s=0.01)
     p.start()
     time.sleep(0.12)

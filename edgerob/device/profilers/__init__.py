@@ -3,10 +3,14 @@
 A profiler is a measurement window (as Zeus's begin_window/end_window): `start()` begins
 sampling, `stop()` ends it and returns a `PowerTrace`. A profiler with no sensor here says so in
 `available()`; the sweep then records NULL power and energy with that reason.
+
+`resolution_s()` is the time granularity of a window's energy and `min_window_s` the shortest
+window whose energy that granularity leaves within a given error; the sweep lengthens windows to it.
 """
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -59,6 +63,62 @@ def integrate_power(timestamps_s, watts, end_s: float, start_s: float | None = N
     return float(sum(w * (b - t) for t, w, b in zip(ts, watts, bounds)))
 
 
+def min_window_s(resolution_s: float | None, max_error: float = 0.01) -> float:
+    """The shortest window, in seconds, whose energy the sensor's time granularity leaves within
+    `max_error` (relative): `resolution_s / max_error`; 0.0 where the granularity is unknown.
+
+    Why one period (not two): a counter that updates every P seconds, read at time t, holds the
+    energy up to its last update u, with t - u in [0, P) (a fixed reporting delay shifts both ends
+    alike and cancels). A window [t0, t1] read at both ends gets the energy of (u0, u1]: it lacks
+    t1 - u1 at its end and has t0 - u0 too many at its start. Both are in [0, P) and they have
+    opposite signs, so the error is under one period's energy. With the power about the same just
+    before the window as in it (the sweep warms up at the window's load), the relative error of a
+    W-second window is under P / W, and W >= P / max_error keeps it under max_error. The bound is
+    tight: a window just over k periods can be off by nearly one. Readings integrated by
+    sample-and-hold every P seconds start at the window's start and the last holds to its end, so
+    each change of power is placed to within one interval: the same bound for a step at an end.
+    """
+    if not 0 < max_error < 1:
+        raise ValueError(f"max_error must be in (0, 1), not {max_error}")
+    if resolution_s is None:
+        return 0.0
+    if resolution_s < 0:
+        raise ValueError(f"resolution_s must not be negative, not {resolution_s}")
+    return resolution_s / max_error
+
+
+def counter_period_s(read, clock=time.perf_counter, sleep=time.sleep, *, poll_s: float = 0.001,
+                     timeout_s: float = 2.0, changes: int = 6) -> tuple[float | None, str]:
+    """The update period of a counter, measured: `read()` every `poll_s` until its value has
+    changed `changes` times or `timeout_s` has passed, then the median gap between changes.
+
+    Returns (seconds, how it was found), or (None, why not) when fewer than two changes were seen.
+    Gaps are taken between observed changes only: the time from the first read to the first change
+    depends on where in its cycle the counter was. Each change is seen up to one poll late, so a
+    gap is right to about `poll_s`. The median holds where the minimum and the mean do not: a poll
+    the scheduler delays makes one long gap and one short (the minimum takes the short one), and a
+    stall longer than a period merges two updates into one double gap (the mean rises). A counter
+    faster than the poll changes at every poll and measures as the poll period: the safe side.
+    """
+    start = last_t = clock()
+    last = read()
+    seen: list[float] = []
+    while len(seen) < changes and last_t - start < timeout_s:
+        sleep(poll_s)
+        value = read()
+        last_t = clock()
+        if value != last:
+            seen.append(last_t)
+            last = value
+    gaps = [b - a for a, b in zip(seen, seen[1:])]
+    if not gaps:
+        return None, (f"energy counter update period unknown: it changed {len(seen)} time(s) "
+                      f"in {last_t - start:.2f} s")
+    period = statistics.median(gaps)
+    return period, (f"energy counter updates every {period * 1000:.3g} ms (measured: median of "
+                    f"{len(gaps)} gaps between changes)")
+
+
 class Profiler(ABC):
     """A power sensor. `start()` opens a window, `stop()` closes it and returns its trace."""
 
@@ -80,6 +140,13 @@ class Profiler(ABC):
 
     @abstractmethod
     def stop(self) -> PowerTrace: ...
+
+    def resolution_s(self) -> float | None:
+        """The time granularity of a window's energy, in seconds: the update period of the energy
+        counter where the energy is a counter's difference, else the interval of the readings
+        integrated (the sensor's own period where it updates slower). None: unknown. Windows of
+        `min_window_s(resolution_s())` or longer keep its error under 1%."""
+        return None
 
 
 @dataclass
@@ -112,6 +179,11 @@ class PollingProfiler(Profiler):
     def energy_counter_j(self) -> float | None:
         """A monotonic hardware energy counter in joules, or None where there is none."""
         return None
+
+    def resolution_s(self) -> float | None:
+        """The polling interval: the readings' granularity (a subclass with an energy counter
+        gives the counter's period instead)."""
+        return self.interval_s
 
     def start(self) -> None:
         self._trace = PowerTrace(sensor_period_s=self.interval_s)

@@ -184,6 +184,12 @@ class JtopProfiler(PollingProfiler):
         self._ensure_client()
         super().start()  # the trace's sensor_period_s is the effective interval
 
+    def resolution_s(self) -> float:
+        """The effective interval: the service's where it is slower than the one asked for (so
+        this connects to it, as a window would)."""
+        self._ensure_client()
+        return self.interval_s
+
     def read(self) -> Reading:
         client = self._client
         if client is None:

@@ -2,7 +2,11 @@
 
 Energy: `nvmlDeviceGetTotalEnergyConsumption` (mJ since the driver loaded, Volta and newer) is the
 window's energy counter; where the GPU has none (NotSupported), the energy is the integral of the
-power readings.
+power readings. The counter updates at a coarse interval that NVML does not document (tens of ms;
+PETSc's docs give 20-100 ms on newer GPUs, pynvml PR #18 saw about 10 ms), so it is measured, once
+per GPU per process (`counter_period_s`), when a session first finds the counter. It is
+`resolution_s()`, and goes into `identity` (`energy_counter_period_s`, so into the measurement's
+fingerprint) and into `note`.
 
 Power readings: the instantaneous field `NVML_FI_DEV_POWER_INSTANT` through
 `nvmlDeviceGetFieldValues` where the driver has it; otherwise `nvmlDeviceGetPowerUsage` (mW), which
@@ -34,9 +38,10 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 
 from edgerob.errors import EdgerobError
-from edgerob.device.profilers import PollingProfiler, Reading
+from edgerob.device.profilers import PollingProfiler, Reading, counter_period_s
 
 NVML_FI_DEV_POWER_INSTANT = 186  # the field's id where an old nvidia-ml-py lacks the constant
 NVML_CLOCK_SM = 1
@@ -70,6 +75,10 @@ VIOLATION_POLICIES = {"power": 0, "thermal": 1, "sync_boost": 2, "board_limit": 
                       "reliability": 5}
 
 _VALUE_FIELDS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal"}
+
+# GPU UUID -> (energy counter period in s or None, how it was found): measured once per process,
+# since polling the counter takes up to a few hundred ms and the period is the GPU's.
+_COUNTER_PERIODS: dict[str, tuple[float | None, str]] = {}
 
 
 def decode_reasons(mask: int) -> list[str]:
@@ -200,7 +209,8 @@ class NvmlProfiler(PollingProfiler):
 
     def __init__(self, interval_s: float = 0.05, gpu_index: int | None = None,
                  cuda_device: int | None = None, gpu_uuid: str | None = None,
-                 pci_bus_id: str | None = None, **options):
+                 pci_bus_id: str | None = None, clock=time.perf_counter, sleep=time.sleep,
+                 **options):
         super().__init__(interval_s=interval_s, **options)
         for name, value in (("gpu_index", gpu_index), ("cuda_device", cuda_device)):
             if value is not None and (int(value) != value or value < 0):
@@ -208,9 +218,11 @@ class NvmlProfiler(PollingProfiler):
         self.selector = {"gpu_index": gpu_index, "cuda_device": cuda_device,
                          "gpu_uuid": gpu_uuid, "pci_bus_id": pci_bus_id}
         self.gpu_index: int | None = None  # NVML's index, once resolved
-        self.identity: dict = {}  # the GPU read: uuid, name, pci_bus_id, nvml_index
+        # the GPU read (uuid, name, pci_bus_id, nvml_index) and its energy_counter_period_s
+        self.identity: dict = {}
         self.power_source: str | None = None  # "instant", "average", or None: no power reading
         self.energy_source: str | None = None  # "counter" or "integrated"
+        self.counter_period_s: float | None = None  # measured; None: no counter, or unknown
         self.note: str | None = None  # what was used, and why, in words
         self.gpu_name: str | None = None
         self.read_errors = 0  # readings that raised NVMLError in the window (not in the trace)
@@ -219,6 +231,7 @@ class NvmlProfiler(PollingProfiler):
         self._mj_base = None
         self._opened = 0
         self._open_lock = threading.Lock()
+        self._clock, self._sleep = clock, sleep  # for measuring the counter's period
 
     # -- availability ---------------------------------------------------------------------------
 
@@ -267,10 +280,13 @@ class NvmlProfiler(PollingProfiler):
                     gpu = resolve_gpu(nvml, **self.selector)
                     self._handle, self.gpu_index, self.gpu_name = (gpu["handle"],
                                                                    gpu["nvml_index"], gpu["name"])
+                    mj, self.power_source, why = _probe(nvml, self._handle)
+                    period, how = (None, None) if mj is None else self._counter_period(
+                        nvml, gpu["uuid"])
                     self.identity = {"gpu_uuid": gpu["uuid"], "gpu_name": gpu["name"],
                                      "gpu_pci_bus_id": gpu["pci_bus_id"],
-                                     "nvml_index": gpu["nvml_index"]}
-                    mj, self.power_source, why = _probe(nvml, self._handle)
+                                     "nvml_index": gpu["nvml_index"],
+                                     "energy_counter_period_s": period}
                 except nvml.NVMLError as e:
                     nvml.nvmlShutdown()
                     raise EdgerobError(f"NVML GPU {self.selector}: {e}") from e
@@ -280,8 +296,18 @@ class NvmlProfiler(PollingProfiler):
                 self._nvml = nvml
                 self._mj_base = mj
                 self.energy_source = "counter" if mj is not None else "integrated"
-                self.note = _describe(mj, self.power_source, why)
+                self.counter_period_s = period
+                self.note = "; ".join(filter(None, [_describe(mj, self.power_source, why), how]))
             self._opened += 1
+
+    def _counter_period(self, nvml, uuid) -> tuple[float | None, str]:
+        """The energy counter's update period on this GPU, measured on first use in this
+        process."""
+        if uuid not in _COUNTER_PERIODS:
+            _COUNTER_PERIODS[uuid] = counter_period_s(
+                lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle), self._clock,
+                self._sleep)
+        return _COUNTER_PERIODS[uuid]
 
     def _close(self) -> None:
         with self._open_lock:
@@ -307,6 +333,16 @@ class NvmlProfiler(PollingProfiler):
         finally:
             self._close()
         return trace
+
+    def resolution_s(self) -> float | None:
+        """The energy counter's measured update period where the window's energy comes from it
+        (None where it could not be measured), else the polling interval of the readings
+        integrated. Opens NVML for it outside a window, as `state()` does."""
+        self._open()
+        self._close()
+        if self.energy_source == "counter":
+            return self.counter_period_s
+        return self.interval_s if self.power_source else None
 
     # -- readings -------------------------------------------------------------------------------
 

@@ -20,6 +20,11 @@ takes minutes even at 1 kW). The window's energy is the accumulator's difference
 `energy_counter_j` path of `PollingProfiler`), and each reading's watts are its energy delta over
 its time delta. Total = packages + DRAM.
 
+The counters update about every millisecond, not on every read (every RAPL energy MSR: Khan et
+al., "RAPL in Action", TOMPECS 2018, as cited in HongyuHe/energat#4). The period is measured once
+per process on the first package's counter, when a window first starts or `resolution_s()` is
+first asked, and is recorded in `note` and `identity`.
+
 Since the CVE-2020-8694 fix (Linux 5.10, and backports) `energy_uj` is readable by root only.
 """
 
@@ -32,13 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgerob.errors import EdgerobError
-from edgerob.device.profilers import PollingProfiler, Reading
+from edgerob.device.profilers import PollingProfiler, Reading, counter_period_s
 
 DEFAULT_ROOT = "/sys/class/powercap"
 PREFIXES = ("intel-rapl", "amd-rapl")
 _ZONE = re.compile(r"^(?:intel-rapl|amd-rapl):(\d+)(?::(\d+))?$")
 # A ceiling on one domain's power, used only to bound the sampler interval below the wrap time.
 _MAX_DOMAIN_W = 1000.0
+# energy_uj path -> (update period in s or None, how it was found), measured once per process.
+_COUNTER_PERIODS: dict[Path, tuple[float | None, str]] = {}
 
 
 @dataclass(frozen=True)
@@ -131,12 +138,15 @@ class RaplProfiler(PollingProfiler):
     min_read_span_s = 0.01
 
     def __init__(self, interval_s: float = 0.05, root: str | Path = DEFAULT_ROOT,
-                 clock=time.perf_counter, **options):
+                 clock=time.perf_counter, sleep=time.sleep, **options):
         super().__init__(interval_s=interval_s, **options)
         self.root = Path(root)
-        self._clock = clock
+        self._clock, self._sleep = clock, sleep
         self._counters: RaplCounters | None = None
         self.rails: list[str] = []
+        self.counter_period_s: float | None = None  # measured; None: not yet, or unknown
+        self.note: str | None = None
+        self.identity: dict = {}  # energy_counter_period_s, for the measurement's fingerprint
 
     @classmethod
     def available(cls, root: str | Path = DEFAULT_ROOT, **_options) -> tuple[bool, str]:
@@ -170,11 +180,35 @@ class RaplProfiler(PollingProfiler):
                 raise ValueError(f"interval_s {self.interval_s} is too long: a RAPL counter can "
                                  f"wrap in {wrap_s:.0f} s; sample at least every {wrap_s / 2:.0f} s")
             self._counters = RaplCounters(domains)
+            self._measure_period(domains)
         except PermissionError as e:
             raise EdgerobError(_permission_reason(self.root, e.filename)) from e
         self.rails = [d.rail for d in domains]
         self._last_read = (self._clock(), dict(self._counters.total_uj))
         super().start()
+
+    def _measure_period(self, domains: list[RaplDomain]) -> None:
+        """Measure the counters' update period (once per process) and record it."""
+        path = domains[0].path / "energy_uj"
+        if path not in _COUNTER_PERIODS:
+            # polled every 0.1 ms, well inside the ~1 ms update; 0.2 s is 200 updates
+            _COUNTER_PERIODS[path] = counter_period_s(lambda: _read_int(path), self._clock,
+                                                      self._sleep, poll_s=1e-4, timeout_s=0.2)
+        self.counter_period_s, how = _COUNTER_PERIODS[path]
+        self.note = f"RAPL {how}"
+        self.identity = {"energy_counter_period_s": self.counter_period_s}
+
+    def resolution_s(self) -> float | None:
+        """The counters' measured update period (the window's energy is their difference); None
+        where it could not be measured."""
+        if not self.identity:
+            try:
+                domains = discover(self.root)
+                if domains:
+                    self._measure_period(domains)
+            except PermissionError as e:
+                raise EdgerobError(_permission_reason(self.root, e.filename)) from e
+        return self.counter_period_s
 
     def energy_counter_j(self) -> float | None:
         if self._counters is None:

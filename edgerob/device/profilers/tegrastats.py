@@ -314,6 +314,10 @@ class TegrastatsProfiler(Profiler):
                                              start_s=0.0)
         return trace
 
+    def resolution_s(self) -> float:
+        """The line interval: the integrated readings' granularity."""
+        return self.interval_s
+
     def latest(self) -> TegrastatsSample | None:
         """The most recent parsed line (GPU load, clocks, temperatures), or None."""
         return self._session.latest if self._session is not None else None
