@@ -361,18 +361,27 @@ class Store:
                   forced_target: bool | None = None, target_facts: dict | None = None,
                   ) -> tuple[str, bool]:
         """Resume the latest run with the same target, profile, model, runtime and host (unless
-        `new`), else start one. Returns (run_id, resumed)."""
+        `new`), else start one. Returns (run_id, resumed).
+
+        A run is resumed only by a sweep as forced as it (`forced_target`: measured with
+        --force-target on a machine that is not the target): a forced sweep never adds its cells
+        to a verified run, nor a verified sweep to a forced one (whose rows are left out of
+        decisions); each starts a run of its own instead. A resume keeps the run's flag and
+        facts as they were when it started (NULL, stored before verification, counts as not
+        forced)."""
         key = f"{target}|{profile}|{model_sha256}|{runtime}|{host}"
         check = {"forced_target": forced_target,
                  "target_facts": None if target_facts is None else json.dumps(target_facts)}
         with self.engine.begin() as c:
             if not new:
                 self._lock_resume_key(c, key)
-                row = c.execute(sa.select(runs.c.run_id).where(runs.c.resume_key == key)
+                same_kind = sa.func.coalesce(runs.c.forced_target, False) == bool(forced_target)
+                row = c.execute(sa.select(runs.c.run_id)
+                                .where(runs.c.resume_key == key, same_kind)
                                 .order_by(runs.c.started_at.desc()).limit(1)).first()
                 if row:
                     c.execute(runs.update().where(runs.c.run_id == row.run_id)
-                              .values(status="running", finished_at=None, **check))
+                              .values(status="running", finished_at=None))
                     return row.run_id, True
             run_id = uuid.uuid4().hex
             c.execute(runs.insert().values(

@@ -128,6 +128,26 @@ def test_km_median_and_brookmeyer_crowley_interval():
     assert km_median_ci(t, np.r_[1, np.zeros(9)])[0] is None
 
 
+def test_km_median_ci_is_the_exact_median_on_ties():
+    """22 samples: 7 fail at t=1, 4 at t=2, then 5 at t=3 and 6 censored at t=4. S(2) = 15/22 x
+    11/15 = 1/2 exactly, so the median is 2 (lifelines' convention: the smallest t with
+    S(t) <= 1/2); the float product is a hair above 1/2 and would give 3."""
+    from edgerob.device.failures import km_median
+
+    t = np.r_[[1.0] * 7, [2.0] * 4, [3.0] * 5, [4.0] * 6]
+    e = np.r_[np.ones(16), np.zeros(6)]
+    assert (1 - 7 / 22) * (1 - 4 / 15) > 0.5  # the trap: IEEE doubles round this product up
+    med, lo, hi = km_median_ci(t, e, 0.95)
+    assert med == 2.0 == km_median(t, e)
+    # Brookmeyer-Crowley around it: Greenwood se at t=1 and t=2 (S = 15/22, 1/2), z = 1.96
+    z = 1.959964
+    s1, s2 = 15 / 22, 0.5
+    se1 = s1 * math.sqrt(7 / (22 * 15))
+    se2 = s2 * math.sqrt(7 / (22 * 15) + 4 / (15 * 11))
+    assert s1 - z * se1 <= 0.5 and s2 + z * se2 >= 0.5  # lower bound t=1; t=2 not above
+    assert (lo, hi) == (1.0, 3.0) and lo <= med <= hi
+
+
 # --- where the stopping rule enters: CLI, profiles, craft, the sweep, the store -----------------
 
 @pytest.mark.parametrize("args, match", [

@@ -150,6 +150,39 @@ def sequential_summary(cell: dict | None) -> dict:
             "projected_saved_s": cell["projected_saved_s"]}
 
 
+# --- forced runs ---------------------------------------------------------------------------------
+
+# How output that leaves forced rows out says so, after "left out N ... row(s)".
+LEFT_OUT_FORCED = ("of forced runs (measured with --force-target on a machine that is not the "
+                   "target they name); --include-forced uses them")
+
+
+def forced_runs(store) -> set[str]:
+    """Ids of the runs measured with --force-target on a machine that is not the target they
+    name. Tables that show rows keep them, marked; what feeds a decision (cost, predictions,
+    survival fits) leaves them out unless asked (`include_forced`)."""
+    return {r["run_id"] for r in store.runs() if r.get("forced_target")}
+
+
+def forced_note(store, targets=None) -> str | None:
+    """The line output leaving forced runs out prints: how many of the stored rows of `targets`
+    (default all) it left out, and the flag that includes them. None where there are none."""
+    forced = forced_runs(store)
+    if not forced:
+        return None
+    wanted = set(target_names(targets) or []) or None
+
+    def left_out(rows):
+        return sum(r["run_id"] in forced and (wanted is None or r["target"] in wanted)
+                   for r in rows)
+
+    n_meas, n_fail = left_out(store.measurements()), left_out(store.failures())
+    if not n_meas + n_fail:
+        return None
+    return (f"left out {n_meas} measurement row(s) and {n_fail} failure record(s) "
+            f"{LEFT_OUT_FORCED}")
+
+
 # --- the fleet table ------------------------------------------------------------------------------
 
 FAILURE_KEYS = ("failure_attack", "failure_records", "failure_events", "failure_censored",
@@ -159,15 +192,17 @@ FAILURE_KEYS = ("failure_attack", "failure_records", "failure_events", "failure_
                 "median_energy_share_to_failure_j", "mean_time_share_to_failure_restricted_s")
 
 
-def _failure_groups(store, wanted: set[str] | None) -> dict[tuple, dict[str, list[dict]]]:
+def _failure_groups(store, wanted: set[str] | None, include_forced: bool = True
+                    ) -> dict[tuple, dict[str, list[dict]]]:
     """(target, runtime, precision, batch) -> {"attack@eps": records of the latest run that has
     records for that cell}. The runtime comes from the run (failure records have none)."""
     runs = {r["run_id"]: r for r in store.runs()}
     by_run: dict[tuple, dict[str, list[dict]]] = {}
     for f in store.failures():
-        if wanted is not None and f["target"] not in wanted:
-            continue
         run = runs.get(f["run_id"], {})
+        if (wanted is not None and f["target"] not in wanted
+                or run.get("forced_target") and not include_forced):
+            continue
         key = (f["target"], run.get("runtime") or "?", f["precision"], f["batch_size"],
                f"{f['attack']}@{f['eps']:g}")
         by_run.setdefault(key, {}).setdefault(f["run_id"], []).append(f)
@@ -216,7 +251,7 @@ def side_by_side_notes(rows: list[dict]) -> list[str]:
             for t, s in sorted(by_target.items()) if len(s) > 1]
 
 
-def fleet_table(store, targets=None) -> list[dict]:
+def fleet_table(store, targets=None, include_forced: bool = True) -> list[dict]:
     """One row per target x runtime x precision x batch size x provenance (own measurements,
     or one MLPerf version x system x scenario: published rows never replace own ones).
 
@@ -228,12 +263,21 @@ def fleet_table(store, targets=None) -> list[dict]:
     (for `rank_latency`); `latency_rank` ranks within each batch size and source, ties sharing
     a rank. Prices come from targets/NAME.yaml (None where the file or the figure is missing).
     `source` etc. (see `provenance`) say where each row's numbers come from.
+
+    Rows of forced runs are in the table, marked `forced` (a table that shows rows); with
+    `include_forced` False they are left out before anything is chosen or summarised, so a
+    cell's latest row is its latest verified one (the rows cost and prediction use; a target
+    whose rows are all forced is then absent, not an error).
     """
     wanted = set(target_names(targets) or []) or None
-    meas = [m for m in store.measurements() if wanted is None or m["target"] in wanted]
-    fails = _failure_groups(store, wanted)
+    forced = forced_runs(store)
+    meas = [m for m in store.measurements() if (wanted is None or m["target"] in wanted)
+            and (include_forced or m["run_id"] not in forced)]
+    fails = _failure_groups(store, wanted, include_forced)
     if wanted:
         seen = {m["target"] for m in meas} | {k[0] for k in fails}
+        if not include_forced:  # a target whose rows are all forced is known, not missing
+            seen |= {r["target"] for r in store.runs() if r["run_id"] in forced}
         missing = sorted(wanted - seen)
         if missing:
             raise EdgerobError(f"no measurements or failure records for target(s) "
@@ -250,7 +294,6 @@ def fleet_table(store, targets=None) -> list[dict]:
                     for c in store.attack_cells()}
     fails = {(*k, *own): v for k, v in fails.items()}  # failure records are always our own
     cache = TargetCache()
-    forced = {r["run_id"] for r in store.runs() if r.get("forced_target")}
     rows = []
     for key in sorted(set(latest) | set(fails), key=lambda k: tuple(str(x or "") for x in k)):
         target, runtime, precision, batch = key[:4]
@@ -932,19 +975,21 @@ def _measured_with_specs(rows: list[dict], cache: TargetCache) -> list[str]:
                    and _has_specs(cache.get(r["target"]))})
 
 
-def predict_candidate(store, candidate_target, targets=None, level: float = 0.95) -> list[dict]:
+def predict_candidate(store, candidate_target, targets=None, level: float = 0.95,
+                      include_forced: bool = False) -> list[dict]:
     """Predict p50 latency, throughput, energy per inference and median time to failure, with
     `level` prediction intervals, at every measured precision x batch size for a device known
     only from its spec sheet (a Target or a target name), from log-linear least-squares fits
     across the measured targets (`targets`: which ones; default all in the store). The
     candidate's own measurements, if any, are never used for the fit (they are reported as
-    `measured_*` for comparison). `warnings` flags covariates outside the measured range."""
+    `measured_*` for comparison). `warnings` flags covariates outside the measured range.
+    Rows of forced runs are left out unless `include_forced` (`forced_note` says how many)."""
     cand = load_target(candidate_target) if isinstance(candidate_target, str) else candidate_target
     if not _has_specs(cand):
         raise EdgerobError(f"candidate {cand.name!r} has no spec sheet (specs.peak_tops, "
                            f"memory_bandwidth_gbs, tdp_w are all empty in its target YAML)")
     cache = TargetCache()
-    rows = fleet_table(store, targets)
+    rows = fleet_table(store, targets, include_forced)
     measured = [t for t in _measured_with_specs(rows, cache) if t != cand.name]
     if len(measured) < MIN_PREDICTION_TARGETS:
         raise EdgerobError(
@@ -953,26 +998,28 @@ def predict_candidate(store, candidate_target, targets=None, level: float = 0.95
             f"memory_bandwidth_gbs, tdp_w); the store has {len(measured)}"
             f"{': ' + ', '.join(measured) if measured else ''}. Profile more targets or fill in "
             f"their specs")
-    fails = _failure_groups(store, set(target_names(targets) or []) or None)
+    fails = _failure_groups(store, set(target_names(targets) or []) or None, include_forced)
     return _predict_rows(rows, fails, cache, cand, MIN_PREDICTION_TARGETS, level)
 
 
-def leave_one_target_out(store, targets=None, level: float = 0.95) -> list[dict]:
+def leave_one_target_out(store, targets=None, level: float = 0.95,
+                         include_forced: bool = False) -> list[dict]:
     """Hold out each target with specs in turn, predict it from the others (the whole procedure,
     covariate choice included, so the model scored is the model used), and compare with its own
     row in each group (measured, or published). One row per held-out target: cells predicted,
     median and max |relative error| of the predicted response (p50 latency for own rows, the
     scenario's metric for MLPerf rows) and of energy per inference, and the fraction of cells
-    whose true value fell inside the prediction interval; `details` has the cells."""
+    whose true value fell inside the prediction interval; `details` has the cells. Rows of
+    forced runs are left out unless `include_forced`, as truths as well as training rows."""
     cache = TargetCache()
-    rows = fleet_table(store, targets)
+    rows = fleet_table(store, targets, include_forced)
     measured = _measured_with_specs(rows, cache)
     if len(measured) < MIN_PREDICTION_TARGETS:
         raise EdgerobError(
             f"leave-one-target-out needs clean measurements from at least "
             f"{MIN_PREDICTION_TARGETS} targets whose YAML has specs; the store has "
             f"{len(measured)}{': ' + ', '.join(measured) if measured else ''}")
-    fails = _failure_groups(store, set(target_names(targets) or []) or None)
+    fails = _failure_groups(store, set(target_names(targets) or []) or None, include_forced)
     others = [r for r in rows if r["target"] in measured]
     out = []
     for held in measured:

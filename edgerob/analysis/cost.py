@@ -289,13 +289,18 @@ def attacker_side(target, row: dict, workload: Workload, train_time_s: float | N
 
 
 def cost_table(rows: list[dict], workload: Workload, train_time_s: float | None = None,
-               pricing: str = "auto", n_train_samples: int | None = None) -> list[dict]:
+               pricing: str = "auto", n_train_samples: int | None = None,
+               include_forced: bool = False) -> list[dict]:
     """`tco` for every fleet row that has a clean measurement; a target whose YAML cannot be
-    loaded gives a row with only a note."""
+    loaded gives a row with only a note. A row marked `forced` (measured on a machine that is
+    not its target) is priced only with `include_forced`: build the rows with
+    `fleet_table(store, include_forced=False)` so that a cell's verified rows stand in."""
     cache = TargetCache()
     out = []
     for r in rows:
         if r.get("throughput_sps") is None and not r.get("failure_records"):
+            continue
+        if r.get("forced") and not include_forced:
             continue
         tgt = cache.get(r["target"])
         if tgt is None:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from edgerob.analysis.compare import (config_label, figure_bytes, fleet_table, front_figure,
-                                      km_figures, leave_one_target_out, pareto_fronts,
-                                      side_by_side_notes, target_names)
+from edgerob.analysis.compare import (config_label, figure_bytes, fleet_table, forced_note,
+                                      front_figure, km_figures, leave_one_target_out,
+                                      pareto_fronts, side_by_side_notes, target_names)
 from edgerob.analysis.cost import Workload, cost_table
 from edgerob.errors import EdgerobError
 from edgerob.files import atomic_write_bytes
@@ -191,8 +191,15 @@ def _pareto_section(rows: list[dict], fronts: list[dict]) -> str:
     return "".join(parts + tables)
 
 
-def _cost_section(rows: list[dict], workload, train_time_s, n_train_samples=None) -> str:
-    costs = cost_table(rows, workload, train_time_s, n_train_samples=n_train_samples)
+def _forced(note: str | None) -> str:
+    """The line a section that leaves forced runs out shows (empty where none were)."""
+    return f"<p class='note'>{_e(note)}</p>" if note else ""
+
+
+def _cost_section(rows: list[dict], workload, train_time_s, n_train_samples=None,
+                  include_forced: bool = False, note: str | None = None) -> str:
+    costs = cost_table(rows, workload, train_time_s, n_train_samples=n_train_samples,
+                       include_forced=include_forced)
     w = workload
     headers = ["target", "source", "precision", "batch", "pricing", "devices", "capital USD",
                "energy kWh", "energy USD", "total USD", "USD / M inferences",
@@ -227,17 +234,19 @@ def _cost_section(rows: list[dict], workload, train_time_s, n_train_samples=None
             f"E[T] (E[T] per attacked sample: area under the Kaplan-Meier curve up to the attack "
             f"budget); ⚑ above 1: cheaper to break than to build"
             f"{'' if train_time_s else ' (no train time given: TRASH not computed)'}."
-            f"</p>"
+            f"</p>" + _forced(note)
             + _table(headers, body, set(range(5, len(headers))))
             + (("<details><summary>how each figure is computed and what is missing</summary><ul>"
                 + "".join(f"<li class='note'>{_e(n)}</li>" for n in bases + notes)
                 + "</ul></details>") if bases or notes else ""))
 
 
-def _prediction_section(store, targets) -> str:
-    head = "<h2 id='prediction'>Pre-purchase prediction: leave-one-target-out</h2>"
+def _prediction_section(store, targets, include_forced: bool = False,
+                        note: str | None = None) -> str:
+    head = "<h2 id='prediction'>Pre-purchase prediction: leave-one-target-out</h2>" + _forced(
+        note)
     try:
-        loo = leave_one_target_out(store, targets)
+        loo = leave_one_target_out(store, targets, include_forced=include_forced)
     except EdgerobError as e:
         return head + f"<p class='note'>{_e(e)}</p>"
     body = [[_cell(r["target"]), _cell(r["cells"]),
@@ -258,7 +267,8 @@ def _prediction_section(store, targets) -> str:
                      body, {1, 2, 3, 4, 5, 6}))
 
 
-def _survival_section(store, rows: list[dict], targets, aft: bool = True) -> str:
+def _survival_section(store, rows: list[dict], targets, aft: bool = True,
+                      include_forced: bool = False) -> str:
     figs = km_figures(store, targets)
     head = "<h2 id='survival'>Survival under attack</h2>"
     if not figs:
@@ -289,7 +299,7 @@ def _survival_section(store, rows: list[dict], targets, aft: bool = True) -> str
                       "budget queries", "median queries", "median s", "E[T] s (restricted)",
                       "median J", "samples used", "failure rate [interval]"], body,
                      set(range(4, 14)))
-            + (_aft_section(store, targets) if aft else ""))
+            + (_aft_section(store, targets, include_forced) if aft else ""))
 
 
 def _used(s: dict) -> str | None:
@@ -308,19 +318,18 @@ def _rate_interval(s: dict) -> str | None:
     return f"{s['failure_rate']:.3f}{ci}"
 
 
-def _aft_section(store, targets=None) -> str:
+def _aft_section(store, targets=None, include_forced: bool = False) -> str:
     """Accelerated failure time models from edgerob.analysis.survival (lifelines), where that module and
     its dependencies are installed: the family comparison and the best family's time ratios.
-    Optional: without it, or when the records cannot be fitted, a one-line note says why."""
+    Optional: without it, or when the records cannot be fitted, a one-line note says why.
+    Records of forced runs are fitted only with `include_forced` (the notes say how many)."""
     try:
         from edgerob.analysis import survival  # pandas and lifelines (host extra): optional
     except ImportError as e:
         return f"<p class='note'>AFT models not included: {_e(e)}</p>"
     try:
-        df = survival.load_failures(store)
-        wanted = target_names(targets)
-        if wanted:
-            df = df[df["target"].isin(wanted)].reset_index(drop=True)
+        df = survival.load_failures(store, include_forced=include_forced,
+                                    targets=target_names(targets))
         result = survival.fit_models(df)
         table = result.table()
     except Exception as e:  # noqa: BLE001 - optional section: say why it is missing
@@ -376,14 +385,18 @@ def _fingerprint_section(store, targets) -> str:
 
 def render_report(store, targets=None, workload=None, train_time_s: float | None = None,
                   title: str = "edgerob fleet report", aft: bool = True,
-                  n_train_samples: int | None = None) -> str:
+                  n_train_samples: int | None = None, include_forced: bool = False) -> str:
     """The report as one HTML string. `aft`: include the AFT model comparison from
-    edgerob.analysis.survival where it can run (a few seconds of fitting)."""
+    edgerob.analysis.survival where it can run (a few seconds of fitting). The fleet, Pareto
+    and survival tables show rows of forced runs, marked; cost, prediction and the AFT fits
+    leave them out unless `include_forced`, and say how many."""
     workload = workload or Workload()
     rows = fleet_table(store, targets)
     if not rows:
         raise EdgerobError(f"no measurements in {_safe_url(store.url)}: run `edgerob profile` "
                            f"first")
+    decide = rows if include_forced else fleet_table(store, targets, include_forced=False)
+    note = None if include_forced else forced_note(store, targets)
     fronts = pareto_fronts(rows)
     n_fail = sum(r.get("failure_records") or 0 for r in rows)
     wanted = set(target_names(targets) or []) or None
@@ -394,9 +407,11 @@ def render_report(store, targets=None, workload=None, train_time_s: float | None
         ("fleet", "Fleet"), ("pareto", "Pareto fronts"), ("cost", "Cost"),
         ("prediction", "Prediction"), ("survival", "Survival"), ("fingerprints", "Fingerprints")))
     sections = [_fleet_section(rows), _pareto_section(rows, fronts),
-                _cost_section(rows, workload, train_time_s, n_train_samples),
-                _prediction_section(store, targets),
-                _survival_section(store, rows, targets, aft), _fingerprint_section(store, targets)]
+                _cost_section(decide, workload, train_time_s, n_train_samples, include_forced,
+                              note),
+                _prediction_section(store, targets, include_forced, note),
+                _survival_section(store, rows, targets, aft, include_forced),
+                _fingerprint_section(store, targets)]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
@@ -409,9 +424,11 @@ def render_report(store, targets=None, workload=None, train_time_s: float | None
 
 def write_report(store, out_path: str | Path, targets=None, workload=None,
                  train_time_s: float | None = None, title: str = "edgerob fleet report",
-                 aft: bool = True, n_train_samples: int | None = None) -> Path:
+                 aft: bool = True, n_train_samples: int | None = None,
+                 include_forced: bool = False) -> Path:
     """Write the self-contained HTML report to out_path atomically; returns the path."""
-    text = render_report(store, targets, workload, train_time_s, title, aft, n_train_samples)
+    text = render_report(store, targets, workload, train_time_s, title, aft, n_train_samples,
+                         include_forced)
     path = Path(out_path)
     atomic_write_bytes(path, text.encode("utf-8"))
     _readable(path)

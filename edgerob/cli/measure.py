@@ -39,7 +39,9 @@ def profile(
                                                "one for this target/profile/model.")] = False,
     force_target: Annotated[bool, typer.Option(
         "--force-target", help="Measure even where this machine is not the target's device "
-                               "(its detect rules); the run is marked forced.")] = False,
+                               "(its detect rules); the run is marked forced, resumes only a "
+                               "forced run, and cost, predictions and fits leave it out unless "
+                               "--include-forced.")] = False,
 ):
     """Measure a model on a target over a profile's sweep and store the results.
 

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgerob.analysis.compare import (compare_fleet, config_label, fleet_table,
+from edgerob.analysis.compare import (compare_fleet, config_label, fleet_table, forced_note,
                                       leave_one_target_out, predict_candidate, provenance,
                                       public_rows, side_by_side_notes, source_label)
 from edgerob.analysis.cost import Workload, candidate_costs, cost_table, workload_dict
@@ -42,6 +42,17 @@ TrainSamplesOpt = Annotated[Optional[int], typer.Option(
     "--train-samples", min=1, help="Training samples the model was trained on, for the TRASH "
                                    "score (model.json n_train_samples).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+IncludeForcedOpt = Annotated[bool, typer.Option(
+    "--include-forced", help="Also use rows of runs measured with --force-target on a machine "
+                             "that is not the target (left out by default).")]
+
+
+def _print_forced_note(db, targets, include_forced: bool) -> str | None:
+    """The one line saying how many rows of forced runs a decision left out (none: nothing)."""
+    note = None if include_forced else forced_note(db, targets)
+    if note:
+        err.print(f"note: {note}", highlight=False, markup=False)
+    return note
 
 
 @user_errors
@@ -166,19 +177,25 @@ def cost(
         "--candidate", help="Predict this target (a spec sheet, no measurements needed) from "
                             "the measured ones, with leave-one-target-out validation.")] = None,
     json_out: JsonOpt = False,
+    include_forced: IncludeForcedOpt = False,
 ):
     """Cost of ownership for a workload, and what a failure costs the target.
 
     Capital, energy, USD and kWh per million inferences, devices needed; the attacker's side:
-    USD and joules to a failure, TRASH. --candidate predicts a device from its spec sheet."""
+    USD and joules to a failure, TRASH. --candidate predicts a device from its spec sheet.
+    Rows of forced runs (--force-target) are left out unless --include-forced."""
     db = Store(store)
     w = _workload(inferences_per_s, hours_per_day, years, usd_per_kwh, utilisation)
+    left_out = _print_forced_note(db, targets, include_forced)
     if candidate:
-        _cost_candidate(db, candidate, targets, w, json_out)
+        _cost_candidate(db, candidate, targets, w, json_out, include_forced)
         return
-    costs = cost_table(fleet_table(db, targets), w, train_time_s, n_train_samples=train_samples)
+    costs = cost_table(fleet_table(db, targets, include_forced), w, train_time_s,
+                       n_train_samples=train_samples, include_forced=include_forced)
     if not costs:
-        raise EdgerobError(f"no measurements in {store}: run `edgerob profile` first")
+        raise EdgerobError(f"no measurements in {store}" + (
+            " other than forced ones (--include-forced uses them)" if left_out
+            else ": run `edgerob profile` first"))
     if json_out:
         print_json({"workload": workload_dict(w), "rows": costs})
         return
@@ -223,11 +240,13 @@ def cost(
                   "samples) / E[T], E[T] per attacked sample, restricted to the attack budget)")
 
 
-def _cost_candidate(db, candidate: str, targets, w, json_out: bool) -> None:
+def _cost_candidate(db, candidate: str, targets, w, json_out: bool,
+                    include_forced: bool) -> None:
 
     tgt = load_target(candidate)
-    preds = candidate_costs(predict_candidate(db, tgt, targets), tgt, w)
-    loo = leave_one_target_out(db, targets)
+    preds = candidate_costs(predict_candidate(db, tgt, targets, include_forced=include_forced),
+                            tgt, w)
+    loo = leave_one_target_out(db, targets, include_forced=include_forced)
     if json_out:
         print_json({"candidate": tgt.name, "workload": workload_dict(w), "predictions": preds,
                      "leave_one_target_out": loo})
@@ -300,21 +319,27 @@ def report(
     utilisation: UtilisationOpt = 0.7,
     train_time_s: TrainTimeOpt = None,
     train_samples: TrainSamplesOpt = None,
+    include_forced: IncludeForcedOpt = False,
 ):
     """Write one self-contained HTML report that opens offline.
 
     Fleet table, Pareto plots, cost, leave-one-target-out prediction error, survival curves,
-    every measurement's fingerprint."""
+    every measurement's fingerprint. Cost, prediction and the AFT fits leave rows of forced
+    runs (--force-target) out unless --include-forced."""
     w = _workload(inferences_per_s, hours_per_day, years, usd_per_kwh, utilisation)
-    path = write_report(Store(store), out_path, targets, w, train_time_s,
-                        n_train_samples=train_samples)
+    db = Store(store)
+    path = write_report(db, out_path, targets, w, train_time_s, n_train_samples=train_samples,
+                        include_forced=include_forced)
+    _print_forced_note(db, targets, include_forced)
     out.print(f"report -> {path} ({path.stat().st_size / 1024:,.0f} KiB, self-contained)")
 
 
-def _sequential_fit_note(db) -> list[str]:
+def _sequential_fit_note(db, run_ids: set[str]) -> list[str]:
     """How many records the fit has where query attacks stopped early (it uses those that
-    exist: a random sample of each such cell, so nothing is imputed)."""
-    cells = [c for c in db.attack_cells() if c["stop_half_width"] is not None]
+    exist: a random sample of each such cell, so nothing is imputed); `run_ids`: the runs whose
+    records it fits."""
+    cells = [c for c in db.attack_cells()
+             if c["stop_half_width"] is not None and c["run_id"] in run_ids]
     if not cells:
         return []
     used, available = sum(c["n_sampled"] for c in cells), sum(c["n_available"] for c in cells)
@@ -342,21 +367,23 @@ def fit(
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison and the best "
                                                          "family's coefficients as JSON only.")
                        ] = False,
+    include_forced: IncludeForcedOpt = False,
 ):
     """Fit AFT survival models to the failure records.
 
     Compares families (AIC, BIC, concordance, calibration), prints time ratios, writes plots
-    and the TRASH score."""
+    and the TRASH score. Records of forced runs (--force-target) are left out unless
+    --include-forced."""
 
 
     from edgerob.analysis import survival  # pandas and lifelines (host extra): lazy
 
     db = Store(store)
-    df = survival.load_failures(db, duration)
+    df = survival.load_failures(db, duration, include_forced=include_forced)
     result = survival.fit_models(
         df, families=csv_list(families),
         covariates=csv_list(covariates) if covariates is not None else None, horizon=horizon)
-    notes = list(result.notes) + _sequential_fit_note(db)
+    notes = list(result.notes) + _sequential_fit_note(db, set(df["run_id"]))
     trash = None
     if result.duration == "time":
         training = survival.cached_training(result.data)

@@ -33,6 +33,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgerob.device.failures import km_median
 from edgerob.errors import EdgerobError
 
 METHOD = "hedged-betting-cs"  # what the stored interval is
@@ -239,10 +240,11 @@ def run_sequential(n_available: int, attack: Callable[[np.ndarray], np.ndarray],
 
 def km_median_ci(durations, events, confidence: float = 0.95
                  ) -> tuple[float | None, float | None, float | None]:
-    """Kaplan-Meier median time to failure and its Brookmeyer-Crowley interval (the times where
-    a Greenwood-variance z-test does not reject S(t) = 0.5). A fixed-sample interval: valid for
-    the samples at hand, not anytime-valid under the sequential stopping. None where the data do
-    not reach (over half censored: no median; no upper bound)."""
+    """Kaplan-Meier median time to failure (`km_median`, exact: the one median every table
+    shows) and its Brookmeyer-Crowley interval (the times where a Greenwood-variance z-test does
+    not reject S(t) = 0.5). A fixed-sample interval: valid for the samples at hand, not
+    anytime-valid under the sequential stopping. None where the data do not reach (over half
+    censored: no median; no upper bound)."""
     t = np.asarray(durations, dtype=np.float64)
     e = np.asarray(events, dtype=bool)
     if len(t) == 0:
@@ -261,7 +263,9 @@ def km_median_ci(durations, events, confidence: float = 0.95
             se.append(0.0 if s == 0 else s * math.sqrt(green))
         at_risk -= int(here.sum())
     surv_a, se_a = np.array(surv), np.array(se)
-    median = next((ti for ti, si in zip(times, surv) if si <= 0.5), None)
+    # The bounds test S +- z se in floats: where S is 1/2 exactly and its float a hair above,
+    # se > 0 still puts the lower bound at or before the exact median, the upper at or after.
+    median = km_median(t, e)
     lower = next((ti for ti, si, ei in zip(times, surv_a, se_a) if si - z * ei <= 0.5), None)
     upper = next((ti for ti, si, ei in zip(times, surv_a, se_a) if si + z * ei < 0.5), None)
     return median, lower, upper

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from edgerob.analysis.compare import LEFT_OUT_FORCED
 from edgerob.analysis.survival.design_matrix import DURATIONS, _split_column
 from edgerob.errors import EdgerobError
 from edgerob.files import cache_dir
@@ -18,8 +19,11 @@ from edgerob.store import failures as failures_table, measurements, runs
 
 # --- loading --------------------------------------------------------------------------------
 
-def load_failures(store, duration: str = "time") -> pd.DataFrame:
-    """The failure records of `store` (an `edgerob.store.Store`) as one DataFrame.
+def load_failures(store, duration: str = "time", include_forced: bool = False,
+                  targets: list[str] | None = None) -> pd.DataFrame:
+    """The failure records of `store` (an `edgerob.store.Store`) as one DataFrame: those of
+    `targets` (default all), without the records of forced runs (measured with --force-target
+    on a machine that is not the target) unless `include_forced`; a note says how many.
 
     Columns: run_id, model, model_sha256, target, precision, batch_size, log2_batch_size, attack,
     eps, sample_id, queries, budget_queries, duration_s, energy_j, event, and `duration` (the one
@@ -28,17 +32,26 @@ def load_failures(store, duration: str = "time") -> pd.DataFrame:
     """
     if duration not in DURATIONS:
         raise EdgerobError(f"unknown duration {duration!r}; allowed: {', '.join(DURATIONS)}")
+    q = (sa.select(failures_table, runs.c.model, runs.c.model_sha256, runs.c.forced_target)
+         .select_from(failures_table.outerjoin(runs, failures_table.c.run_id == runs.c.run_id))
+         .order_by(failures_table.c.id))
+    if targets:
+        q = q.where(failures_table.c.target.in_(list(targets)))
     with store.engine.connect() as c:
-        df = pd.read_sql(sa.select(failures_table, runs.c.model, runs.c.model_sha256)
-                         .select_from(failures_table.outerjoin(
-                             runs, failures_table.c.run_id == runs.c.run_id))
-                         .order_by(failures_table.c.id), c)
+        df = pd.read_sql(q, c)
+    forced = df.pop("forced_target").eq(True)  # NULL (before verification existed): not forced
+    notes = []
+    if forced.any() and not include_forced:
+        notes.append(f"left out {int(forced.sum())} failure record(s) {LEFT_OUT_FORCED}")
+        df = df[~forced].reset_index(drop=True)
     if df.empty:
-        raise EdgerobError(f"no failure records in {store.url}: profile with a profile that has "
-                           f"a query_attack first (edgerob profile)")
+        raise EdgerobError(f"no failure records in {store.url}"
+                           + (f" for {', '.join(targets)}" if targets else "")
+                           + (" other than forced ones (--include-forced uses them)"
+                              if forced.any() else ": profile with a profile that has a "
+                                                   "query_attack first (edgerob profile)"))
     df["model"] = df["model"].fillna("unknown")
     col, unit = DURATIONS[duration]
-    notes = []
     if duration == "energy":
         has = df["energy_j"].notna()
         if not has.any():
