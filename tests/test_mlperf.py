@@ -239,11 +239,16 @@ def test_real_tree_every_value_and_idempotent(tmp_path):
     shutil.copytree(REAL, dst)
     store = Store(f"sqlite:///{tmp_path}/s.db")
     counts = ingest_mlperf(dst, store)
-    summaries = sorted(dst.rglob("mlperf_log_summary.txt"))
-    assert counts["imported"] == len(summaries) and not counts["problems"]
+    # Only ResNet-50 results are read (other benchmarks are skipped without a line); every one
+    # is either imported or named with its reason (Server, multi-accelerator, unmapped systems)
+    summaries = sorted(p for p in dst.rglob("mlperf_log_summary.txt") if "resnet50" in p.parts)
+    problems = "\n".join(counts["problems"])
     by_path = {r["source_path"]: r["run_id"] for r in store.runs()}
+    imported = [s for s in summaries if str(s.resolve()) in by_path]
+    assert counts["imported"] == len(imported) > 30
+    assert all(str(s) in problems for s in summaries if s not in imported)
     meas = {m["run_id"]: m for m in store.measurements()}
-    for s in summaries:
+    for s in imported:
         kv = parse_summary(s.read_text())
         m = meas[by_path[str(s.resolve())]]
         if kv["Scenario"] == "Offline":
