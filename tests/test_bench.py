@@ -115,8 +115,12 @@ def test_energy_per_inference_is_net_of_idle_over_the_profiler_windows():
     span = sum(sensor.windows[-FAST.rounds:])  # the blocks' windows (idle ones come first)
     assert m.energy_j == pytest.approx(10.0 * span)
     assert m.energy_per_inference_j == pytest.approx((10.0 - 3.0) * span / (m.iterations * 4))
-    per_round = [r["energy_per_inference_j"] for r in m.rounds]
-    assert all(e > 0 for e in per_round) and len(per_round) == FAST.rounds
+    # each round's energy per inference, net of idle over that round's own window
+    for r, window in zip(m.rounds, sensor.windows[-FAST.rounds:]):
+        assert r["energy_j"] == pytest.approx(10.0 * window)
+        assert r["energy_per_inference_j"] == pytest.approx(
+            (10.0 - 3.0) * window / (r["iterations"] * 4))
+    assert len(m.rounds) == FAST.rounds
     assert m.power_note is None
 
 
@@ -270,7 +274,8 @@ class DriftingRuntime:
     of a set (the first pixel tells which). Records the set of every call."""
 
     def __init__(self, drift_per_s=0.5, factor=(1.0, 1.0)):
-        self.now, self.drift, self.factor, self.sets = 0.0, drift_per_s, factor, []
+        self.now, self.drift, self.factor = 0.0, drift_per_s, factor
+        self.sets, self.batches = [], []
 
     def clock(self):
         return self.now
@@ -278,13 +283,17 @@ class DriftingRuntime:
     def run(self, x):
         which = int(x[0, 0, 0, 0])
         self.sets.append(which)
+        self.batches.append(int(x[0, 0, 0, 1]))  # the batch's first sample
         self.now += 1e-3 * (1 + self.drift * self.now) * self.factor[which]
         return np.zeros((len(x), 10), np.float32)
 
 
 def _two_sets(n=8):
     a = np.zeros((n, 1, 2, 2), np.float32)
-    return {"clean": (a, None), "adv": (a + 1, None)}
+    a[:, 0, 0, 1] = np.arange(n)  # which sample
+    b = a.copy()
+    b[:, 0, 0, 0] = 1  # which set
+    return {"clean": (a, None), "adv": (b, None)}
 
 
 RULES = TimingRules(warmup_s=0.01, min_duration_s=0.5, min_iterations=10, idle_s=0, rounds=10)
@@ -301,11 +310,21 @@ def test_sets_alternate_in_rotating_blocks(monkeypatch):
     # round r runs clean then adv for even r, adv then clean for odd r (AB BA AB ...): the
     # blocks of one set meet at round boundaries, 20 blocks in 11 runs
     assert runs == [0, 1] * 5 + [0]
-    for name in ("clean", "adv"):
+    n_timed = len(timed)
+    for k, name in enumerate(("clean", "adv")):
         m = ms[name]
         assert len(m.rounds) == 10 and sum(r["iterations"] for r in m.rounds) == m.iterations
-        assert m.duration_s >= RULES.min_duration_s and m.iterations >= RULES.min_iterations
-        assert all(r["wall_s"] >= RULES.min_duration_s / RULES.rounds for r in m.rounds)
+        # each block lasts its share of min_duration_s (1 ms calls: at most one call over)
+        assert all(0.05 <= r["wall_s"] < 0.05 + 0.003 for r in m.rounds)
+        assert RULES.min_duration_s <= m.duration_s < 1.1 * RULES.min_duration_s
+        # blocks go on through the set where the last one stopped (batches of 4 of 8 images)
+        firsts = [b for s_, b in zip(timed, rt.batches[-n_timed:]) if s_ == k]
+        assert firsts == [0, 4] * (len(firsts) // 2) + [0] * (len(firsts) % 2)
+
+    # a minimum count is shared among the rounds too: 60 iterations in 6 rounds, 10 per block
+    few = TimingRules(warmup_s=0, min_duration_s=1e-6, min_iterations=60, idle_s=0, rounds=6)
+    ms = measure_sets(rt, _two_sets(), 4, few)
+    assert [r["iterations"] for r in ms["adv"].rounds] == [10] * 6
 
 
 def test_paired_rounds_cancel_drift_that_sequential_cells_read_as_an_effect(monkeypatch):

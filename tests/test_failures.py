@@ -297,6 +297,16 @@ def test_wall_time_energy_and_shares_exactly(monkeypatch):
         np.testing.assert_array_equal(later[3], x[0])
     np.testing.assert_array_equal(rt.seen[4][1], rt.seen[3][1])
 
+    # net of the target's idle power (4 W of the 10 W), the basis of energy per inference
+    rt = Scripted(lambda k, n: [1.0] * n if k == 0 else
+                  [0.0 if f is not None and k >= f else 1.0 for f in fails_at])
+    monkeypatch.setattr(failures, "clock", lambda: rt.now)
+    net = square_attack(rt, x, np.zeros(3, int), np.arange(3), eps=0.1, budget_queries=5,
+                        batch_size=4, profiler=ConstantPower(lambda: rt.now), idle_w=4.0)
+    assert [r.energy_j for r in net.records] == [3.0, 9.0, 15.0]
+    for r, share in zip(net.records, shares):
+        assert r.energy_share_j == pytest.approx(6 * float(share), rel=1e-12)
+
 
 def test_attacker_usd_and_joules_agree_whatever_the_batch(monkeypatch):
     """USD from the time share and J from the energy share: their ratio is price / 3600 / W at
