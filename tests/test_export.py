@@ -100,6 +100,44 @@ def test_broken_export_fails_and_writes_nothing(tiny_model, tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == []  # neither the graph nor its metadata
 
 
+@pytest.mark.parametrize("precision, wrong, refused", [
+    ("int8", 180, True),    # 50.0%: broken, though far from 0%
+    ("int8", 19, True),     # 94.7%: just under the 95% floor
+    ("int8", 18, False),    # 95.0% exactly (342/360 = 19/20, the same double as 0.95): enough
+    ("fp16", 8, True),      # 97.8%: under the 98% floor
+    ("fp16", 7, False),     # 98.1%
+])
+def test_agreement_floor(tiny_model, tmp_path, monkeypatch, precision, wrong, refused):
+    """The floor itself, at agreements between 0 and 1 known exactly: the artifact's inference
+    is replaced by fp32's top-1 (the reference's own run, the first one) made wrong on `wrong`
+    of the 360 parity images. The int8 graph is not built (its own agreement is not the point)."""
+    import edgerob.host.export as ex
+
+    real_run = ex._run_onnx
+    runs = []
+
+    def run(path, x):
+        runs.append(real_run(path, x))
+        if len(runs) == 1:
+            return runs[0]  # the fp32 reference
+        top = runs[0].argmax(1)
+        top[:wrong] = (top[:wrong] + 1) % runs[0].shape[1]
+        return np.eye(runs[0].shape[1], dtype=np.float32)[top]
+
+    monkeypatch.setattr(ex, "_run_onnx", run)
+    monkeypatch.setattr(ex, "_to_int8", lambda fp32, *a: (fp32.read_bytes(), []))
+    agreement = f"{(360 - wrong) / 360:.1%}"
+    if refused:
+        with pytest.raises(EdgerobError, match=rf"{precision} export is broken: top-1 agrees "
+                                               rf"with fp32 on only {agreement} of 360"):
+            export(tiny_model, tmp_path, precisions=[precision])
+        assert list(tmp_path.iterdir()) == []
+    else:
+        art = export(tiny_model, tmp_path, precisions=[precision])[precision]
+        assert art.parity["top1_agreement"] == pytest.approx((360 - wrong) / 360)
+        assert art.parity["samples"] == 360 and len(runs) == 2
+
+
 def test_unknown_precision(tiny_model):
     with pytest.raises(EdgerobError, match="unknown precision"):
         export(tiny_model, precisions=["fp8"])

@@ -28,6 +28,7 @@ from edgerob.analysis.compare import (fleet_table, km_curve, latency_tie, leave_
 from edgerob.analysis.cost import (JOULES_PER_KWH, Workload, attacker_side, joules_to_kwh, tco,
                           usd_for_seconds)
 from edgerob.errors import EdgerobError
+from edgerob.device.bench import compare_samples
 from edgerob.device.failures import km_median
 from edgerob.analysis.report import write_report
 from edgerob.store import Store
@@ -249,6 +250,31 @@ def test_ties_within_noise_and_not_beyond():
     # not transitive: a chain of small steps does not collapse into one rank
     chain = [{"latency_p50_ms": v, "latency_std_ms": 0.6} for v in (1.0, 2.0, 3.0)]
     assert rank_latency(chain) == [1, 1, 3]
+
+
+def _slower_on(per_mille: int) -> dict:
+    """A configuration as fast as `_BASE` (1 ms) except on `per_mille` of its 1000 iterations
+    (2 ms): against `_BASE`, Cliff's delta is exactly per_mille / 1000, whatever its p50."""
+    lat = [2.0] * per_mille + [1.0] * (1000 - per_mille)
+    return {"latency_p50_ms": float(np.median(lat)), "latencies_ms": lat}
+
+
+_BASE = {"latency_p50_ms": 1.0, "latencies_ms": [1.0] * 10}
+
+
+@pytest.mark.parametrize("per_mille, tie", [
+    (100, True),    # |delta| 0.1: negligible
+    (146, True),    # just under the 0.147 threshold (Romano et al. 2006) ...
+    (148, False),   # ... and just over it (|delta| exactly 0.147 is left to rounding)
+    (300, False),   # small, not negligible: a tie only under a far looser threshold
+])
+def test_a_tie_is_a_cliffs_delta_under_0_147(per_mille, tie):
+    slower = _slower_on(per_mille)
+    assert compare_samples(slower["latencies_ms"], _BASE["latencies_ms"])["cliffs_delta"] == \
+        pytest.approx(per_mille / 1000, abs=1e-9)
+    assert latency_tie(slower, _BASE) is tie and latency_tie(_BASE, slower) is tie  # |delta|
+    # all p50s are 1 ms, so only the tie decides the rank
+    assert rank_latency([_BASE, slower]) == ([1, 1] if tie else [1, 2])
 
 
 def test_pareto_front_hand_made():
