@@ -455,7 +455,7 @@ def test_own_and_published_rows_side_by_side(tree, tmp_path):
 def test_multi_accelerator_system_is_stored_with_its_count(tmp_path):
     """Issue 21: an 8-accelerator system is imported (it was refused before), with N and its
     throughput per accelerator; prediction and cost still read single-device rows only."""
-    from edgerob.analysis.compare import TargetCache, _per_target_rows, fleet_table
+    from edgerob.analysis.compare import TargetCache, _per_target_rows, fleet_table, pareto_fronts
 
     root = tmp_path / "r"
     result(root, "A30x8", "Offline", OFFLINE)
@@ -474,8 +474,11 @@ def test_multi_accelerator_system_is_stored_with_its_count(tmp_path):
     assert run["n_accelerators"] == 8 and m["throughput_sps"] == 6438.1
     assert m["throughput_per_accelerator_sps"] == 6438.1 / 8
     # the predictor learns from the one-A30 ResNet-50 row, not the system of 8, BERT or Triton
-    [cell] = _per_target_rows(fleet_table(store), TargetCache()).values()
+    rows = fleet_table(store)
+    [cell] = _per_target_rows(rows, TargetCache()).values()
     assert cell["rows"]["a30"]["throughput_sps"] == 800.5
+    # nor do the price-vs-throughput fronts put them on one axis
+    assert {f["considered"] + len(f["excluded"]) for f in pareto_fronts(rows)} == {1}
 
 
 def test_every_mapped_device_is_a_catalog_target():
@@ -487,3 +490,38 @@ def test_every_mapped_device_is_a_catalog_target():
 
     for name in {*TARGET_MAP.values(), *AGX_ORIN_BY_CORES.values(), *SYSTEM_FOLDERS.values()}:
         assert load_target(name).specs.peak_tops.get("int8"), name
+
+
+def test_rows_of_the_resnet50_importer_are_upgraded_to_0004(tmp_path):
+    """A store that holds rows of the previous importer (revision 0003: model "resnet50", no
+    configuration or count) is named and described like a new import, its values kept."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from edgerob.store import _alembic
+
+    url = f"sqlite:///{tmp_path}/r.db"
+    with sa.create_engine(url).begin() as c:
+        command.upgrade(_alembic(c), "0003")
+        for rid, system, sc, acc in (("a", "Orin_TRT_MaxQ", "Offline", "GPU + 2 DLA"),
+                                     ("b", "A30x1_TRT_Triton", "SingleStream", "GPU"),
+                                     ("c", "A30x1_TRT", "Offline", "GPU")):
+            c.execute(sa.text(
+                "INSERT INTO runs (run_id, target, profile, model, host, status, started_at, "
+                "source, system_name, scenario, accelerators) VALUES (:r, 'a30', 'mlperf-closed', "
+                "'resnet50', 'h', 'done', 't', 'mlperf', :s, :sc, :acc)"),
+                {"r": rid, "s": system, "sc": sc, "acc": acc})
+            c.execute(sa.text(
+                "INSERT INTO measurements (run_id, target, runtime, precision, batch_size, "
+                "input_set, throughput_sps, created_at) VALUES (:r, 'a30', 'tensorrt', 'int8', "
+                "1, 'clean', 100.5, 't')"), {"r": rid})
+        c.execute(sa.text("INSERT INTO runs (run_id, target, profile, model, host, status, "
+                          "started_at) VALUES ('own', 'cpu', 'q', 'resnet20', 'h', 'done', 't')"))
+    store = Store(url)
+    runs = {r["run_id"]: r for r in store.runs()}
+    assert {k: (r["model"], r["configuration"], r["n_accelerators"]) for k, r in runs.items()} == {
+        "a": ("mlperf:resnet50", "MaxQ, GPU + 2 DLA", 1),
+        "b": ("mlperf:resnet50", "MaxP, GPU, Triton", 1),
+        "c": ("mlperf:resnet50", "MaxP, GPU", 1), "own": ("resnet20", None, None)}
+    per_acc = {m["run_id"]: m["throughput_per_accelerator_sps"] for m in store.measurements()}
+    assert per_acc == {"a": 100.5, "b": None, "c": 100.5}

@@ -471,7 +471,9 @@ _WHY_MISSING = {
 
 def pareto_fronts(rows: list[dict], specs: tuple[FrontSpec, ...] = FRONTS) -> list[dict]:
     """Each front: {name, x, y, labels, front (rows), considered (how many rows had both values),
-    excluded: [{config, reason}]}."""
+    excluded: [{config, reason}]}. Published rows of other benchmarks or of several devices are
+    not on these axes (another workload; a price is per device): `single_device_resnet50`."""
+    rows = [r for r in rows if single_device_resnet50(r)]
     out = []
     for spec in specs:
         excluded = []

@@ -478,7 +478,7 @@ def _one_result(summary: Path) -> dict | None:
 def ingest_mlperf(path: str | Path, store, on_skip=None) -> dict:
     """Store every VALID performance result under `path` in one transaction; results
     already stored (same version, division, submitter, system, benchmark, scenario) are skipped.
-    `on_skip(line)` is called once per file not imported (unreadable or INVALID), before
+    `on_skip(line)` is called once per file not imported (unreadable, no device, INVALID), before
     anything is written. EdgerobError (nothing written) when nothing could be imported."""
     imp = collect(path)
     for line in imp.problems + imp.invalid:
@@ -487,7 +487,7 @@ def ingest_mlperf(path: str | Path, store, on_skip=None) -> dict:
     if not imp.results:
         lines = imp.problems + imp.invalid
         raise EdgerobError(f"nothing imported from {path}: {len(imp.problems)} file(s) "
-                           f"unreadable, {len(imp.invalid)} INVALID"
+                           f"not imported, {len(imp.invalid)} INVALID"
                            + (f" ({lines[0]})" if len(lines) == 1 else ""))
     added = skipped = 0
     with store.engine.begin() as c:  # all or nothing
