@@ -398,7 +398,7 @@ def test_older_log_formats(tmp_path):
     assert srv["throughput_per_accelerator_sps"] == 104011.04 / 4
     kv = parse_summary((DATA / files[("v0.7", "A100-PCIex1_TRT", "resnet50",
                                       "SingleStream")]).read_text())
-    assert kv["Scenario"] == "SingleStream" and kv["Mode"] == "PerformanceOnly"
+    assert kv["Scenario"] == "SingleStream" and kv["Mode"] == "Performance"
 
 
 @pytest.mark.parametrize("cores,target", [(12, "jetson-agx-orin-64gb"),

@@ -293,8 +293,8 @@ def cost_table(rows: list[dict], workload: Workload, train_time_s: float | None 
                include_forced: bool = False) -> list[dict]:
     """`tco` for every fleet row that has a clean measurement (published rows: ResNet-50 on
     one accelerator, `single_device_resnet50`, as a catalog price is per device); a target
-    whose YAML cannot be loaded gives a row with only a note. A row marked `forced` (measured on a machine that is
-    not its target) is priced only with `include_forced`: build the rows with
+    whose YAML cannot be loaded gives a row with only a note. A row marked `forced` (measured
+    on a machine that is not its target) is priced only with `include_forced`: build the rows with
     `fleet_table(store, include_forced=False)` so that a cell's verified rows stand in."""
     cache = TargetCache()
     out = []
@@ -303,7 +303,7 @@ def cost_table(rows: list[dict], workload: Workload, train_time_s: float | None 
             continue
         if r.get("forced") and not include_forced:
             continue
-        if not single_device_resnet50(r):  # a price is per device, and for ResNet-50 rows
+        if not single_device_resnet50(r):  # one device's price; published rows: ResNet-50
             continue
         tgt = cache.get(r["target"])
         if tgt is None:

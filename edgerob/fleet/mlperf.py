@@ -59,8 +59,8 @@ DETAIL = "mlperf_log_detail.txt"
 SCENARIOS = ("SingleStream", "MultiStream", "Offline", "Server")
 # v0.5's benchmark folders (mlcommons/inference_results_v0.5 closed/NVIDIA/results/T4x8/: resnet,
 # mobilenet, ssd-small, ssd-large, gnmt) -> the names later rounds give the same benchmarks
-BENCHMARK_ALIASES = {"resnet": "resnet50", "mobilenet": "mobilenet",
-                     "ssd-small": "ssd-mobilenet", "ssd-large": "ssd-resnet34"}
+BENCHMARK_ALIASES = {"resnet": "resnet50", "ssd-small": "ssd-mobilenet",
+                     "ssd-large": "ssd-resnet34"}
 # (submitter, benchmark) -> precision, where the submitter states it: NVIDIA's closed ResNet-50
 # submissions run INT8 (their measurements/ say so). Nothing else in a summary or system JSON
 # states precision, so every other result is stored with precision NULL and a note.
@@ -85,9 +85,9 @@ _EARLY = re.compile(r"Early stopping (\d+)th percentile estimate: (\d+)")
 # (accelerator name in systems/SYSTEM.json, memory in GB: the accelerator's, or the host's where
 # it is "Shared with host" as on Jetsons) -> the catalog's name for that exact device. Variants
 # are different devices (clocks, TDP, bandwidth), so each has its own key and its own entry.
-# An accelerator not here is kept as a reference-only device (`reference_name`).
+# An accelerator not here is kept as a reference-only device, "ref:" + a slug of its name
+# (`describe_device`). AGX Orin with 32 GB is told apart by AGX_ORIN_BY_CORES below.
 TARGET_MAP: dict[tuple[str, int], str] = {
-    ("nvidia jetson agx orin", 32): "jetson-agx-orin-32gb",
     ("nvidia jetson agx orin", 64): "jetson-agx-orin-64gb",
     ("nvidia orin nx", 16): "jetson-orin-nx-16gb",
     ("nvidia jetson xavier nx", 8): "jetson-xavier-nx",
@@ -108,7 +108,7 @@ TARGET_MAP: dict[tuple[str, int], str] = {
 # NVIDIA submitted in v2.0-v3.0, has the 64GB module's 12-core CPU and full 2048-core GPU. The
 # system JSON does not describe the GPU, so the CPU core count (`host_processor_core_count`: 12
 # in those JSONs, "12-core ... Cortex-A78" in host_processor_model_name) tells them apart; the
-# kit runs at the 64GB module's clocks and bandwidth, so it is that catalog device, with a note.
+# kit's CPU and GPU are the 64GB module's, so it is that catalog device, with a note.
 AGX_ORIN = ("nvidia jetson agx orin", "nvidia orin")  # v2.0/v2.1 spell it "NVIDIA Orin"
 AGX_ORIN_BY_CORES = {12: "jetson-agx-orin-64gb", 8: "jetson-agx-orin-32gb"}
 DEVKIT_NOTE = ("AGX Orin developer kit with 32 GB: 12-core CPU and 2048-core GPU of the 64GB "
@@ -146,8 +146,9 @@ class Imported:
 
 def parse_summary(text: str, path: Path | str = SUMMARY) -> dict[str, str]:
     """`key : value` lines of an mlperf_log_summary.txt (the first of a repeated key: old
-    MultiStream summaries give per-query percentiles before per-sample ones), with the scenario
-    and mode spelt as from v1.0 on; EdgerobError where it is not a whole performance summary."""
+    MultiStream summaries give per-query percentiles before per-sample ones), the scenario spelt
+    as from v1.0 on ("SingleStream"), and loadgen's early-stopping estimates under
+    "early_stopping_pNN_ns"; EdgerobError where it is not a whole performance summary."""
     kv: dict[str, str] = {}
     for line in text.splitlines():
         if ":" in line and not line.lstrip().startswith("*"):
@@ -162,7 +163,6 @@ def parse_summary(text: str, path: Path | str = SUMMARY) -> dict[str, str]:
         raise EdgerobError(f"{path}: unknown scenario {sc!r} (known: {', '.join(SCENARIOS)})")
     if kv.get("Mode") not in ("PerformanceOnly", "Performance"):  # "Performance" to v0.7
         raise EdgerobError(f"{path}: mode {kv.get('Mode')!r} is not a performance run")
-    kv["Mode"] = "PerformanceOnly"
     need = ["Result is", "samples_per_query"]
     if sc == "Server":
         need += [next((k for k in _SERVER if k in kv), _SERVER[0]), *_NS_KEYS.values()]

@@ -9,7 +9,8 @@ every published result states its precision (`precision_note` says why it is NUL
 before keep their values. Runs imported before by the ResNet-50-only importer are named like
 the new ones (`model` "mlperf:resnet50") and described from what they hold: that importer
 refused multi-accelerator systems (`n_accelerators` 1), and their power class and engines are in
-`system_name` and `accelerators`; Offline throughput per accelerator is their throughput; their other new columns stay NULL.
+`system_name` and `accelerators`; Offline throughput per accelerator is their throughput; their
+other new columns stay NULL.
 
 Revision ID: 0004
 Revises: 0003
