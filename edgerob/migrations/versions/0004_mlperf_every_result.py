@@ -1,4 +1,4 @@
-"""edgerob 0.4.0: every published MLPerf result (issue 21): device configuration and accelerator
+"""Issue 21, every published MLPerf result: device configuration and accelerator count of a
 count of a run, throughput per accelerator, the early-stopping latency estimate, and a
 precision that may be unknown.
 
