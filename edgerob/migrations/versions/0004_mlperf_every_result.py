@@ -1,6 +1,6 @@
-"""Issue 21, every published MLPerf result: device configuration and accelerator count of a
-count of a run, throughput per accelerator, the early-stopping latency estimate, and a
-precision that may be unknown.
+"""Issue 21, every published MLPerf result: a run's device configuration and accelerator
+count, throughput per accelerator, the early-stopping latency estimate, and a precision that
+may be unknown.
 
 Imported rows of every benchmark and scenario share the tables with own measurements: a run
 says which configuration of its device ran (`configuration`, e.g. "MaxQ, GPU + 2 DLA") on how
