@@ -214,28 +214,47 @@ def _failure_groups(store, wanted: set[str] | None, include_forced: bool = True
     return out
 
 
-PROVENANCE_KEYS = ("source", "mlperf_version", "system_name", "scenario")
+PROVENANCE_KEYS = ("source", "mlperf_version", "system_name", "benchmark", "scenario")
 MEASURED = "measured"
+# The published rows that stand beside own measurements in prediction and cost: ResNet-50 (the
+# workload those compare), one accelerator, no serving or partitioning layer (Triton, MIG).
+PREDICTED_BENCHMARK = "mlperf:resnet50"
 
 
 def provenance(run: dict | None) -> dict:
     """Where a run's numbers come from: source "measured" (by edgerob, here or on a device) or
-    "mlperf" (imported published results), with the MLPerf version, system, scenario, the engines
-    that ran and the file."""
+    "mlperf" (imported published results), with the MLPerf version, system, benchmark, scenario,
+    the engines that ran, the device configuration, the accelerator count and the file."""
     run = run or {}
-    return {"source": run.get("source") or MEASURED,
+    source = run.get("source") or MEASURED
+    return {"source": source,
             "mlperf_version": run.get("mlperf_version"), "system_name": run.get("system_name"),
+            "benchmark": run.get("model") if source != MEASURED else None,
             "scenario": run.get("scenario"), "accelerators": run.get("accelerators"),
+            "configuration": run.get("configuration"),
+            "n_accelerators": run.get("n_accelerators"),
             "source_path": run.get("source_path")}
 
 
+def single_device_resnet50(row: dict) -> bool:
+    """Own rows, and published ResNet-50 rows of one accelerator without Triton or MIG (rows
+    stored before these columns existed count as such: that importer read nothing else)."""
+    if row.get("source", MEASURED) == MEASURED:
+        return True
+    extra = [p for p in (row.get("configuration") or "").split(", ")[2:] if p]
+    return (row.get("benchmark") in (None, PREDICTED_BENCHMARK)
+            and row.get("n_accelerators") in (None, 1) and not extra)
+
+
 def source_label(row: dict) -> str:
-    """"measured", or e.g. "MLPerf v3.0 Orin_TRT Offline" (and "GPU + 2 DLA" where not GPU)."""
+    """"measured", or e.g. "MLPerf v3.0 Orin_TRT resnet50 Offline" (and "GPU + 2 DLA" where not
+    GPU)."""
     if row.get("source", MEASURED) == MEASURED:
         return MEASURED
     acc = row.get("accelerators")
+    bench = (row.get("benchmark") or "").removeprefix("mlperf:")
     return " ".join(str(x) for x in ("MLPerf", row.get("mlperf_version"), row.get("system_name"),
-                                     row.get("scenario")) if x) + (
+                                     bench, row.get("scenario")) if x) + (
         f" ({acc})" if acc and acc != "GPU" else "")
 
 
@@ -245,7 +264,7 @@ def side_by_side_notes(rows: list[dict]) -> list[str]:
     for r in rows:
         by_target.setdefault(r["target"], set()).add(r.get("source", MEASURED))
     return [f"{t}: own measurements and published MLPerf results side by side: same device, "
-            f"different model and inputs (MLPerf's ResNet-50 v1.5 on ImageNet vs the model "
+            f"different model and inputs (MLPerf's benchmark models and data sets vs the model "
             f"edgerob measured), software (the submitter's tuned harness and TensorRT version) "
             f"and power settings; compare them as two sources, not one series"
             for t, s in sorted(by_target.items()) if len(s) > 1]
@@ -334,7 +353,7 @@ def fleet_table(store, targets=None, include_forced: bool = True) -> list[dict]:
             f["run_id"] in forced for rs in groups.values() for f in rs)
         rows.append(row)
     # published rows are ranked apart from ours, and per MLPerf version and scenario
-    within = ("batch_size", "source", "mlperf_version", "scenario")
+    within = ("batch_size", "source", "mlperf_version", "benchmark", "scenario")
     for row, rank in zip(rows, rank_latency(rows, within=within)):
         row["latency_rank"] = rank
     shared = {}
@@ -452,7 +471,9 @@ _WHY_MISSING = {
 
 def pareto_fronts(rows: list[dict], specs: tuple[FrontSpec, ...] = FRONTS) -> list[dict]:
     """Each front: {name, x, y, labels, front (rows), considered (how many rows had both values),
-    excluded: [{config, reason}]}."""
+    excluded: [{config, reason}]}. Published rows of other benchmarks or of several devices are
+    not on these axes (another workload; a price is per device): `single_device_resnet50`."""
+    rows = [r for r in rows if single_device_resnet50(r)]
     out = []
     for spec in specs:
         excluded = []
@@ -785,7 +806,8 @@ def _has_specs(target) -> bool:
 # What is predicted in each group: own rows the p50 latency per batch (throughput follows from
 # it); published MLPerf rows their scenario's headline metric.
 RESPONSE = {None: "latency_p50_ms", "SingleStream": "latency_p90_ms",
-            "MultiStream": "latency_p99_ms", "Offline": "throughput_sps"}
+            "MultiStream": "latency_p99_ms", "Offline": "throughput_sps",
+            "Server": "throughput_sps"}
 
 
 def prediction_group(row: dict) -> tuple:
@@ -810,6 +832,8 @@ def _per_target_rows(rows: list[dict], cache: TargetCache) -> dict[tuple, dict]:
     are the GPU's, so such a row is neither learnt from nor scored against."""
     out: dict[tuple, dict] = {}
     for r in rows:
+        if not single_device_resnet50(r):  # another workload, or a system of several devices
+            continue
         g = prediction_group(r)
         response = RESPONSE[g[2]]
         if not _num(r.get(response)):
