@@ -138,6 +138,10 @@ measurements = sa.Table(
     sa.Column("vs_clean_confidence", sa.Float),  # the interval's exact coverage
     sa.Column("vs_clean_method", sa.String),
     sa.Column("rounds", sa.Text),  # JSON: per round p50_ms, iterations, wall_s, energy
+    # revision 0004: the operating point the row was measured in (nvpmodel mode, GPU power
+    # limit ...), a readable label; its details are the fingerprint's power_mode_facts. NULL:
+    # nothing readable said (the reason is in the facts), or a row stored before 0004
+    sa.Column("power_mode", sa.String),
     sa.UniqueConstraint("run_id", *CELL_KEY, name="one_row_per_cell"),
 )
 
