@@ -263,6 +263,10 @@ def test_jetson_clocks_is_every_cpu_and_the_gpu_pinned(shipped_only):
     # GPU pinned but the CPUs scaling: not jetson_clocks
     root = board(shipped_only, "agx-orin-devkit", gpu=pinned["gpu"])
     assert read_power_mode(root)["power_mode_facts"]["jetson_clocks"] is False
+    # floor raised to the cap but the GPU not at it: jetson-stats does not count it either
+    root = board(shipped_only, "agx-orin-64gb", cpu_khz=pinned["cpu_khz"],
+                 gpu=("17000000.ga10b", 1300500000, 1300500000, 306000000))
+    assert read_power_mode(root)["power_mode_facts"]["jetson_clocks"] is False
     # no GPU devfreq readable: unknown, not False
     root = board(shipped_only, "orin-nano-8gb", gpu=None)
     facts = read_power_mode(root)["power_mode_facts"]
