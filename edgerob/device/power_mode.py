@@ -106,7 +106,8 @@ def _nvpmodel(root: Path, facts: dict) -> tuple[str | None, int | None]:
     name = conf_modes(_text(root / "etc/nvpmodel.conf") or "").get(mode_id)
     facts["nvpmodel_source"] = "var/lib/nvpmodel/status + etc/nvpmodel.conf"
     if name is None:
-        facts["reason"] = f"nvpmodel mode id {mode_id} has no POWER_MODEL entry in etc/nvpmodel.conf"
+        facts["reason"] = (f"nvpmodel mode id {mode_id} has no POWER_MODEL entry in "
+                           f"etc/nvpmodel.conf")
     return name, mode_id
 
 
@@ -153,7 +154,8 @@ def jetson_power_mode(root: Path) -> dict:
 
     # jetson_clocks pins every CPU and the GPU at their caps: jetson-stats counts it active
     # when each CPU and the GPU read min == max == current (rbonghi/jetson_stats,
-    # jtop/core/jetson_clocks.py, jetson_clocks_alive; it leaves EMC out, as here)
+    # jtop/core/jetson_clocks.py, jetson_clocks_alive, on `jetson_clocks --show`, which prints
+    # these cpufreq/devfreq values; it leaves EMC out, as here)
     pins = [_pinned(f) for f in [*cpus.values(), gpu]]
     if not cpus or gpu is None or None in pins:
         facts["jetson_clocks"] = None
@@ -170,9 +172,12 @@ def _count_cpus(online: str | None) -> int | None:
     if not online:
         return None
     n = 0
-    for part in online.split(","):
-        lo, _, hi = part.partition("-")
-        n += int(hi or lo) - int(lo) + 1
+    try:
+        for part in online.split(","):
+            lo, _, hi = part.partition("-")
+            n += int(hi or lo) - int(lo) + 1
+    except ValueError:
+        return None
     return n
 
 
@@ -237,7 +242,8 @@ def gpu_power_mode(gpu: dict, nvml=None) -> dict:
             f"{k}: {v}" for k, v in unread.items())
         return {"power_mode": None, "power_mode_facts": facts}
     label = "default" if limit == default else f"{limit / 1000:g}W-limit"
-    apps = [(facts[f"app_clock_{c}_mhz"], facts[f"app_clock_{c}_default_mhz"]) for c in ("sm", "mem")]
+    apps = [(facts[f"app_clock_{c}_mhz"], facts[f"app_clock_{c}_default_mhz"])
+            for c in ("sm", "mem")]
     if any(a is not None and d is not None and a != d for a, d in apps):
         label += f"+app-clocks-{apps[0][0]}/{apps[1][0]}MHz"
     return {"power_mode": label, "power_mode_facts": facts}
