@@ -311,6 +311,9 @@ def test_gpu_limit_unreadable_is_null_with_the_reason(tmp_path):
     m, gpu = gpu_nvml(None, 400_000)  # the enforced limit NotSupported
     mode = read_power_mode(tmp_path, gpu={"index": 0}, nvml=m)
     assert mode["power_mode"] is None and "Not Supported" in mode["power_mode_facts"]["reason"]
+    m, gpu = gpu_nvml(250_000, 400_000)
+    mode = read_power_mode(tmp_path, gpu={"cuda_device": None}, nvml=m)
+    assert mode["power_mode"] is None and "which GPU" in mode["power_mode_facts"]["reason"]
     m = fake_pynvml([], init_error="no driver")
     mode = read_power_mode(tmp_path, gpu={"index": 0}, nvml=m)
     assert mode["power_mode"] is None and "NVML did not start" in mode["power_mode_facts"]["reason"]

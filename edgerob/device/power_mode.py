@@ -204,12 +204,16 @@ def gpu_power_mode(gpu: dict, nvml=None) -> dict:
         return {"power_mode": None, "power_mode_facts": {**facts,
                                                           "reason": f"NVML did not start ({e})"}}
     try:
+        index = next((gpu[k] for k in ("cuda_device", "index") if gpu.get(k) is not None), None)
         if gpu.get("device_uuid"):
             h = nvml.nvmlDeviceGetHandleByUUID(gpu["device_uuid"])
         elif gpu.get("pci_bus_id"):
             h = nvml.nvmlDeviceGetHandleByPciBusId(gpu["pci_bus_id"])
-        else:
-            h = nvml.nvmlDeviceGetHandleByIndex(int(gpu.get("cuda_device", gpu.get("index", 0))))
+        elif index is not None:  # CUDA ordinals in PCI bus order (the sweep sets it), as NVML's
+            h = nvml.nvmlDeviceGetHandleByIndex(int(index))
+        else:  # reading GPU 0 instead could describe another card than the one measured
+            return {"power_mode": None, "power_mode_facts": {
+                **facts, "reason": "the runtime did not say which GPU it runs on"}}
         unread = {}
 
         def read(key, fn, *args):
