@@ -151,6 +151,10 @@ measurements = sa.Table(
     sa.Column("precision_note", sa.Text),
     sa.Column("throughput_per_accelerator_sps", sa.Float),
     sa.Column("latency_early_stopping_ms", sa.Float),
+    # revision 0005: the operating point the row was measured in (nvpmodel mode, GPU power
+    # limit ...), a readable label; its details are the fingerprint's power_mode_facts. NULL:
+    # nothing readable said (the reason is in the facts), or a row stored before 0005
+    sa.Column("power_mode", sa.String),
     sa.UniqueConstraint("run_id", *CELL_KEY, name="one_row_per_cell"),
 )
 

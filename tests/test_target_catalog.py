@@ -16,7 +16,8 @@ from edgerob.catalog.targets import load_target, matching_targets
 CATALOG = Path(edgerob.__file__).resolve().parent.parent / "targets"
 
 ORINS = ["jetson-orin-nano-4gb", "jetson-orin-nano-8gb", "jetson-orin-nx-8gb",
-         "jetson-orin-nx-16gb", "jetson-agx-orin-32gb", "jetson-agx-orin-64gb"]
+         "jetson-orin-nx-16gb", "jetson-agx-orin-32gb", "jetson-agx-orin-64gb",
+         "jetson-agx-orin-devkit-32gb"]
 JETSONS = ["jetson-nano", "jetson-xavier-nx", "jetson-agx-xavier", *ORINS]
 GPUS = ["rtx-4090", "l4", "a100-sxm", "a100-pcie", "h100-sxm", "h100-pcie"]
 FAMILIES = ["cpu", *JETSONS, *GPUS]
@@ -44,7 +45,15 @@ DEVICE_MODELS = {
     "jetson-agx-orin-64gb": [("NVIDIA Jetson AGX Orin Developer Kit", 61.4),
                              ("Jetson AGX Orin", 61.4)],
     "jetson-agx-orin-32gb": [("Jetson AGX Orin", 30.6)],
+    "jetson-agx-orin-devkit-32gb": [("NVIDIA Jetson AGX Orin Developer Kit", 30.6)],
 }
+# The module part number each board's device-tree compatible carries (the half after '+'),
+# where its entry lists one; the 32 GB AGX Orin modules can be told apart only by it
+# (/work/shared/samples/jetson/SOURCES.md, jetson-stats' module table).
+MODULES = {"jetson-xavier-nx": "p3668-0000", "jetson-orin-nano-8gb": "p3767-0005",
+           "jetson-orin-nano-4gb": "p3767-0004", "jetson-orin-nx-16gb": "p3767-0000",
+           "jetson-orin-nx-8gb": "p3767-0001", "jetson-agx-orin-64gb": "p3701-0005",
+           "jetson-agx-orin-32gb": "p3701-0004", "jetson-agx-orin-devkit-32gb": "p3701-0000"}
 
 # NVML device names with total memory (GiB).
 GPU_NAMES = {
@@ -120,10 +129,15 @@ def test_gpus_use_nvml(shipped_only, name):
 
 # --- specs and prices ------------------------------------------------------------------------
 
+# No data sheet gives the power rating of the developer-kit module p3701-0000: its TDP stays
+# null rather than borrowing the 64GB module's 60 W.
+TDP_UNSOURCED = {"jetson-agx-orin-devkit-32gb"}
+
+
 @pytest.mark.parametrize("name", JETSONS + GPUS)
 def test_specs_filled_in(shipped_only, name):
     specs = load_target(name).specs
-    assert specs.tdp_w is not None
+    assert (specs.tdp_w is None) == (name in TDP_UNSOURCED)
     assert specs.memory_bandwidth_gbs is not None
     assert specs.memory_gb is not None
     assert specs.peak_tops, "at least one peak throughput figure"
@@ -205,7 +219,7 @@ def test_source_comment_check_catches_a_bare_number():
 @pytest.mark.parametrize("name,model,gib",
                          [(n, m, g) for n, models in DEVICE_MODELS.items() for m, g in models])
 def test_jetson_detected_without_collision(shipped_only, name, model, gib):
-    facts = {"device_model": model, "memory_gib": gib, "gpus": []}
+    facts = {"device_model": model, "memory_gib": gib, "gpus": [], "module": MODULES.get(name)}
     assert matching_targets(facts)[0].name == name
     assert _specific(facts) == [name], f"{model!r} matched {_specific(facts)}"
 

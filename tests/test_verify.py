@@ -28,29 +28,43 @@ from conftest import FAST
 X86_CPUINFO = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n"
 ORIN_CPUINFO = "processor\t: 0\nBogoMIPS\t: 62.50\nCPU implementer\t: 0x41\n"
 
-# (device-tree model, MemTotal kB as /proc/meminfo prints it) -> the module it is
+# (device-tree model, MemTotal kB as /proc/meminfo prints it, device-tree compatible's board
+# entry or None where unreadable) -> the module it is. Compatible strings as the kernel and
+# NVIDIA publish them: Linux arch/arm64/boot/dts/nvidia/tegra234-p3737-0000+p3701-0000.dts;
+# NVIDIA's jetson-io JETSON_COMPATIBLE ("nvidia,p3737-0000+p3701-0000", "...+p3701-0004",
+# "...+p3701-0005"); NVIDIA dtbs tegra234-p3768-0000+p3767-000N-nv[-super].dtb, e.g. a
+# reComputer Orin Nano 8GB on JetPack 6.2: "nvidia,p3768-0000+p3767-0003-super".
 ORIN_BOARDS = [
-    ("NVIDIA Jetson AGX Orin Developer Kit", 64_335_836, "jetson-agx-orin-64gb"),
-    ("Jetson AGX Orin", 64_335_836, "jetson-agx-orin-64gb"),
-    ("Jetson AGX Orin", 32_089_300, "jetson-agx-orin-32gb"),
+    ("NVIDIA Jetson AGX Orin Developer Kit", 64_335_836, "nvidia,p3737-0000+p3701-0005",
+     "jetson-agx-orin-64gb"),
+    ("Jetson AGX Orin", 64_335_836, None, "jetson-agx-orin-64gb"),
+    ("Jetson AGX Orin", 32_089_300, "nvidia,p3737-0000+p3701-0004", "jetson-agx-orin-32gb"),
+    ("NVIDIA Jetson AGX Orin Developer Kit", 30_536_000, "nvidia,p3737-0000+p3701-0000",
+     "jetson-agx-orin-devkit-32gb"),
     ("NVIDIA Jetson Orin NX Engineering Reference Developer Kit", 15_980_000,
-     "jetson-orin-nx-16gb"),
-    ("NVIDIA Jetson Orin NX Engineering Reference Developer Kit", 7_620_000,
+     "nvidia,p3768-0000+p3767-0000", "jetson-orin-nx-16gb"),
+    ("NVIDIA Jetson Orin NX Engineering Reference Developer Kit", 7_620_000, None,
      "jetson-orin-nx-8gb"),
-    ("NVIDIA Jetson Orin Nano Developer Kit", 7_802_000, "jetson-orin-nano-8gb"),
-    ("Jetson Orin Nano Super Developer Kit", 7_802_000, "jetson-orin-nano-8gb"),
-    ("NVIDIA Jetson Orin Nano Developer Kit", 3_700_000, "jetson-orin-nano-4gb"),
+    ("NVIDIA Jetson Orin Nano Developer Kit", 7_802_000, "nvidia,p3768-0000+p3767-0005",
+     "jetson-orin-nano-8gb"),
+    ("Jetson Orin Nano Super Developer Kit", 7_802_000, "nvidia,p3768-0000+p3767-0003-super",
+     "jetson-orin-nano-8gb"),
+    ("NVIDIA Jetson Orin Nano Developer Kit", 3_700_000, None, "jetson-orin-nano-4gb"),
 ]
 
 
-def fake_proc(root, model=None, mem_kb=None, cpuinfo=X86_CPUINFO):
-    """A fake root folder with proc/device-tree/model (NUL-terminated, as the kernel writes it),
-    proc/meminfo and proc/cpuinfo."""
+def fake_proc(root, model=None, mem_kb=None, cpuinfo=X86_CPUINFO, compatible=None):
+    """A fake root folder with proc/device-tree/model and compatible (NUL-terminated, as the
+    kernel writes them; compatible's board entry first, then the SoC), proc/meminfo and
+    proc/cpuinfo."""
     proc = root / "proc"
     proc.mkdir(parents=True)
     if model is not None:
         (proc / "device-tree").mkdir()
         (proc / "device-tree/model").write_bytes(model.encode() + b"\x00")
+    if compatible is not None:
+        (proc / "device-tree/compatible").write_bytes(
+            compatible.encode() + b"\x00nvidia,tegra234\x00")
     if mem_kb is not None:
         (proc / "meminfo").write_text(f"MemTotal:       {mem_kb} kB\nMemFree:  1000 kB\n")
     (proc / "cpuinfo").write_text(cpuinfo)
@@ -169,22 +183,25 @@ def test_forced_mismatch_is_marked(shipped_only):
 
 def test_families_declared_in_the_catalog(shipped_only):
     fam = families()
-    assert set(fam["jetson-orin"]) == {b[2] for b in ORIN_BOARDS}
+    assert set(fam["jetson-orin"]) == {b[3] for b in ORIN_BOARDS}
     assert set(fam["jetson-orin-nano"]) == {"jetson-orin-nano-4gb", "jetson-orin-nano-8gb"}
     assert set(fam["jetson-orin-nx"]) == {"jetson-orin-nx-8gb", "jetson-orin-nx-16gb"}
-    assert set(fam["jetson-agx-orin"]) == {"jetson-agx-orin-32gb", "jetson-agx-orin-64gb"}
+    assert set(fam["jetson-agx-orin"]) == {"jetson-agx-orin-32gb", "jetson-agx-orin-64gb",
+                                           "jetson-agx-orin-devkit-32gb"}
     assert set(fam["jetson-xavier"]) == {"jetson-agx-xavier", "jetson-xavier-nx"}
     assert set(fam["a100"]) == {"a100-sxm", "a100-pcie"}
     assert set(fam["h100"]) == {"h100-sxm", "h100-pcie"}
 
 
-@pytest.mark.parametrize("model,mem_kb,module", ORIN_BOARDS)
-def test_orin_family_resolves_each_module(shipped_only, model, mem_kb, module):
-    root = fake_proc(shipped_only / "dev", model, mem_kb, ORIN_CPUINFO)
+@pytest.mark.parametrize("model,mem_kb,compatible,module", ORIN_BOARDS)
+def test_orin_family_resolves_each_module(shipped_only, model, mem_kb, compatible, module):
+    root = fake_proc(shipped_only / "dev", model, mem_kb, ORIN_CPUINFO, compatible)
     facts = machine_facts(root, nvml=NO_GPU)
     assert resolve_target("jetson-orin", facts).name == module
     sub = {"agx": "jetson-agx-orin", "nx": "jetson-orin-nx", "nano": "jetson-orin-nano"}
     family = next(f for k, f in sub.items() if f"-{k}-" in module)
+    how = verify_target(load_target(module), facts)["target_facts"]["identified_by"]
+    assert (compatible.split("+")[1][:10] in how) if compatible else "no module part" in how
     assert resolve_target(family, facts).name == module
 
 
@@ -193,7 +210,7 @@ def test_family_elsewhere_says_not_a_jetson_and_lists_members(shipped_only):
         resolve_target("jetson-orin", x86_facts(shipped_only))
     msg = str(e.value)
     assert "not a Jetson" in msg
-    for _, _, module in ORIN_BOARDS:
+    for *_, module in ORIN_BOARDS:
         assert module in msg
 
 

@@ -12,8 +12,8 @@ from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, 
 from urllib.parse import urlsplit
 
 from edgerob.catalog import find_yaml, list_names, load_yaml
-from edgerob.device.machine import (describe_facts, detected, machine_facts,  # noqa: F401
-                                    verify_target)
+from edgerob.device.machine import (describe_facts, detected, identified_by,  # noqa: F401
+                                    machine_facts, verify_target)
 from edgerob.device.profilers import REGISTRY as PROFILERS
 from edgerob.device.runtimes import REGISTRY as RUNTIMES
 from edgerob.errors import EdgerobError
@@ -63,6 +63,10 @@ class Detect(_Strict):
     /proc/meminfo (a Jetson's unified memory, a little under the nominal size: firmware
     carve-outs take a few percent)."""
 
+    # Jetson module part numbers (the half after '+' of /proc/device-tree/compatible, e.g.
+    # p3701-0005): where the machine has one, it alone decides; the rules below are the
+    # fallback for a board whose part number is unreadable
+    modules: list[str] = Field(default_factory=list)
     device_model: str | None = None  # in /proc/device-tree/model, e.g. "Orin Nano" on a Jetson
     gpu_name: str | None = None  # in an NVIDIA GPU's name from NVML, e.g. "H100"
     gpu_name_has: str | None = None  # also a plain substring of that name: "SXM", "PCIe", "HBM3"
@@ -72,8 +76,11 @@ class Detect(_Strict):
 
     @model_validator(mode="after")
     def _has_a_name(self):
-        if not (self.device_model or self.gpu_name or self.cpu_model):
-            raise ValueError("detect needs device_model, gpu_name or cpu_model")
+        if not (self.modules or self.device_model or self.gpu_name or self.cpu_model):
+            raise ValueError("detect needs modules, device_model, gpu_name or cpu_model")
+        for part in self.modules:
+            if not re.fullmatch(r"p\d{4}-\d{4}", part):
+                raise ValueError(f"module part number {part!r} is not pNNNN-NNNN")
         if self.gpu_name_has and not self.gpu_name:
             raise ValueError("gpu_name_has refines gpu_name: give gpu_name too")
         return self
@@ -93,7 +100,10 @@ class Detect(_Strict):
             what = "GPU memory" if self.gpu_name else "MemTotal"
             parts.append(f"{what} >= {lo:g} GiB" if hi is None else f"{what} < {hi:g} GiB"
                          if lo is None else f"{what} in [{lo:g}, {hi:g}) GiB")
-        return ", ".join(parts)
+        if not self.modules:
+            return ", ".join(parts)
+        modules = f"module {' or '.join(self.modules)} in /proc/device-tree/compatible"
+        return modules + (f" (where none is readable: {', '.join(parts)})" if parts else "")
 
 
 class Target(_Strict):
@@ -208,6 +218,24 @@ def matching_targets(facts: dict | None = None) -> list[Target]:
     everything = catalog()
     return ([t for t in everything if t.detect is not None and detected(t.detect, facts)]
             + [t for t in everything if t.detect is None])
+
+
+def target_for_machine(facts: dict | None = None
+                       ) -> tuple[Target | None, str | None, str | None]:
+    """(target, None, how it was identified), or (None, why not, None). A device-specific
+    target where exactly one fits; the generic one (cpu) only for a machine that is neither a
+    Jetson nor an NVIDIA GPU host, so a board no entry describes is never filed as a CPU."""
+    facts = machine_facts() if facts is None else facts
+    fits = matching_targets(facts)
+    specific = [t for t in fits if t.detect is not None]
+    if len(specific) == 1:
+        return specific[0], None, identified_by(specific[0].detect, facts)
+    if specific:
+        return None, (f"{', '.join(t.name for t in specific)} all fit "
+                      f"({identified_by(specific[0].detect, facts)}); name one with --target"), None
+    if facts.get("device_model") or facts.get("gpus") or not fits:
+        return None, f"no catalog target describes this machine: {describe_facts(facts)}", None
+    return fits[0], None, "generic: runs on any machine"
 
 
 # --- verification before measuring ---------------------------------------------------------------

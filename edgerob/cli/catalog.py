@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from edgerob.catalog import find_yaml, list_names
 from edgerob.catalog.targets import (describe_facts, families, load_target, machine_facts,
-                                     matching_targets)
-from edgerob.cli.common import fmt, out, user_errors
+                                     target_for_machine)
+from edgerob.cli.common import fmt, out, print_json, user_errors
+from edgerob.device import power_mode
 from edgerob.device.profilers import REGISTRY as PROFILERS, profiler_class
 from edgerob.device.runtimes import REGISTRY as RUNTIMES, runtime_class
 from edgerob.errors import EdgerobError
@@ -57,12 +59,24 @@ def targets_show(name: Annotated[str, typer.Argument(help="Target name or YAML p
 
 
 @user_errors
-def doctor():
-    """What can run here: runtimes, profilers and the target for this machine.
+def doctor(
+    sysroot: Annotated[Optional[Path], typer.Option(
+        "--sysroot", help="Read the machine from this folder laid out like / (proc/device-tree, "
+                          "proc/meminfo, sys/, etc/nvpmodel.conf, var/lib/nvpmodel/status, "
+                          "etc/nv_tegra_release) instead of /; EDGEROB_SYSROOT does the same for "
+                          "every command. nvpmodel is still run from PATH where it is there.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+):
+    """What can run here: runtimes, profilers, the target for this machine and its power mode.
 
-    Lists each runtime and profiler, available or not and why, and the catalog target that fits
-    this machine."""
-    table = Table("kind", "name", "available", "why", title="edgerob doctor")
+    Lists each runtime and profiler, available or not and why, the catalog target that fits
+    this machine (by module part number on a Jetson, with the facts it used) and the power mode
+    it is in (nvpmodel mode and clocks, or a GPU's power limit)."""
+    if sysroot is not None and not sysroot.is_dir():
+        raise EdgerobError(f"--sysroot {sysroot}: no such folder")
+    root = sysroot if sysroot is not None else power_mode.sysroot()
+    plugins = []
     for kind, names, get in (("runtime", RUNTIMES, runtime_class),
                              ("profiler", PROFILERS, profiler_class)):
         for name in names:
@@ -70,11 +84,26 @@ def doctor():
                 ok, reason = get(name).available()
             except (EdgerobError, ImportError) as e:
                 ok, reason = False, str(e)
-            table.add_row(kind, name, "[green]yes[/]" if ok else "[red]no[/]", reason)
+            plugins.append({"kind": kind, "name": name, "available": ok, "why": reason})
+    facts = machine_facts(root)
+    target, reason, how = target_for_machine(facts)
+    mode = power_mode.read_power_mode(root, gpu={"index": 0} if facts["gpus"] else None)
+    if json_out:
+        print_json({"sysroot": str(root), "target": target.name if target else None,
+                    "reason": reason, "identified_by": how, **mode, "facts": facts,
+                    "plugins": plugins})
+        return
+    table = Table("kind", "name", "available", "why", title="edgerob doctor")
+    for p in plugins:
+        table.add_row(p["kind"], p["name"], "[green]yes[/]" if p["available"] else "[red]no[/]",
+                      p["why"])
     out.print(table)
-    facts = machine_facts()
-    fits = matching_targets(facts)
     out.print(f"this machine: {describe_facts(facts)}", highlight=False, markup=False)
-    if fits:
-        out.print(f"target for this machine: [bold]{fits[0].name}[/] "
-                  f"(edgerob profile --target {fits[0].name})")
+    label = mode["power_mode"] or f"unknown ({mode['power_mode_facts'].get('reason')})"
+    out.print(f"power mode: {label}", highlight=False, markup=False)
+    if target:
+        out.print(f"target for this machine: [bold]{target.name}[/] "
+                  f"(edgerob profile --target {target.name}); identified by {how}")
+    else:
+        out.print(f"no target for this machine: {reason}", highlight=False, markup=False)
+

@@ -22,14 +22,18 @@ def print_measurements(rows: list[dict], title: str, forced: set = frozenset()) 
     table = Table(title=title)
     # the source column (measured here / imported) only where some row was imported
     sourced = any(r.get("source", "measured") != "measured" for r in rows)
-    for col in ("target", *(["source"] if sourced else []), "precision", "batch", "input set",
+    moded = any(r.get("power_mode") for r in rows)  # the power mode where some row has one
+    for col in ("target", *(["source"] if sourced else []), *(["power mode"] if moded else []),
+                "precision", "batch", "input set",
                 "p50 ms", "p99 ms", "mean ms", "std ms", "samples/s", "accuracy", "power W",
                 "J/inference", "iters"):
-        table.add_column(col, justify="left" if col in ("target", "source", "precision",
-                                                        "input set") else "right", no_wrap=True)
+        table.add_column(col, justify="left" if col in ("target", "source", "power mode",
+                                                        "precision", "input set") else "right",
+                         no_wrap=True)
     for r in rows:
         table.add_row(target_cell(r["target"], r["run_id"] in forced),
-                      *([r.get("source", "measured")] if sourced else []), r["precision"],
+                      *([r.get("source", "measured")] if sourced else []),
+                      *([r.get("power_mode") or "—"] if moded else []), r["precision"],
                       str(r["batch_size"]), r["input_set"],
                       fmt(r["latency_p50_ms"], ".3f"), fmt(r["latency_p99_ms"], ".3f"),
                       fmt(r["latency_mean_ms"], ".3f"), fmt(r["latency_std_ms"], ".3f"),
