@@ -130,7 +130,7 @@ def test_synthetic_tree_imports_the_files_numbers(tree, tmp_path):
     # the 32 GB AGX Orin with 12 cores is the developer kit (64GB module's CPU and GPU); its
     # Offline ResNet-50 ran on GPU + both DLAs (hw_notes)
     orin = runs[("OrinX", "Offline")]
-    assert orin["target"] == "jetson-agx-orin-64gb" and orin["accelerators"] == "GPU + 2 DLA"
+    assert orin["target"] == "jetson-agx-orin-devkit-32gb" and orin["accelerators"] == "GPU + 2 DLA"
     assert orin["configuration"] == "MaxP, GPU + 2 DLA"
     assert "developer kit" in json.loads(orin["versions"])["device_note"]
     # re-ingesting adds nothing
@@ -337,12 +337,12 @@ def test_real_devices_and_configurations(tmp_path):
                      ("Orin_TRT_MaxQ", "SingleStream"): "MaxQ, GPU",
                      ("Orin_TRT_MaxQ", "Offline"): "MaxQ, GPU + 2 DLA"}
     assert {run("v3.0", s, "resnet50", "Offline")["target"] for s in
-            ("Orin_TRT", "Orin_TRT_MaxQ")} == {"jetson-agx-orin-64gb"}
+            ("Orin_TRT", "Orin_TRT_MaxQ")} == {"jetson-agx-orin-devkit-32gb"}
     # the note names resnet50 and Retinanet only: BERT Offline ran on the GPU
     assert run("v3.0", "Orin_TRT", "bert-99", "Offline")["configuration"] == "MaxP, GPU"
     assert run("v3.0", "Orin_TRT", "retinanet", "Offline")["accelerators"] == "GPU + 2 DLA"
     # v2.0 spells the kit "NVIDIA Orin": 12 cores, the same device
-    assert run("v2.0", "Orin_TRT", "resnet50", "Offline")["target"] == "jetson-agx-orin-64gb"
+    assert run("v2.0", "Orin_TRT", "resnet50", "Offline")["target"] == "jetson-agx-orin-devkit-32gb"
     assert run("v3.0", "Orin_NX_TRT", "resnet50", "Offline")["target"] == "jetson-orin-nx-16gb"
     # Triton and MIG runs are their own configurations of the device
     assert run("v2.0", "A30x1_TRT_Triton", "resnet50", "Offline")["configuration"] == (
@@ -401,7 +401,7 @@ def test_older_log_formats(tmp_path):
     assert kv["Scenario"] == "SingleStream" and kv["Mode"] == "Performance"
 
 
-@pytest.mark.parametrize("cores,target", [(12, "jetson-agx-orin-64gb"),
+@pytest.mark.parametrize("cores,target", [(12, "jetson-agx-orin-devkit-32gb"),
                                           (8, "jetson-agx-orin-32gb"),
                                           (None, "ref:nvidia-jetson-agx-orin-32gb")])
 def test_agx_orin_32gb_is_told_apart_by_cpu_cores(tmp_path, cores, target):

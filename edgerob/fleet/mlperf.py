@@ -107,17 +107,17 @@ TARGET_MAP: dict[tuple[str, int], str] = {
 # 1792-core GPU (targets/jetson-agx-orin-32gb.yaml); the 2022-23 developer kit with 32 GB, which
 # NVIDIA submitted in v2.0-v3.0, has the 64GB module's 12-core CPU and full 2048-core GPU. The
 # system JSON does not describe the GPU, so the CPU core count (`host_processor_core_count`: 12
-# in those JSONs, "12-core ... Cortex-A78" in host_processor_model_name) tells them apart; the
-# kit's CPU and GPU are the 64GB module's, so it is that catalog device, with a note.
+# in those JSONs, "12-core ... Cortex-A78" in host_processor_model_name) tells them apart. The
+# kit (module p3701-0000) is its own catalog device: the 64GB module's CPU and GPU, 32 GB.
 AGX_ORIN = ("nvidia jetson agx orin", "nvidia orin")  # v2.0/v2.1 spell it "NVIDIA Orin"
-AGX_ORIN_BY_CORES = {12: "jetson-agx-orin-64gb", 8: "jetson-agx-orin-32gb"}
+AGX_ORIN_BY_CORES = {12: "jetson-agx-orin-devkit-32gb", 8: "jetson-agx-orin-32gb"}
 DEVKIT_NOTE = ("AGX Orin developer kit with 32 GB: 12-core CPU and 2048-core GPU of the 64GB "
-               "module (host_processor_core_count 12), stored as jetson-agx-orin-64gb")
+               "module (host_processor_core_count 12), stored as jetson-agx-orin-devkit-32gb")
 # Systems whose results folder has no systems/SYSTEM.json (e.g. a partial copy): NVIDIA's
 # system folder name -> catalog target; each is one accelerator. v2.0-v3.0's Orin was the
 # 32 GB developer kit (DEVKIT_NOTE).
 SYSTEM_FOLDERS: dict[str, str] = {
-    "Orin_TRT": "jetson-agx-orin-64gb", "Orin_TRT_MaxQ": "jetson-agx-orin-64gb",
+    "Orin_TRT": "jetson-agx-orin-devkit-32gb", "Orin_TRT_MaxQ": "jetson-agx-orin-devkit-32gb",
     "Orin_NX_TRT": "jetson-orin-nx-16gb", "Orin_NX_TRT_MaxQ": "jetson-orin-nx-16gb",
     "Xavier_NX_TRT": "jetson-xavier-nx", "Xavier_NX_TRT_MaxQ": "jetson-xavier-nx",
     "AGX_Xavier_TRT": "jetson-agx-xavier", "A100-PCIe-80GBx1_TRT": "a100-pcie",
