@@ -6,8 +6,9 @@ and intervals calibrated on held-out cells. `cells`: that matrix built from the 
 `spec`: the per-group spec-sheet regression `cost --candidate` and the report call.
 """
 
+from edgerob.analysis.predict.cells import predict
 from edgerob.analysis.predict.spec import (RESPONSE, fit_loglinear, leave_one_target_out,
                                            loto_rmse, predict_candidate, prediction_group)
 
-__all__ = ["RESPONSE", "fit_loglinear", "leave_one_target_out", "loto_rmse",
+__all__ = ["RESPONSE", "fit_loglinear", "leave_one_target_out", "loto_rmse", "predict",
            "predict_candidate", "prediction_group"]

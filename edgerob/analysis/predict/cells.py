@@ -106,30 +106,55 @@ def _specs(target: str, cache: dict) -> dict | None:
     return cache[target]
 
 
-def predict(store, target: str, family: str, columns: list[str] | None = None,
-            level: float = 0.9, include_forced: bool = False) -> list[dict]:
-    """Predictions for every configuration of `target` on workload `family` (each version's
-    column, or `columns`), speed and energy, with the method chosen by cross-validation and a
-    split-conformal `level` interval. The target's own cells of the family are hidden from every
-    fit and reported as `measured`."""
+def families(cells: Cells, *, mlperf: str | None = None, scenario: str | None = None,
+             model: str | None = None, precision: str | None = None,
+             batch_size: int | None = None) -> list[str]:
+    """The workload families a query names: an MLPerf benchmark x scenario, or an own model at
+    every stored precision x batch size unless given."""
+    if mlperf:
+        bench = mlperf if mlperf.startswith("mlperf:") else f"mlperf:{mlperf}"
+        return [f"{bench} {scenario}"]
+    return sorted({f for f in cells.family.values() if f.startswith(f"{model} ")
+                   and (precision is None or f.split(" ")[1] == precision)
+                   and (batch_size is None or f.split(" ")[2] == f"b{batch_size}")})
+
+
+def predict(store, target: str, *, mlperf: str | None = None, scenario: str | None = None,
+            version: str | None = None, model: str | None = None, precision: str | None = None,
+            batch_size: int | None = None, level: float = 0.9,
+            include_forced: bool = False) -> list[dict]:
+    """Predictions for every configuration of `target` on a workload (`mlperf` + `scenario`,
+    every stored version unless `version`; or `model`, every precision x batch size unless
+    given), speed and energy per inference, with the method chosen by cross-validation and a
+    split-conformal `level` interval. The target's own cells of the workload are hidden from
+    every fit, the method choice and the interval, and reported as `measured`."""
     if not 0 < level < 1:
         raise EdgerobError(f"--level must be between 0 and 1 (e.g. 0.9), not {level:g}")
+    if (mlperf is None) == (model is None):
+        raise EdgerobError("name one workload: --mlperf BENCHMARK --scenario S, or --model DIR")
+    if mlperf and scenario not in HEADLINE:
+        raise EdgerobError(f"--scenario must be one of {', '.join(HEADLINE)}, not {scenario!r}")
     cells = Cells(store, include_forced)
-    cols = [c for c, f in cells.family.items() if f == family]
-    cols = sorted(c for c in cols if columns is None or c in columns)
-    if not cols:
-        raise EdgerobError(f"no results for workload {family!r} in "
-                           f"{getattr(store, 'url', 'the store')}"
-                           + (f" at {', '.join(columns)}" if columns else ""))
+    fams = families(cells, mlperf=mlperf, scenario=scenario, model=model, precision=precision,
+                    batch_size=batch_size)
+    where = getattr(store, "url", "the store")
+    wanted = {fam: sorted(c for c, f in cells.family.items() if f == fam
+                          and (version is None or c == f"{fam} {version}")) for fam in fams}
+    if not any(wanted.values()):
+        what = (f"{fams[0]}" + (f" {version}" if version else "") if mlperf else
+                f"model {model!r}" + (f" at {precision}" if precision else "")
+                + (f" batch size {batch_size}" if batch_size else ""))
+        raise EdgerobError(f"no results for workload {what} on any target in {where}")
     cache: dict = {}
     known = target in cells.target.values()
     if not known and _specs(target, cache) is None:
         raise EdgerobError(f"unknown target {target!r}: not in the catalog (targets/) and no "
-                           f"results for it in {getattr(store, 'url', 'the store')}")
+                           f"results for it in {where}")
     out = []
-    for quantity in ("speed", "energy"):
-        mat = cells.matrix(quantity, [] if known else [target])
-        out += _predict_quantity(cells, mat, quantity, target, family, cols, level, cache)
+    for fam, cols in wanted.items():
+        for quantity in ("speed", "energy") if cols else ():
+            mat = cells.matrix(quantity, [] if known else [target])
+            out += _predict_quantity(cells, mat, quantity, target, fam, cols, level, cache)
     return out
 
 
