@@ -191,7 +191,7 @@ def cross_validate(mat: Matrix, methods=WARM_METHODS, seed: int = 0) -> Validati
 
 # --- devices with no results --------------------------------------------------------------------
 
-COLD_METHODS = ("spec", "spec+neighbours")
+COLD_METHODS = ("spec", "spec+neighbours", "spec+nearest")
 N_NEIGHBOURS = 2
 
 
@@ -217,8 +217,9 @@ def cold_fill(mat: Matrix, held: np.ndarray, cold: str, specs: dict, method: str
     """Estimates of `held` for device `cold` with none of its cells known: `spec` is
     mu + (its spec-regressed effect) + b_w; `spec+neighbours` adds, per workload, the mean
     residual of that model on the N_NEIGHBOURS devices nearest in log peak TOPS and log memory
-    bandwidth that have the workload (devices alike on paper deviate alike). None where the
-    spec sheets cannot say."""
+    bandwidth that have the workload (devices alike on paper deviate alike); `spec+nearest` is
+    the mean of `spec` and the device nearest in peak TOPS with the workload, scaled by the TOPS
+    ratio. None where the spec sheets cannot say."""
     train = np.where(held, np.nan, mat.y)
     if np.isnan(train).all():
         return None
@@ -232,17 +233,28 @@ def cold_fill(mat: Matrix, held: np.ndarray, cold: str, specs: dict, method: str
     est = np.where(held, lr.mu + eff + lr.b[None, :], np.nan)
     if method == "spec":
         return est
+    k = 2 if method == "spec+neighbours" else 1  # TOPS and bandwidth, or TOPS alone
+    dist = np.array([np.linalg.norm((_log_specs(specs[cold]) - _log_specs(specs[g]))[:k])
+                     if _specs_ok(specs.get(g)) else np.inf for g in mat.groups])
     resid = train - lr.full()
-    x0 = np.log([specs[cold]["peak_tops"], specs[cold]["memory_bandwidth_gbs"]])
-    dist = np.array([np.linalg.norm(np.log([specs[g]["peak_tops"], specs[g]["memory_bandwidth_gbs"]])
-                                    - x0) if _specs_ok(specs.get(g)) else np.inf
-                     for g in mat.groups])
     for j in np.flatnonzero(held.any(0)):
         near = [r for r in np.argsort(dist, kind="stable") if np.isfinite(dist[r])
-                and not np.isnan(resid[r, j])][:N_NEIGHBOURS]
-        if near:
-            est[:, j] = np.where(held[:, j], est[:, j] + np.mean(resid[near, j]), np.nan)
+                and not np.isnan(train[r, j])]
+        if not near:
+            continue
+        if method == "spec+neighbours":
+            shift = np.mean(resid[near[:N_NEIGHBOURS], j])
+        else:  # nearest-TOPS: y(r, w) x TOPS ratio, averaged with the spec estimate
+            r = near[0]
+            tops = train[r, j] + math.log(specs[cold]["peak_tops"]
+                                          / specs[mat.groups[r]]["peak_tops"])
+            shift = (tops - (lr.mu + eff + lr.b[j])) / 2
+        est[:, j] = np.where(held[:, j], est[:, j] + shift, np.nan)
     return est
+
+
+def _log_specs(s: dict) -> np.ndarray:
+    return np.log([s["peak_tops"], s["memory_bandwidth_gbs"]])
 
 
 def cold_validate(mat: Matrix, specs: dict) -> Validation:
