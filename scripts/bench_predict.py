@@ -76,9 +76,9 @@ def load(path: Path, store) -> int:
             dkey = device_key(system, info)
             # off the catalog (MIG slices, CPUs, Inferentia, H200): a reference-only device
             acc = str(info.get("accelerator_model_name") or "")
+            folder = re.sub(r"(_Triton|_MaxQ)+$", "", system)
             target = (acc if "MIG" in system else TARGET_MAP.get(dkey)
-                      or TARGET_MAP.get(SYSTEM_FOLDERS.get(re.sub(r"(_Triton|_MaxQ)+$", "", system)))
-                      or acc)
+                      or TARGET_MAP.get(SYSTEM_FOLDERS.get(folder)) or acc)
             if target in ("", "N/A"):
                 target = system  # CPU systems: the system is the device
             value = float(kv[key]) * scale / (n_acc if metric == "throughput_sps" else 1)
