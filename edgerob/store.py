@@ -76,6 +76,11 @@ runs = sa.Table(
     sa.Column("scenario", sa.String(16)),
     sa.Column("system_name", sa.String),
     sa.Column("accelerators", sa.String),
+    # revision 0004 (published results): how many accelerators the system ran on (0: none, a
+    # CPU-only system) and which configuration of the device it was, e.g. "MaxP, GPU",
+    # "MaxQ, GPU + 2 DLA", "MaxP, GPU, Triton", "MaxP, GPU, MIG 1x1g.10gb" (NULL: measured here)
+    sa.Column("n_accelerators", sa.Integer),
+    sa.Column("configuration", sa.String),
 )
 
 CELL_KEY = ("runtime", "precision", "batch_size", "input_set")
@@ -87,7 +92,8 @@ measurements = sa.Table(
     sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), nullable=False),
     sa.Column("target", sa.String, nullable=False),
     sa.Column("runtime", sa.String, nullable=False),
-    sa.Column("precision", sa.String(8), nullable=False),
+    # NULL only in imported rows whose source does not state it (precision_note says so)
+    sa.Column("precision", sa.String(8)),
     sa.Column("batch_size", sa.Integer, nullable=False),
     sa.Column("input_set", sa.String, nullable=False),
     sa.Column("n_samples", sa.Integer),
@@ -138,6 +144,13 @@ measurements = sa.Table(
     sa.Column("vs_clean_confidence", sa.Float),  # the interval's exact coverage
     sa.Column("vs_clean_method", sa.String),
     sa.Column("rounds", sa.Text),  # JSON: per round p50_ms, iterations, wall_s, energy
+    # revision 0004 (published results): why precision is NULL; Offline/Server throughput
+    # divided by runs.n_accelerators (derived, the only figure that is not the file's); the
+    # loadgen early-stopping estimate of the scenario's percentile (p90 SingleStream, p99
+    # MultiStream), which MLPerf publishes from v2.0 on
+    sa.Column("precision_note", sa.Text),
+    sa.Column("throughput_per_accelerator_sps", sa.Float),
+    sa.Column("latency_early_stopping_ms", sa.Float),
     sa.UniqueConstraint("run_id", *CELL_KEY, name="one_row_per_cell"),
 )
 

@@ -85,7 +85,7 @@ def main() -> None:
                      if p["group"].startswith(f"MLPerf {version} {scenario}")]
             p = preds[0]
             truth, pred = p["truth"], p[response]
-            train = {t: r for t, r in cell["rows"].items() if t != held}
+            train = {t: r for t, r in cell["rows"].items() if t in devices and t != held}
             nv = naive(train, cache, held, precision, response)
             e = abs(math.log(pred / truth))
             ne = abs(math.log(nv / truth)) if nv else None

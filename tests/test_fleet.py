@@ -277,6 +277,16 @@ def test_a_tie_is_a_cliffs_delta_under_0_147(per_mille, tie):
     assert rank_latency([_BASE, slower]) == ([1, 1] if tie else [1, 2])
 
 
+def test_a_tie_uses_cliffs_delta_from_two_latencies_on_each_side_else_p50_and_std():
+    """Two iterations on each side are enough for Cliff's delta, which then decides even where
+    the p50 +- std intervals overlap; one side without them falls back to the intervals."""
+    fast = {"latency_p50_ms": 1.0, "latency_std_ms": 0.6, "latencies_ms": [1.0, 1.0]}
+    slow = {"latency_p50_ms": 2.0, "latency_std_ms": 0.6, "latencies_ms": [2.0, 2.0]}
+    assert not latency_tie(fast, slow)  # delta -1, though 1.0 +- 0.6 meets 2.0 +- 0.6
+    no_list = {k: v for k, v in slow.items() if k != "latencies_ms"}
+    assert latency_tie(fast, no_list) and latency_tie(no_list, fast)  # the intervals
+
+
 def test_pareto_front_hand_made():
     pts = [{"n": "a", "lat": 1.0, "acc": 0.5}, {"n": "b", "lat": 2.0, "acc": 0.7},
            {"n": "c", "lat": 2.5, "acc": 0.6},   # dominated by b

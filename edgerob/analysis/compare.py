@@ -211,28 +211,47 @@ def _failure_groups(store, wanted: set[str] | None, include_forced: bool = True
     return out
 
 
-PROVENANCE_KEYS = ("source", "mlperf_version", "system_name", "scenario")
+PROVENANCE_KEYS = ("source", "mlperf_version", "system_name", "benchmark", "scenario")
 MEASURED = "measured"
+# The published rows that stand beside own measurements in prediction and cost: ResNet-50 (the
+# workload those compare), one accelerator, no serving or partitioning layer (Triton, MIG).
+PREDICTED_BENCHMARK = "mlperf:resnet50"
 
 
 def provenance(run: dict | None) -> dict:
     """Where a run's numbers come from: source "measured" (by edgerob, here or on a device) or
-    "mlperf" (imported published results), with the MLPerf version, system, scenario, the engines
-    that ran and the file."""
+    "mlperf" (imported published results), with the MLPerf version, system, benchmark, scenario,
+    the engines that ran, the device configuration, the accelerator count and the file."""
     run = run or {}
-    return {"source": run.get("source") or MEASURED,
+    source = run.get("source") or MEASURED
+    return {"source": source,
             "mlperf_version": run.get("mlperf_version"), "system_name": run.get("system_name"),
+            "benchmark": run.get("model") if source != MEASURED else None,
             "scenario": run.get("scenario"), "accelerators": run.get("accelerators"),
+            "configuration": run.get("configuration"),
+            "n_accelerators": run.get("n_accelerators"),
             "source_path": run.get("source_path")}
 
 
+def single_device_resnet50(row: dict) -> bool:
+    """Own rows, and published ResNet-50 rows of one accelerator without Triton or MIG (rows
+    stored before these columns existed count as such: that importer read nothing else)."""
+    if row.get("source", MEASURED) == MEASURED:
+        return True
+    extra = [p for p in (row.get("configuration") or "").split(", ")[2:] if p]
+    return (row.get("benchmark") in (None, PREDICTED_BENCHMARK)
+            and row.get("n_accelerators") in (None, 1) and not extra)
+
+
 def source_label(row: dict) -> str:
-    """"measured", or e.g. "MLPerf v3.0 Orin_TRT Offline" (and "GPU + 2 DLA" where not GPU)."""
+    """"measured", or e.g. "MLPerf v3.0 Orin_TRT resnet50 Offline" (and "GPU + 2 DLA" where not
+    GPU)."""
     if row.get("source", MEASURED) == MEASURED:
         return MEASURED
     acc = row.get("accelerators")
+    bench = (row.get("benchmark") or "").removeprefix("mlperf:")
     return " ".join(str(x) for x in ("MLPerf", row.get("mlperf_version"), row.get("system_name"),
-                                     row.get("scenario")) if x) + (
+                                     bench, row.get("scenario")) if x) + (
         f" ({acc})" if acc and acc != "GPU" else "")
 
 
@@ -242,7 +261,7 @@ def side_by_side_notes(rows: list[dict]) -> list[str]:
     for r in rows:
         by_target.setdefault(r["target"], set()).add(r.get("source", MEASURED))
     return [f"{t}: own measurements and published MLPerf results side by side: same device, "
-            f"different model and inputs (MLPerf's ResNet-50 v1.5 on ImageNet vs the model "
+            f"different model and inputs (MLPerf's benchmark models and data sets vs the model "
             f"edgerob measured), software (the submitter's tuned harness and TensorRT version) "
             f"and power settings; compare them as two sources, not one series"
             for t, s in sorted(by_target.items()) if len(s) > 1]
@@ -331,7 +350,7 @@ def fleet_table(store, targets=None, include_forced: bool = True) -> list[dict]:
             f["run_id"] in forced for rs in groups.values() for f in rs)
         rows.append(row)
     # published rows are ranked apart from ours, and per MLPerf version and scenario
-    within = ("batch_size", "source", "mlperf_version", "scenario")
+    within = ("batch_size", "source", "mlperf_version", "benchmark", "scenario")
     for row, rank in zip(rows, rank_latency(rows, within=within)):
         row["latency_rank"] = rank
     shared = {}
@@ -449,7 +468,9 @@ _WHY_MISSING = {
 
 def pareto_fronts(rows: list[dict], specs: tuple[FrontSpec, ...] = FRONTS) -> list[dict]:
     """Each front: {name, x, y, labels, front (rows), considered (how many rows had both values),
-    excluded: [{config, reason}]}."""
+    excluded: [{config, reason}]}. Published rows of other benchmarks or of several devices are
+    not on these axes (another workload; a price is per device): `single_device_resnet50`."""
+    rows = [r for r in rows if single_device_resnet50(r)]
     out = []
     for spec in specs:
         excluded = []

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from edgerob.analysis.compare import TargetCache
+from edgerob.analysis.compare import TargetCache, single_device_resnet50
 from edgerob.catalog.targets import load_target
 from edgerob.errors import EdgerobError
 
@@ -291,9 +291,10 @@ def attacker_side(target, row: dict, workload: Workload, train_time_s: float | N
 def cost_table(rows: list[dict], workload: Workload, train_time_s: float | None = None,
                pricing: str = "auto", n_train_samples: int | None = None,
                include_forced: bool = False) -> list[dict]:
-    """`tco` for every fleet row that has a clean measurement; a target whose YAML cannot be
-    loaded gives a row with only a note. A row marked `forced` (measured on a machine that is
-    not its target) is priced only with `include_forced`: build the rows with
+    """`tco` for every fleet row that has a clean measurement (published rows: ResNet-50 on
+    one accelerator, `single_device_resnet50`, as a catalog price is per device); a target
+    whose YAML cannot be loaded gives a row with only a note. A row marked `forced` (measured
+    on a machine that is not its target) is priced only with `include_forced`: build the rows with
     `fleet_table(store, include_forced=False)` so that a cell's verified rows stand in."""
     cache = TargetCache()
     out = []
@@ -301,6 +302,8 @@ def cost_table(rows: list[dict], workload: Workload, train_time_s: float | None 
         if r.get("throughput_sps") is None and not r.get("failure_records"):
             continue
         if r.get("forced") and not include_forced:
+            continue
+        if not single_device_resnet50(r):  # one device's price; published rows: ResNet-50
             continue
         tgt = cache.get(r["target"])
         if tgt is None:

@@ -155,7 +155,7 @@ def _fleet_section(rows: list[dict]) -> str:
             "rankings. Times and energy to failure are Kaplan-Meier medians of the failure "
             "records (— where over half the samples survive the budget). Source: measured by "
             "edgerob, or imported from published MLPerf Inference results (version, system, "
-            "scenario; MLPerf power is wall power of the whole system).</p>"
+            "benchmark, scenario; MLPerf power is wall power of the whole system).</p>"
             + _table(headers, body, numeric)
             + "".join(f"<p class='note'>{_e(n)}</p>" for n in side_by_side_notes(rows))
             + "".join(f"<p class='note'>no power: {_e(n)}</p>" for n in notes))
@@ -257,8 +257,8 @@ def _prediction_section(store, targets, include_forced: bool = False,
              _cell(r["energy_median_abs_rel_error"], ".1%"), _cell(r["extrapolated_cells"])]
             for r in loo]
     return (head + "<p class='note'>Each measured target with a spec sheet is held out and "
-            "predicted from the others (own rows: p50 latency; published MLPerf rows: the "
-            "scenario's metric, within one MLPerf version): log-linear on log(peak TOPS at the "
+            "predicted from the others (own rows: p50 latency; published MLPerf ResNet-50 rows "
+            "of one accelerator: the scenario's metric, within one MLPerf version): log-linear on log(peak TOPS at the "
             "precision) and log(memory bandwidth), the covariates chosen by leave-one-target-out "
             "error (at least two residual degrees of freedom), with 95% prediction intervals. "
             "Few targets make wide intervals and large errors: that is how far to trust a "

@@ -146,8 +146,9 @@ def ingest(
     source: Annotated[Optional[Path], typer.Argument(help="A bundle folder with results, or a "
                                                           "results .db file.")] = None,
     mlperf: Annotated[Optional[Path], typer.Option(
-        "--mlperf", help="Import published MLPerf Inference results (ResNet-50, VALID only): a "
-                         "results repository checkout or any folder under it.")] = None,
+        "--mlperf", help="Import published MLPerf Inference results (every benchmark and "
+                         "scenario, VALID only): a results repository checkout or any folder "
+                         "under it.")] = None,
     store: StoreOpt = DEFAULT_URL,
 ):
     """Import a device's results into the store, skipping rows already there."""
@@ -159,7 +160,7 @@ def ingest(
         out.print(f"imported {counts['imported']} MLPerf results (source mlperf) for "
                   f"{', '.join(counts['targets'])}; {counts['already_stored']} already stored, "
                   f"{len(counts['invalid'])} INVALID skipped, {len(counts['problems'])} "
-                  f"file(s) unreadable -> {store}", highlight=False)
+                  f"file(s) not imported (each named above) -> {store}", highlight=False)
         return
     counts = ingest_results(source, Store(store))
     out.print(f"ingested {counts['runs']} new runs, {counts['measurements']} measurements, "

@@ -2,16 +2,30 @@
 
 Reads a checkout of an MLCommons results repository (inference_results_vX.Y) or any folder
 under it, laid out as DIVISION/SUBMITTER/results/SYSTEM/BENCHMARK/SCENARIO/performance/run_1/
-with DIVISION/SUBMITTER/systems/SYSTEM.json, and stores each VALID performance result as one
-run (source "mlperf") with one measurement. Every stored number is the file's number; the only
-conversion is ns -> ms. What the numbers mean (REFERENCES.md, "MLPerf Inference results"):
+with DIVISION/SUBMITTER/systems/SYSTEM.json, and stores each VALID performance result of every
+benchmark and scenario as one run (source "mlperf", model "mlperf:BENCHMARK": a benchmark is its
+own workload, its samples its own unit) with one measurement. Every stored number is the file's
+number; the only conversions are ns -> ms and, labelled so, throughput per accelerator. What the
+numbers mean (REFERENCES.md, "MLPerf Inference results"), and the log formats since v0.5 (the
+v0.5/v0.7 files spell scenarios "Single Stream"/"Multi Stream" and the mode "Performance"):
 
 - SingleStream: one sample per query (batch_size 1); latency percentiles per query; throughput
-  = "QPS w/ loadgen overhead" (samples/s, since a query is one sample).
-- MultiStream: 8 samples per query (batch_size 8); latency percentiles per query of 8; no
-  throughput is stored (loadgen reports queries/s, and samples/s would be our arithmetic).
+  = "QPS w/ loadgen overhead" (samples/s, since a query is one sample). The result line is
+  the 90.00 percentile itself; from v2.0 the summary also gives loadgen's early-stopping
+  estimate of it, which MLPerf publishes: stored beside it (latency_early_stopping_ms).
+- MultiStream from v2.0: 8 samples per query (batch_size 8); latency percentiles per query, the
+  result line the 99.00 percentile, the early-stopping p99 estimate beside it; no throughput
+  (loadgen reports queries/s, and samples/s would be our arithmetic). Before v2.0 MultiStream
+  was another test: the result is "Samples per query", the most streams (samples per query)
+  served within a per-query latency bound; batch_size is that number, the per-query latency
+  percentiles are stored, and min/max/mean are not (the file gives them per sample only).
 - Offline: throughput = "Samples per second"; its latency lines describe one huge query and are
   not stored; batch_size is the file's samples_per_query (the whole run is one query).
+- Server: throughput = "Completed samples per second" (the v4.1 result line; earlier result
+  lines are "Scheduled samples per second", the rate loadgen issued, kept in the fingerprint);
+  latency percentiles per sample (one sample per query, p99 is the bound).
+Offline and Server throughput is the whole system's; divided by its accelerators it is stored
+as throughput_per_accelerator_sps.
 
 Power (MaxQ runs with power logs): the analyser's samples in run_1/spl.txt are averaged over
 loadgen's run window (power_begin < t < power_end in run_1/mlperf_log_detail.txt), as the MLPerf
@@ -42,10 +56,17 @@ from edgerob.store import measurements, now, runs
 
 SUMMARY = "mlperf_log_summary.txt"
 DETAIL = "mlperf_log_detail.txt"
-SCENARIOS = ("SingleStream", "MultiStream", "Offline")
-NOT_IMPORTED_SCENARIOS = ("Server",)  # a latency-bounded QPS: nothing of ours compares to it
-MODELS = {"resnet50": "resnet50"}  # MLPerf benchmark folder -> edgerob model name
-PRECISION = "int8"  # NVIDIA's closed ResNet-50 submissions run INT8 (their measurements/ say so)
+SCENARIOS = ("SingleStream", "MultiStream", "Offline", "Server")
+# v0.5's benchmark folders (mlcommons/inference_results_v0.5 closed/NVIDIA/results/T4x8/: resnet,
+# mobilenet, ssd-small, ssd-large, gnmt) -> the names later rounds give the same benchmarks
+BENCHMARK_ALIASES = {"resnet": "resnet50", "ssd-small": "ssd-mobilenet",
+                     "ssd-large": "ssd-resnet34"}
+# (submitter, benchmark) -> precision, where the submitter states it: NVIDIA's closed ResNet-50
+# submissions run INT8 (their measurements/ say so). Nothing else in a summary or system JSON
+# states precision, so every other result is stored with precision NULL and a note.
+PRECISION = {("NVIDIA", "resnet50"): "int8"}
+NO_PRECISION = ("precision not stated in the summary or the system description "
+                "(edgerob.fleet.mlperf.PRECISION): unknown, not guessed")
 _TIME = "%m-%d-%Y %H:%M:%S.%f"  # loadgen's power_begin/end and spl.txt's timestamps
 _NS_KEYS = {"latency_min_ms": "Min latency (ns)", "latency_max_ms": "Max latency (ns)",
             "latency_mean_ms": "Mean latency (ns)",
@@ -53,18 +74,24 @@ _NS_KEYS = {"latency_min_ms": "Min latency (ns)", "latency_max_ms": "Max latency
             "latency_p90_ms": "90.00 percentile latency (ns)",
             "latency_p95_ms": "95.00 percentile latency (ns)",
             "latency_p99_ms": "99.00 percentile latency (ns)"}
+_PER_SAMPLE = ("latency_min_ms", "latency_max_ms", "latency_mean_ms")  # old MultiStream: no
+_OLD_MULTISTREAM = "Samples per query"  # before v2.0, the MultiStream result line
 _METRIC = {"SingleStream": "90th percentile latency (ns)",
            "MultiStream": "99th percentile latency (ns)", "Offline": "Samples per second"}
+_SERVER = ("Completed samples per second", "Scheduled samples per second")
+_EARLY = re.compile(r"Early stopping (\d+)th percentile estimate: (\d+)")
 
 
 # (accelerator name in systems/SYSTEM.json, memory in GB: the accelerator's, or the host's where
 # it is "Shared with host" as on Jetsons) -> the catalog's name for that exact device. Variants
 # are different devices (clocks, TDP, bandwidth), so each has its own key and its own entry.
+# An accelerator not here is kept as a reference-only device, "ref:" + a slug of its name
+# (`describe_device`). AGX Orin with 32 GB is told apart by AGX_ORIN_BY_CORES below.
 TARGET_MAP: dict[tuple[str, int], str] = {
-    ("nvidia jetson agx orin", 32): "jetson-agx-orin-32gb",
     ("nvidia jetson agx orin", 64): "jetson-agx-orin-64gb",
     ("nvidia orin nx", 16): "jetson-orin-nx-16gb",
     ("nvidia jetson xavier nx", 8): "jetson-xavier-nx",
+    ("nvidia xavier nx", 8): "jetson-xavier-nx",  # v2.0's spelling
     ("nvidia jetson agx xavier", 32): "jetson-agx-xavier",
     ("nvidia a100-pcie-80gb", 80): "a100-pcie",
     ("nvidia a100-sxm-80gb", 80): "a100-sxm",
@@ -76,28 +103,34 @@ TARGET_MAP: dict[tuple[str, int], str] = {
     ("nvidia t4", 16): "t4",
     ("nvidia a10", 24): "a10",
 }
+# AGX Orin with 32 GB is two devices. The production 32GB module has an 8-core CPU and a
+# 1792-core GPU (targets/jetson-agx-orin-32gb.yaml); the 2022-23 developer kit with 32 GB, which
+# NVIDIA submitted in v2.0-v3.0, has the 64GB module's 12-core CPU and full 2048-core GPU. The
+# system JSON does not describe the GPU, so the CPU core count (`host_processor_core_count`: 12
+# in those JSONs, "12-core ... Cortex-A78" in host_processor_model_name) tells them apart; the
+# kit's CPU and GPU are the 64GB module's, so it is that catalog device, with a note.
+AGX_ORIN = ("nvidia jetson agx orin", "nvidia orin")  # v2.0/v2.1 spell it "NVIDIA Orin"
+AGX_ORIN_BY_CORES = {12: "jetson-agx-orin-64gb", 8: "jetson-agx-orin-32gb"}
+DEVKIT_NOTE = ("AGX Orin developer kit with 32 GB: 12-core CPU and 2048-core GPU of the 64GB "
+               "module (host_processor_core_count 12), stored as jetson-agx-orin-64gb")
 # Systems whose results folder has no systems/SYSTEM.json (e.g. a partial copy): NVIDIA's
-# system folder name -> the (accelerator, memory) key above. v2.0's Orin was the 32GB kit.
-SYSTEM_FOLDERS: dict[str, tuple[str, int]] = {
-    "Orin_TRT": ("nvidia jetson agx orin", 32),
-    "Orin_TRT_MaxQ": ("nvidia jetson agx orin", 32),
-    "Orin_NX_TRT": ("nvidia orin nx", 16),
-    "Xavier_NX_TRT": ("nvidia jetson xavier nx", 8),
-    "Xavier_NX_TRT_MaxQ": ("nvidia jetson xavier nx", 8),
-    "AGX_Xavier_TRT": ("nvidia jetson agx xavier", 32),
-    "A100-PCIe-80GBx1_TRT": ("nvidia a100-pcie-80gb", 80),
-    "DGX-A100_A100-SXM-80GBx1_TRT": ("nvidia a100-sxm-80gb", 80),
-    "H100-PCIe-80GBx1_TRT": ("nvidia h100-pcie-80gb", 80),
-    "DGX-H100_H100-SXM-80GBx1_TRT": ("nvidia h100-sxm-80gb", 80),
-    "L4x1_TRT": ("nvidia l4", 24),
-    "A30x1_TRT": ("nvidia a30", 24),
-    "A2x1_TRT": ("nvidia a2", 16),
-    "T4x1_TRT": ("nvidia t4", 16),
-    "A10x1_TRT": ("nvidia a10", 24),
+# system folder name -> catalog target; each is one accelerator. v2.0-v3.0's Orin was the
+# 32 GB developer kit (DEVKIT_NOTE).
+SYSTEM_FOLDERS: dict[str, str] = {
+    "Orin_TRT": "jetson-agx-orin-64gb", "Orin_TRT_MaxQ": "jetson-agx-orin-64gb",
+    "Orin_NX_TRT": "jetson-orin-nx-16gb", "Orin_NX_TRT_MaxQ": "jetson-orin-nx-16gb",
+    "Xavier_NX_TRT": "jetson-xavier-nx", "Xavier_NX_TRT_MaxQ": "jetson-xavier-nx",
+    "AGX_Xavier_TRT": "jetson-agx-xavier", "A100-PCIe-80GBx1_TRT": "a100-pcie",
+    "DGX-A100_A100-SXM-80GBx1_TRT": "a100-sxm", "H100-PCIe-80GBx1_TRT": "h100-pcie",
+    "DGX-H100_H100-SXM-80GBx1_TRT": "h100-sxm", "L4x1_TRT": "l4", "A30x1_TRT": "a30",
+    "A2x1_TRT": "a2", "T4x1_TRT": "t4", "A10x1_TRT": "a10",
 }
-# NVIDIA's Jetson Offline runs use the GPU and both DLAs (their system notes; REFERENCES.md)
-DLA_BOARDS = {"nvidia jetson agx orin", "nvidia orin nx", "nvidia jetson xavier nx",
-              "nvidia jetson agx xavier"}
+# Jetsons whose DLAs NVIDIA uses: which benchmarks and scenario run on GPU + both DLAs is in the
+# system JSON's hw_notes ("GPU and both DLAs are used in resnet50 and Retinanet, in Offline
+# scenario"); without a JSON, ResNet-50 Offline, which every such note from v2.0 to v3.1 lists
+DLA_BOARDS = {"nvidia jetson agx orin", "nvidia orin", "nvidia orin nx",
+              "nvidia jetson xavier nx", "nvidia xavier nx", "nvidia jetson agx xavier"}
+_DLA_NOTE = re.compile(r"both DLAs are used in (.+?),? in (\w+) scenario", re.I)
 
 
 @dataclass
@@ -112,26 +145,32 @@ class Imported:
 # --- reading the files ---------------------------------------------------------------------------
 
 def parse_summary(text: str, path: Path | str = SUMMARY) -> dict[str, str]:
-    """`key : value` lines of an mlperf_log_summary.txt; EdgerobError where it is not a whole
-    performance summary of a scenario edgerob imports."""
+    """`key : value` lines of an mlperf_log_summary.txt (the first of a repeated key: old
+    MultiStream summaries give per-query percentiles before per-sample ones), the scenario spelt
+    as from v1.0 on ("SingleStream"), and loadgen's early-stopping estimates under
+    "early_stopping_pNN_ns"; EdgerobError where it is not a whole performance summary."""
     kv: dict[str, str] = {}
     for line in text.splitlines():
         if ":" in line and not line.lstrip().startswith("*"):
             k, v = line.split(":", 1)
             kv.setdefault(k.strip(), v.strip())
+    for pct, ns in _EARLY.findall(text):  # " * Early stopping 90th percentile estimate: N"
+        kv.setdefault(f"early_stopping_p{pct}_ns", ns)
     if "Scenario" not in kv:
         raise EdgerobError(f"{path}: not an MLPerf summary (no 'Scenario' line)")
-    sc = kv["Scenario"]
-    if sc in NOT_IMPORTED_SCENARIOS:
-        raise EdgerobError(f"{path}: scenario {sc} is not imported (only "
-                           f"{', '.join(SCENARIOS)})")
+    sc = kv["Scenario"] = kv["Scenario"].replace(" ", "")  # v0.5/v0.7: "Single Stream"
     if sc not in SCENARIOS:
         raise EdgerobError(f"{path}: unknown scenario {sc!r} (known: {', '.join(SCENARIOS)})")
-    if kv.get("Mode") != "PerformanceOnly":
+    if kv.get("Mode") not in ("PerformanceOnly", "Performance"):  # "Performance" to v0.7
         raise EdgerobError(f"{path}: mode {kv.get('Mode')!r} is not a performance run")
-    need = ["Result is", _METRIC[sc], "samples_per_query"]
+    need = ["Result is", "samples_per_query"]
+    if sc == "Server":
+        need += [next((k for k in _SERVER if k in kv), _SERVER[0]), *_NS_KEYS.values()]
+    elif sc == "MultiStream" and _OLD_MULTISTREAM in kv:
+        need += [_OLD_MULTISTREAM] + [v for k, v in _NS_KEYS.items() if k not in _PER_SAMPLE]
+    else:
+        need += [_METRIC[sc]] + (list(_NS_KEYS.values()) if sc != "Offline" else [])
     need += ["QPS w/ loadgen overhead"] if sc == "SingleStream" else []
-    need += list(_NS_KEYS.values()) if sc != "Offline" else []
     missing = [k for k in need if k not in kv]
     if missing:
         raise EdgerobError(f"{path}: truncated or incomplete summary (no '{missing[0]}' line)")
@@ -178,16 +217,82 @@ def _memory_gb(text) -> int | None:
     return round(float(m.group(1)) * (1024 if m.group(2).upper() == "TB" else 1))
 
 
-def device_key(system_name: str, system: dict | None) -> tuple[str, int] | None:
-    """(accelerator name, memory GB) of a system, from its JSON or else its folder name."""
+def _count(value, default: int) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
+
+
+@dataclass(frozen=True)
+class Device:
+    target: str  # catalog target, or "ref:NAME" for an accelerator the catalog lacks
+    n_accelerators: int
+    engines: str  # runs.accelerators: "GPU", "GPU + 2 DLA", or the accelerator's name
+    configuration: str  # runs.configuration, e.g. "MaxQ, GPU + 2 DLA", "MaxP, GPU, Triton"
+    note: str | None = None
+
+
+def _engines(acc: str, raw: str, system: dict, benchmark: str, scenario: str) -> str:
+    if acc in DLA_BOARDS:
+        m = _DLA_NOTE.search(str(system.get("hw_notes") or ""))
+        if m and m.group(2).lower() == scenario.lower():
+            used = {b.strip().lower() for b in re.split(r",|\band\b", m.group(1))}
+            if benchmark in used:
+                return "GPU + 2 DLA"
+    return "GPU" if raw.lower().startswith("nvidia") else raw
+
+
+def describe_device(system_name: str, system: dict | None, benchmark: str,
+                    scenario: str, where: Path | str = "") -> Device:
+    """The device a result ran on, from systems/SYSTEM.json (else the folder name, SYSTEM_FOLDERS):
+    catalog target or reference-only name, accelerator count and configuration. EdgerobError
+    where the system has no accelerator or cannot be named."""
+    folder = system_name.lower()
+    sysname = str((system or {}).get("system_name") or "")
+    power = "MaxQ" if "maxq" in folder or "maxq" in sysname.lower() else "MaxP"
+    extras = [x for x in ("Triton", "HeteroMultiUse") if x.lower() in folder]
     if system is None:
-        return SYSTEM_FOLDERS.get(system_name)
+        if system_name not in SYSTEM_FOLDERS:
+            raise EdgerobError(f"{where}: no systems/{system_name}.json and an unknown system "
+                               f"folder (edgerob.fleet.mlperf.SYSTEM_FOLDERS): no device")
+        target = SYSTEM_FOLDERS[system_name]
+        dla = target.startswith("jetson-") and scenario == "Offline" and benchmark == "resnet50"
+        engines = "GPU + 2 DLA" if dla else "GPU"
+        return Device(target, 1, engines, ", ".join([power, engines, *extras]),
+                      DEVKIT_NOTE if system_name.startswith("Orin_TRT") else None)
+    raw = str(system.get("accelerator_model_name") or "").strip()
+    n = _count(system.get("accelerators_per_node"), 1)
+    nodes = _count(system.get("number_of_nodes"), 1)
+    if not raw or raw.upper() == "N/A" or n == 0:
+        raise EdgerobError(f"{where}: no accelerator in systems/{system_name}.json (a CPU-only "
+                           f"system): not imported")
+    if n is None or nodes is None:
+        raise EdgerobError(f"{where}: accelerators_per_node/number_of_nodes in systems/"
+                           f"{system_name}.json are not numbers")
+    mig = re.search(r"\((\S+) MIG\)", raw)  # "NVIDIA A30 (1x1g.6gb MIG)": a MIG slice
+    extras = ([f"MIG {mig.group(1)}"] if mig else []) + extras
+    base = re.sub(r"\s*\(.*\)", "", raw)
     # spelling drifts between versions: "Orin NX 16G", "A100-SXM4-80GB", "AGX Xavier 32GB"
-    acc = str(system.get("accelerator_model_name") or "").strip().lower()
-    acc = re.sub(r"\s+\d+\s*gb?$", "", re.sub(r"-sxm\d", "-sxm", acc))
+    acc = re.sub(r"\s+\d+\s*gb?$", "", re.sub(r"-sxm\d", "-sxm", base.lower()))
     mem = system.get("accelerator_memory_capacity")
-    gb = _memory_gb(system.get("host_memory_capacity") if "shared" in str(mem).lower() else mem)
-    return (acc, gb) if acc and gb else None
+    shared = "shared" in str(mem).lower()
+    gb = _memory_gb(system.get("host_memory_capacity") if shared else mem)
+    note = None
+    if acc in AGX_ORIN and gb == 32:
+        cores = _count(system.get("host_processor_core_count"), 0)
+        target = AGX_ORIN_BY_CORES.get(cores)
+        note = DEVKIT_NOTE if cores == 12 else None
+    else:
+        target = TARGET_MAP.get((acc, gb))
+    if target is None:  # kept as a reference-only device: results need no spec sheet
+        target = "ref:" + _slug(base + (f" {gb}gb" if shared and gb else ""))
+    engines = _engines(acc, base, system, benchmark, scenario)
+    return Device(target, n * nodes, engines, ", ".join([power, engines, *extras]), note)
 
 
 def power_from_logs(run_dir: Path, samples_per_query: int) -> dict:
@@ -311,41 +416,39 @@ def _one_result(summary: Path) -> dict | None:
     if loc is None:
         raise EdgerobError(f"{summary}: not in an MLPerf results layout (DIVISION/SUBMITTER/"
                            f"results/SYSTEM/BENCHMARK/SCENARIO/performance/run_N/)")
-    if loc.benchmark not in MODELS:
-        return None  # other benchmarks (bert, retinanet ...) are not ours
     kv = parse_summary(summary.read_text(encoding="utf-8", errors="replace"), summary)
     if kv["Scenario"] != loc.scenario:
         raise EdgerobError(f"{summary}: says scenario {kv['Scenario']} in folder {loc.scenario}")
     validity = kv["Result is"]
     if validity != "VALID":
         return {"validity": validity, "measurement": None}
+    benchmark = BENCHMARK_ALIASES.get(loc.benchmark, loc.benchmark)
+    sc = kv["Scenario"]
     system = read_system(loc.root / "systems" / f"{loc.system}.json")
-    per_node = (system or {}).get("accelerators_per_node", 1)
-    if str(per_node) != "1" or str((system or {}).get("number_of_nodes", 1)) != "1":
-        raise EdgerobError(f"{summary}: {per_node} accelerators per node: edgerob's targets "
-                           f"are single devices, so multi-accelerator results are not imported")
-    key = device_key(loc.system, system)
-    if key not in TARGET_MAP:
-        why = (f"accelerator {key[0]!r} with {key[1]} GB" if key else
-               "no systems/%s.json and an unknown system folder" % loc.system)
-        raise EdgerobError(f"{summary}: {why} is not in edgerob.fleet.mlperf.TARGET_MAP; add it "
-                           f"with its catalog target")
-    target = TARGET_MAP[key]
+    dev = describe_device(loc.system, system, benchmark, sc, summary)
     version = mlperf_version(summary)
     if version is None:
         raise EdgerobError(f"{summary}: no MLPerf version (not under inference_results_vX.Y "
                            f"and no loadgen_version in {DETAIL})")
-    sc = kv["Scenario"]
     spq = int(float(kv["samples_per_query"]))
     framework = str((system or {}).get("framework") or "")
     runtime = "tensorrt" if "TensorRT" in framework or "_TRT" in loc.system else "other"
-    uses_dla = sc == "Offline" and key[0] in DLA_BOARDS
-    m = {"runtime": runtime, "precision": PRECISION, "batch_size": spq, "input_set": "clean",
+    precision = PRECISION.get((loc.submitter, benchmark))
+    m = {"runtime": runtime, "precision": precision, "batch_size": spq, "input_set": "clean",
+         "precision_note": None if precision else NO_PRECISION,
          "n_samples": None, "iterations": None, "accuracy": None, "latencies_ms": None}
+    old_ms = sc == "MultiStream" and _OLD_MULTISTREAM in kv
     for col, k in _NS_KEYS.items():
-        m[col] = float(kv[k]) / 1e6 if sc != "Offline" else None
-    tput_key = {"SingleStream": "QPS w/ loadgen overhead", "Offline": "Samples per second"}
-    m["throughput_sps"] = float(kv[tput_key[sc]]) if sc in tput_key else None
+        stored = sc != "Offline" and not (old_ms and col in _PER_SAMPLE)
+        m[col] = float(kv[k]) / 1e6 if stored else None
+    pct = {"SingleStream": "90", "MultiStream": "99"}.get(sc)
+    es = kv.get(f"early_stopping_p{pct}_ns")
+    m["latency_early_stopping_ms"] = float(es) / 1e6 if es else None
+    tput_key = {"SingleStream": "QPS w/ loadgen overhead", "Offline": "Samples per second",
+                "Server": next((k for k in _SERVER if k in kv), None)}.get(sc)
+    m["throughput_sps"] = float(kv[tput_key]) if tput_key else None
+    m["throughput_per_accelerator_sps"] = (m["throughput_sps"] / dev.n_accelerators
+                                           if sc in ("Offline", "Server") else None)
     m.update(power_from_logs(summary.parent, spq))
     detail = read_detail(summary.parent / DETAIL) if (summary.parent / DETAIL).is_file() else {}
     m["iterations"] = detail.get("result_query_count")
@@ -353,9 +456,9 @@ def _one_result(summary: Path) -> dict | None:
                         "source_file": str(summary.resolve())}
     run_id = _run_id("mlperf", version, loc.division, loc.submitter, loc.system, loc.benchmark,
                      sc)
-    m["run_id"], m["target"] = run_id, target
-    run = {"run_id": run_id, "target": target, "profile": f"mlperf-{loc.division}",
-           "model": MODELS[loc.benchmark], "model_sha256": None, "runtime": runtime,
+    m["run_id"], m["target"] = run_id, dev.target
+    run = {"run_id": run_id, "target": dev.target, "profile": f"mlperf-{loc.division}",
+           "model": f"mlperf:{benchmark}", "model_sha256": None, "runtime": runtime,
            "host": str((system or {}).get("system_name") or loc.system), "status": "done",
            "started_at": str(detail.get("test_datetime") or f"mlperf {version}"),
            "finished_at": None,
@@ -363,17 +466,19 @@ def _one_result(summary: Path) -> dict | None:
                                    "software": (system or {}).get("other_software_stack"),
                                    "loadgen": detail.get("loadgen_version"),
                                    "submitter": loc.submitter,
-                                   "hw_notes": (system or {}).get("hw_notes")}),
+                                   "hw_notes": (system or {}).get("hw_notes"),
+                                   "device_note": dev.note}),
            "resume_key": None, "source": "mlperf", "source_path": str(summary.resolve()),
            "mlperf_version": version, "scenario": sc, "system_name": loc.system,
-           "accelerators": "GPU + 2 DLA" if uses_dla else "GPU"}
+           "accelerators": dev.engines, "n_accelerators": dev.n_accelerators,
+           "configuration": dev.configuration}
     return {"validity": validity, "run": run, "measurement": m}
 
 
 def ingest_mlperf(path: str | Path, store, on_skip=None) -> dict:
-    """Store every VALID ResNet-50 performance result under `path` in one transaction; results
+    """Store every VALID performance result under `path` in one transaction; results
     already stored (same version, division, submitter, system, benchmark, scenario) are skipped.
-    `on_skip(line)` is called once per file not imported (unreadable or INVALID), before
+    `on_skip(line)` is called once per file not imported (unreadable, no device, INVALID), before
     anything is written. EdgerobError (nothing written) when nothing could be imported."""
     imp = collect(path)
     for line in imp.problems + imp.invalid:
@@ -382,7 +487,7 @@ def ingest_mlperf(path: str | Path, store, on_skip=None) -> dict:
     if not imp.results:
         lines = imp.problems + imp.invalid
         raise EdgerobError(f"nothing imported from {path}: {len(imp.problems)} file(s) "
-                           f"unreadable, {len(imp.invalid)} INVALID"
+                           f"not imported, {len(imp.invalid)} INVALID"
                            + (f" ({lines[0]})" if len(lines) == 1 else ""))
     added = skipped = 0
     with store.engine.begin() as c:  # all or nothing

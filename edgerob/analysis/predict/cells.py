@@ -5,8 +5,9 @@ without the prefix is read as having it); its workload is the benchmark x scenar
 per MLPerf version (software drifts between versions), and its value the scenario's headline
 metric (Offline/Server throughput per accelerator where the store has it). An own measurement's
 workload is model x precision x batch size and its value the throughput. A device configuration
-is the target with the run's configuration (else its engines label); own rows and plain "GPU"
-rows share the target's default configuration. Rows of forced runs are left out.
+is the target with the run's configuration (else its engines label) and accelerator count; own
+rows share the target's default configuration (MaxP on the GPU). Rows of forced runs are left
+out.
 """
 
 from __future__ import annotations
@@ -43,9 +44,15 @@ def _workload(run: dict, m: dict) -> tuple[str, str, str, float | None]:
     return family, family, "throughput_sps", value
 
 
+DEFAULT_CONFIGURATIONS = (None, "GPU", "MaxP, GPU")  # where own measurements join the target
+
+
 def _config(run: dict) -> str:
     label = run.get("configuration") or run.get("accelerators")
-    return run["target"] if label in (None, "GPU") else f"{run['target']} ({label})"
+    n = run.get("n_accelerators")
+    if n not in (None, 1):  # per-accelerator figures of a bigger system: its own configuration
+        label = f"{label or 'GPU'}, x{n}"
+    return run["target"] if label in DEFAULT_CONFIGURATIONS else f"{run['target']} ({label})"
 
 
 def _speed(metric: str, value: float) -> float:

@@ -13,7 +13,7 @@ from itertools import combinations
 import numpy as np
 
 from edgerob.analysis.compare import (MEASURED, TargetCache, _failure_groups, _num, fleet_table,
-                                      source_label, target_names)
+                                      single_device_resnet50, source_label, target_names)
 from edgerob.catalog.targets import load_target
 from edgerob.device.failures import km_median
 from edgerob.errors import EdgerobError
@@ -173,7 +173,8 @@ def _has_specs(target) -> bool:
 # What is predicted in each group: own rows the p50 latency per batch (throughput follows from
 # it); published MLPerf rows their scenario's headline metric.
 RESPONSE = {None: "latency_p50_ms", "SingleStream": "latency_p90_ms",
-            "MultiStream": "latency_p99_ms", "Offline": "throughput_sps"}
+            "MultiStream": "latency_p99_ms", "Offline": "throughput_sps",
+            "Server": "throughput_sps"}
 
 
 def prediction_group(row: dict) -> tuple:
@@ -198,6 +199,8 @@ def _per_target_rows(rows: list[dict], cache: TargetCache) -> dict[tuple, dict]:
     are the GPU's, so such a row is neither learnt from nor scored against."""
     out: dict[tuple, dict] = {}
     for r in rows:
+        if not single_device_resnet50(r):  # another workload, or a system of several devices
+            continue
         g = prediction_group(r)
         response = RESPONSE[g[2]]
         if not _num(r.get(response)):
