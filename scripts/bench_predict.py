@@ -3,10 +3,10 @@ Inference result, in one run, against two baselines.
 
     PYTHONPATH=. python scripts/bench_predict.py [MLPERF_RESULTS_FOLDER]
 
-Every summary (all benchmarks and scenarios, Server included) is stored as the importer's data
-contract says (source "mlperf", model "mlperf:BENCHMARK", the scenario's headline metric,
-Offline/Server throughput divided by the system's accelerators; the system folder is the
-configuration) in a temporary store: today's importer reads ResNet-50 only. Then:
+Every VALID result (all benchmarks and scenarios) is imported (`edgerob.fleet.mlperf`) into a
+temporary store; a device configuration is the catalog target (or reference-only device) with the
+run's configuration and accelerator count, the value the scenario's headline metric (Offline and
+Server throughput per accelerator). Then:
 
 (a) warm cells: for each device and workload (benchmark x scenario) both with other results, the
     device's results for that workload are removed in every version and configuration and
@@ -28,7 +28,6 @@ TOPS / memory bandwidth, covariates by leave-one-target-out, its 90% t interval)
 from __future__ import annotations
 
 import math
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -38,15 +37,10 @@ import numpy as np
 from edgerob.analysis.predict.cells import Cells, _specs
 from edgerob.analysis.predict.matrix import Matrix, cold_fill, cold_validate, cross_validate, fill
 from edgerob.analysis.predict.spec import LATENCY_COVARIATES, fit_loglinear
-from edgerob.fleet.mlperf import (SYSTEM_FOLDERS, TARGET_MAP, device_key, mlperf_version,
-                                  read_system)
-from edgerob.store import Store, measurements, now, runs
+from edgerob.fleet.mlperf import ingest_mlperf
+from edgerob.store import Store
 
 LEVEL = 0.9
-HEADLINE = {"SingleStream": ("latency_p90_ms", "90th percentile latency (ns)", 1e-6),
-            "MultiStream": ("latency_p99_ms", "99th percentile latency (ns)", 1e-6),
-            "Offline": ("throughput_sps", "Samples per second", 1.0),
-            "Server": ("throughput_sps", "Completed samples per second", 1.0)}
 
 
 def _default_path() -> Path:
@@ -55,48 +49,6 @@ def _default_path() -> Path:
         if p.is_dir():
             return p
     sys.exit("no MLPerf results folder found: pass one as the first argument")
-
-
-def load(path: Path, store) -> int:
-    """Every VALID performance summary under `path` as one run + one measurement."""
-    n = 0
-    with store.engine.begin() as c:
-        for f in sorted(path.rglob("mlperf_log_summary.txt")):
-            p = f.parts
-            system, bench, scenario = p[-6], p[-5], p[-4]
-            kv = dict(line.split(":", 1) for line in f.read_text().splitlines()
-                      if ":" in line and not line.startswith("*"))
-            kv = {k.strip(): v.strip() for k, v in kv.items()}
-            if (kv.get("Result is") != "VALID" or scenario not in HEADLINE
-                    or kv.get("Scenario") != scenario):  # a few files say another scenario
-                continue
-            metric, key, scale = HEADLINE[scenario]
-            info = read_system(f.parents[6] / "systems" / f"{system}.json") or {}
-            n_acc = max(int(info.get("accelerators_per_node") or 1), 1)
-            dkey = device_key(system, info)
-            # off the catalog (MIG slices, CPUs, Inferentia, H200): a reference-only device
-            acc = str(info.get("accelerator_model_name") or "")
-            folder = re.sub(r"(_Triton|_MaxQ)+$", "", system)
-            target = (acc if "MIG" in system else TARGET_MAP.get(dkey)
-                      or TARGET_MAP.get(SYSTEM_FOLDERS.get(folder)) or acc)
-            if target in ("", "N/A"):
-                target = system  # CPU systems: the system is the device
-            value = float(kv[key]) * scale / (n_acc if metric == "throughput_sps" else 1)
-            plain = re.search(r"(x1)?_TRT$", system) and "MIG" not in system
-            dla = scenario == "Offline" and any(b in str(dkey) for b in ("orin", "xavier"))
-            config = None if plain and not dla else system + (" GPU + 2 DLA" if dla else "")
-            version = mlperf_version(f)
-            run_id = f"{version}|{system}|{bench}|{scenario}"
-            c.execute(runs.insert().values(
-                run_id=run_id, target=target, profile="mlperf-closed", model=f"mlperf:{bench}",
-                host=system, status="done", started_at=version, source="mlperf",
-                mlperf_version=version, scenario=scenario, system_name=system,
-                accelerators=config))
-            c.execute(measurements.insert().values(
-                run_id=run_id, target=target, runtime="tensorrt", precision="int8",
-                batch_size=1, input_set="clean", created_at=now(), **{metric: value}))
-            n += 1
-    return n
 
 
 def nearest_tops(mat, held, i, j, specs) -> float:
@@ -176,7 +128,7 @@ def main() -> None:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else _default_path()
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{tmp}/bench.db")
-        n = load(path, store)
+        n = ingest_mlperf(path, store)["imported"]
         mat = Cells(store).matrix("speed")
     cache: dict = {}
     specs = {g: _specs(g, cache) for g in set(mat.groups)}
