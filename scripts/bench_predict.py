@@ -107,7 +107,7 @@ def predictor(mat, held, specs, chosen_log):
     masked = Matrix(mat.rows, mat.groups, mat.cols, mat.families, np.where(held, np.nan, mat.y))
     val = cross_validate(masked)
     chosen_log[val.chosen] = chosen_log.get(val.chosen, 0) + 1
-    est = fill(mat.y, held, val.chosen, mat.groups)[0]
+    est = fill(mat.y, held, val.chosen)[0]
     return est, val.half_width(LEVEL)
 
 

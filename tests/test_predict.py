@@ -84,13 +84,15 @@ def test_cross_validation_picks_ratios_where_devices_copy_archetypes():
     assert val.scores["ratio"] < 0.05 < val.scores["rank2"]
 
 
-def test_device_groups_are_held_out_together():
-    # two configurations of one device: its other configuration is no reference for itself
+def test_a_held_out_cell_hides_every_configuration_and_version_of_the_pair():
+    # rows 0 and 1 are two configurations of device "a"; columns 2 and 3 two versions of "w"
     y, _ = _additive(6, 5)
-    y[1] = y[0] + 0.3
-    est, refs = fill(y, _matrix(y, groups=["a", "a", "b", "c", "d", "e"]).held_mask("a", "w2")
-                     & ~np.isnan(y), "ratio", ["a", "a", "b", "c", "d", "e"])
-    assert all(r["row"] not in (0, 1) for r in refs[(0, 2)])
+    mat = _matrix(y, groups=["a", "a", "b", "c", "d", "e"], families=["u", "v", "w", "w", "x"])
+    held = mat.held_mask("a", "w")
+    assert held.sum() == 4 and held[:2, 2:4].all()
+    y2 = y.copy()
+    y2[1, 2] = 100.0  # were the other configuration a reference, row 0 would move
+    assert fill(y2, held, "ratio")[0][0, 2] == pytest.approx(y[0, 2], abs=1e-12)
 
 
 def test_conformal_interval_coverage_is_near_its_level():

@@ -184,7 +184,7 @@ def _predict_quantity(cells, mat, quantity, target, family, cols, level, cache):
     if not warm:
         why = f"{target} has no results for any workload; " + why.replace(
             "(device, workload) cells", "cells of devices held out whole")
-    est = {m: fill(mat.y, held, m, mat.groups) if warm else
+    est = {m: fill(mat.y, held, m) if warm else
            (_or_nan(cold_fill(mat, held, target, specs, m), mat), {}) for m in order}
     out = []
     for i in rows:

@@ -54,8 +54,7 @@ class Matrix:
 
 # --- the methods ---------------------------------------------------------------------------------
 
-def ratio_predict(y: np.ndarray, i: int, j: int, groups: list[str] | None = None
-                  ) -> tuple[float, list[dict]]:
+def ratio_predict(y: np.ndarray, i: int, j: int) -> tuple[float, list[dict]]:
     """Cell (i, j) from the rows that have column j; nan and no references where none shares a
     column with row i. References: {"row", "log_ratio", "shared", "spread"}."""
     d = y[i][None, :] - y  # log ratios of row i to every row, per workload
@@ -63,8 +62,6 @@ def ratio_predict(y: np.ndarray, i: int, j: int, groups: list[str] | None = None
     shared = (~np.isnan(d)).sum(1)
     ok = ~np.isnan(y[:, j]) & (shared > 0)
     ok[i] = False
-    if groups is not None:
-        ok &= np.array(groups) != groups[i]
     rows = np.flatnonzero(ok)
     if not len(rows):
         return float("nan"), []
@@ -114,8 +111,7 @@ def fit_lowrank(y: np.ndarray, rank: int, seed: int = 0) -> LowRank:
     return LowRank(mu, a, b, u, v)
 
 
-def fill(y: np.ndarray, cells: np.ndarray, method: str, groups: list[str] | None = None
-         ) -> tuple[np.ndarray, dict]:
+def fill(y: np.ndarray, cells: np.ndarray, method: str) -> tuple[np.ndarray, dict]:
     """Estimates of `cells` (a boolean mask, hidden from the fit) by `method`; nan where the
     method cannot say. Also {cell: ratio references} for the ratio methods."""
     train = np.where(cells, np.nan, y)
@@ -124,7 +120,7 @@ def fill(y: np.ndarray, cells: np.ndarray, method: str, groups: list[str] | None
     idx = list(zip(*np.nonzero(cells)))
     if method in ("ratio", "ratio+additive"):
         for i, j in idx:
-            out[i, j], refs[(i, j)] = ratio_predict(train, i, j, groups)
+            out[i, j], refs[(i, j)] = ratio_predict(train, i, j)
     if method != "ratio":
         rank = {"rank1": 1, "rank2": 2}.get(method, 0)
         full = fit_lowrank(train, rank).full()
@@ -176,7 +172,7 @@ def cross_validate(mat: Matrix, methods=WARM_METHODS, seed: int = 0) -> Validati
     cell counts where every method predicts it and its device keeps other results (warm)."""
     errs = {m: [] for m in methods}
     for held in _folds(mat, seed):
-        est = {m: fill(mat.y, held, m, mat.groups)[0] for m in methods}
+        est = {m: fill(mat.y, held, m)[0] for m in methods}
         ok = held & np.all([np.isfinite(e) for e in est.values()], axis=0)
         for m in methods:
             errs[m].append((est[m] - mat.y)[ok])
