@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerob.analysis.compare import (RESPONSE, TargetCache, _per_target_rows, _predict_rows,
-                             fleet_table, prediction_group)
+from edgerob.analysis.compare import TargetCache, fleet_table
+from edgerob.analysis.predict.spec import (RESPONSE, _per_target_rows, _predict_rows,
+                                           prediction_group)
 from edgerob.fleet.mlperf import ingest_mlperf
 from edgerob.store import Store
 

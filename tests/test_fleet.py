@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import yaml
 
-from edgerob.analysis.compare import (fleet_table, km_curve, latency_tie, leave_one_target_out,
-                             pareto_front, pareto_fronts, predict_candidate, rank_latency,
-                             restricted_mean)
+from edgerob.analysis.compare import (fleet_table, km_curve, latency_tie, pareto_front,
+                                      pareto_fronts, rank_latency, restricted_mean)
+from edgerob.analysis.predict import leave_one_target_out, predict_candidate
 from edgerob.analysis.cost import (JOULES_PER_KWH, Workload, attacker_side, joules_to_kwh, tco,
                           usd_for_seconds)
 from edgerob.errors import EdgerobError

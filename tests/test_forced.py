@@ -17,9 +17,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from edgerob.analysis.compare import (fleet_table, forced_note, leave_one_target_out,
-                                      predict_candidate)
+from edgerob.analysis.compare import fleet_table, forced_note
 from edgerob.analysis.cost import Workload, cost_table
+from edgerob.analysis.predict import leave_one_target_out, predict_candidate
 from edgerob.analysis.report import render_report
 from edgerob.cli import app
 from edgerob.device.failures import km_median

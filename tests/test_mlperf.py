@@ -455,7 +455,8 @@ def test_own_and_published_rows_side_by_side(tree, tmp_path):
 def test_multi_accelerator_system_is_stored_with_its_count(tmp_path):
     """Issue 21: an 8-accelerator system is imported (it was refused before), with N and its
     throughput per accelerator; prediction and cost still read single-device rows only."""
-    from edgerob.analysis.compare import TargetCache, _per_target_rows, fleet_table, pareto_fronts
+    from edgerob.analysis.compare import TargetCache, fleet_table, pareto_fronts
+    from edgerob.analysis.predict.spec import _per_target_rows
 
     root = tmp_path / "r"
     result(root, "A30x8", "Offline", OFFLINE)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from edgerob.analysis.compare import TargetCache, _predict_rows, fit_loglinear, loto_rmse
+from edgerob.analysis.compare import TargetCache
+from edgerob.analysis.predict.spec import _predict_rows, fit_loglinear, loto_rmse
 from edgerob.analysis.cost import Workload, candidate_costs, tco
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from edgerob.analysis.compare import (config_label, figure_bytes, fleet_table, forced_note,
-                                      front_figure, km_figures, leave_one_target_out,
-                                      pareto_fronts, side_by_side_notes, target_names)
+                                      front_figure, km_figures, pareto_fronts,
+                                      side_by_side_notes, target_names)
 from edgerob.analysis.cost import Workload, cost_table
+from edgerob.analysis.predict import leave_one_target_out
 from edgerob.errors import EdgerobError
 from edgerob.files import atomic_write_bytes
 from edgerob.store import now

@@ -2,7 +2,7 @@
 
 One module per command group over a shared core (`common`: consoles, errors, option aliases;
 `tables`: tables several commands print): `prepare` (train, export, attack), `measure` (profile,
-bundle, ingest), `catalog` (targets, doctor), `results` (results, compare, cost, report, fit),
+bundle, ingest), `catalog` (targets, doctor), `results` (results, compare, cost, report, fit), `predict`,
 `search` (arch-score, optimize). Modules a device lacks the libraries for (torch, pandas,
 lifelines, optuna) are imported inside the commands that need them, so `edgerob profile
 --bundle` runs on a device with numpy and the runtime only.
@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from edgerob import __version__
-from edgerob.cli import catalog, measure, prepare, results, search
+from edgerob.cli import catalog, measure, predict, prepare, results, search
 from edgerob.cli.common import out
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -50,6 +50,7 @@ app.command()(prepare.attack)
 app.command()(catalog.doctor)
 app.command()(results.compare)
 app.command()(results.cost)
+app.command()(predict.predict)
 app.command()(results.report)
 app.command()(results.fit)
 app.command("arch-score")(search.arch_score)

@@ -12,9 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgerob.analysis.compare import (compare_fleet, config_label, fleet_table, forced_note,
-                                      leave_one_target_out, predict_candidate, provenance,
-                                      public_rows, side_by_side_notes, source_label)
+                                      provenance, public_rows, side_by_side_notes, source_label)
 from edgerob.analysis.cost import Workload, candidate_costs, cost_table, workload_dict
+from edgerob.analysis.predict import leave_one_target_out, predict_candidate
 from edgerob.analysis.report import write_report
 from edgerob.catalog.targets import load_target
 from edgerob.cli.common import StoreOpt, csv_list, err, fmt, out, print_json, user_errors

@@ -1,0 +1,273 @@
+"""The device-configuration x workload matrix of log performance, and the methods that fill a cell.
+
+Values are log "speeds" (log throughput, -log latency, -log energy): one orientation for every
+workload, so a faster device is larger everywhere and one device effect fits all columns.
+
+Methods (each fills held-out cells from the observed ones):
+- `ratio`: y(d, w) = y(r, w) + median over shared workloads v of y(d, v) - y(r, v), from the
+  references r most consistent on those shared workloads (smallest spread), weighted by it.
+- `additive`, `rank1`, `rank2`: y = mu + a_d + b_w (+ u_d . v_w), alternating ridge least squares.
+- `ratio+additive`: the mean of the two.
+- `spec`: for a device with no results, its device effect a_d regressed on the catalog's peak TOPS
+  and memory bandwidth across the devices that have results (`fit_loglinear`), plus b_w;
+  `spec+neighbours` adds the residuals of the devices nearest on paper.
+
+Cross-validation holds out (device, workload family) cells: every configuration of the device,
+every version of the workload, as a buyer without the device would be. The method with the
+smallest mean |log error| over the cells every method can predict is chosen (cold devices: each
+device with a spec sheet held out whole); the interval is the
+chosen method's held-out |log error| quantile (split-conformal), so its coverage is what was
+measured on this store's own cells.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+WARM_METHODS = ("ratio", "additive", "rank1", "rank2", "ratio+additive")
+N_REFERENCES = 3  # references averaged by the ratio method
+RATIO_PRIOR = 0.3  # log spread assumed of a ratio seen on one shared workload only
+RIDGE = 1.0  # on the low-rank factors (biases get RIDGE / 100): a few cells per row is common
+ALS_ITERATIONS = 60
+FOLDS = 10
+
+
+@dataclass
+class Matrix:
+    """rows: device configurations, with `groups` the device each belongs to (held out together);
+    cols: workloads, with `families` the workload regardless of version (held out together);
+    y: log speed, nan where unknown."""
+
+    rows: list[str]
+    groups: list[str]
+    cols: list[str]
+    families: list[str]
+    y: np.ndarray
+
+    def held_mask(self, group: str, family: str) -> np.ndarray:
+        return (np.array(self.groups)[:, None] == group) & (np.array(self.families)[None, :]
+                                                            == family)
+
+
+# --- the methods ---------------------------------------------------------------------------------
+
+def ratio_predict(y: np.ndarray, i: int, j: int) -> tuple[float, list[dict]]:
+    """Cell (i, j) from the rows that have column j; nan and no references where none shares a
+    column with row i. References: {"row", "log_ratio", "shared", "spread"}."""
+    d = y[i][None, :] - y  # log ratios of row i to every row, per workload
+    d[:, j] = np.nan
+    shared = (~np.isnan(d)).sum(1)
+    ok = ~np.isnan(y[:, j]) & (shared > 0)
+    ok[i] = False
+    rows = np.flatnonzero(ok)
+    if not len(rows):
+        return float("nan"), []
+    med = np.nanmedian(d[rows], axis=1)
+    sq = np.nansum((d[rows] - med[:, None]) ** 2, axis=1)
+    spread = np.sqrt((sq + RATIO_PRIOR ** 2) / shared[rows])
+    cands = [{"row": int(r), "log_ratio": float(m), "shared": int(shared[r]), "spread": float(s)}
+             for r, m, s in zip(rows, med, spread)]
+    refs = sorted(cands, key=lambda c: (c["spread"], -c["shared"], c["row"]))[:N_REFERENCES]
+    w = np.array([1 / c["spread"] ** 2 for c in refs])
+    vals = np.array([y[c["row"], j] + c["log_ratio"] for c in refs])
+    return float(w @ vals / w.sum()), refs
+
+
+@dataclass
+class LowRank:
+    mu: float
+    a: np.ndarray
+    b: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+    def full(self) -> np.ndarray:
+        return self.mu + self.a[:, None] + self.b[None, :] + self.u @ self.v.T
+
+
+def fit_lowrank(y: np.ndarray, rank: int, seed: int = 0) -> LowRank:
+    """log y = mu + a_d + b_w + u_d . v_w on the observed cells, by alternating ridge least
+    squares (seeded start: the result is deterministic)."""
+    m = ~np.isnan(y)
+    z = np.where(m, y, 0.0)
+    n_r, n_c = y.shape
+    mu = float(z.sum() / m.sum())
+    a, b = np.zeros(n_r), np.zeros(n_c)
+    rng = np.random.default_rng(seed)
+    u, v = 0.1 * rng.standard_normal((n_r, rank)), 0.1 * rng.standard_normal((n_c, rank))
+    lam_b, eye = RIDGE / 100, np.eye(rank)
+    for _ in range(ALS_ITERATIONS):
+        a = (m * (z - mu - b[None, :] - u @ v.T)).sum(1) / (m.sum(1) + lam_b)
+        b = (m * (z - mu - a[:, None] - u @ v.T)).sum(0) / (m.sum(0) + lam_b)
+        if rank:
+            r = m * (z - mu - a[:, None] - b[None, :])
+            u = np.linalg.solve(np.einsum("ij,jk,jl->ikl", m, v, v) + RIDGE * eye,
+                                (r @ v)[..., None])[..., 0]
+            v = np.linalg.solve(np.einsum("ij,ik,il->jkl", m, u, u) + RIDGE * eye,
+                                (r.T @ u)[..., None])[..., 0]
+    return LowRank(mu, a, b, u, v)
+
+
+def fill(y: np.ndarray, cells: np.ndarray, method: str) -> tuple[np.ndarray, dict]:
+    """Estimates of `cells` (a boolean mask, hidden from the fit) by `method`; nan where the
+    method cannot say. Also {cell: ratio references} for the ratio methods."""
+    train = np.where(cells, np.nan, y)
+    out = np.full(y.shape, np.nan)
+    refs: dict = {}
+    idx = list(zip(*np.nonzero(cells)))
+    if method in ("ratio", "ratio+additive"):
+        for i, j in idx:
+            out[i, j], refs[(i, j)] = ratio_predict(train, i, j)
+    if method != "ratio":
+        rank = {"rank1": 1, "rank2": 2}.get(method, 0)
+        full = fit_lowrank(train, rank).full()
+        known = ~np.isnan(train).all(1)[:, None]  # a row with no cells has no device effect
+        est = np.where(cells & known, full, np.nan)
+        out = est if method != "ratio+additive" else (out + est) / 2
+    return out, refs
+
+
+# --- cross-validation and intervals --------------------------------------------------------------
+
+@dataclass
+class Validation:
+    """Held-out log errors (prediction - truth) per method, on the cells every method predicts."""
+
+    errors: dict[str, np.ndarray]
+    chosen: str
+    cells: int
+    scores: dict[str, float] = field(default_factory=dict)  # mean |log error|
+
+    def half_width(self, level: float) -> float:
+        """Split-conformal: the ceil((n+1) level)-th smallest held-out |log error|."""
+        e = np.sort(np.abs(self.errors[self.chosen]))
+        k = math.ceil((len(e) + 1) * level)
+        return float("inf") if k > len(e) else float(e[k - 1])
+
+    def why(self) -> str:
+        rest = ", ".join(f"{m} {s:.3f}" for m, s in sorted(self.scores.items(),
+                                                          key=lambda kv: kv[1])
+                         if m != self.chosen)
+        return (f"{self.chosen}: smallest mean |log error| ({self.scores[self.chosen]:.3f}) over "
+                f"{self.cells} held-out (device, workload) cells; {rest}")
+
+
+def _folds(mat: Matrix, seed: int) -> list[np.ndarray]:
+    """(device, workload family) pairs with an observed cell, shuffled (seeded) into folds."""
+    have = ~np.isnan(mat.y)
+    pairs = sorted({(mat.groups[i], mat.families[j]) for i, j in zip(*np.nonzero(have))})
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    n = min(FOLDS, len(pairs))
+    masks = [np.zeros(mat.y.shape, bool) for _ in range(n)]
+    for k, p in enumerate(order):
+        masks[k % n] |= mat.held_mask(*pairs[p]) & have
+    return masks
+
+
+def cross_validate(mat: Matrix, methods=WARM_METHODS, seed: int = 0) -> Validation:
+    """Every method on the same folds of held-out (device, workload family) pairs. A held-out
+    cell counts where every method predicts it and its device keeps other results (warm)."""
+    errs = {m: [] for m in methods}
+    for held in _folds(mat, seed):
+        est = {m: fill(mat.y, held, m)[0] for m in methods}
+        ok = held & np.all([np.isfinite(e) for e in est.values()], axis=0)
+        for m in methods:
+            errs[m].append((est[m] - mat.y)[ok])
+    errors = {m: np.concatenate(e) if e else np.array([]) for m, e in errs.items()}
+    n = len(next(iter(errors.values())))
+    if n == 0:
+        return Validation(errors, methods[0], 0, {m: float("nan") for m in methods})
+    scores = {m: float(np.mean(np.abs(e))) for m, e in errors.items()}
+    return Validation(errors, min(methods, key=lambda m: (scores[m], methods.index(m))), n,
+                      scores)
+
+
+# --- devices with no results --------------------------------------------------------------------
+
+COLD_METHODS = ("spec", "spec+neighbours", "spec+nearest")
+N_NEIGHBOURS = 2
+
+
+def spec_effect(a: dict[str, float], specs: dict[str, dict], cold: str) -> float | None:
+    """A cold device's effect from the warm devices' effects `a` (log speed) regressed on their
+    spec sheets, covariates chosen by leave-one-device-out (`fit_loglinear`; speed proportional
+    to peak TOPS is one of the candidate laws). None where fewer than 3 devices have specs."""
+    from edgerob.analysis.predict.spec import LATENCY_COVARIATES, fit_loglinear
+
+    names = sorted(d for d in a if _specs_ok(specs.get(d)))
+    if len(names) < 3 or not _specs_ok(specs.get(cold)):
+        return None
+    fit = fit_loglinear([math.exp(a[d]) for d in names], [specs[d] for d in names],
+                        LATENCY_COVARIATES, specs[cold], proportional={"peak_tops": 1.0})
+    return math.log(fit.predict(specs[cold], 0.9)[0])
+
+
+def _specs_ok(s) -> bool:
+    return bool(s) and all((s.get(c) or 0) > 0 for c in ("peak_tops", "memory_bandwidth_gbs"))
+
+
+def cold_fill(mat: Matrix, held: np.ndarray, cold: str, specs: dict, method: str):
+    """Estimates of `held` for device `cold` with none of its cells known: `spec` is
+    mu + (its spec-regressed effect) + b_w; `spec+neighbours` adds, per workload, the mean
+    residual of that model on the N_NEIGHBOURS devices nearest in log peak TOPS and log memory
+    bandwidth that have the workload (devices alike on paper deviate alike); `spec+nearest` is
+    the mean of `spec` and the device nearest in peak TOPS with the workload, scaled by the TOPS
+    ratio. None where the spec sheets cannot say."""
+    train = np.where(held, np.nan, mat.y)
+    if np.isnan(train).all():
+        return None
+    lr = fit_lowrank(train, 0)
+    a: dict[str, float] = {}
+    for i in np.flatnonzero(~np.isnan(train).all(1)):  # a device's effect: its best configuration
+        a[mat.groups[i]] = max(a.get(mat.groups[i], -math.inf), lr.a[i])
+    eff = spec_effect(a, specs, cold)
+    if eff is None:
+        return None
+    est = np.where(held, lr.mu + eff + lr.b[None, :], np.nan)
+    if method == "spec":
+        return est
+    k = 2 if method == "spec+neighbours" else 1  # TOPS and bandwidth, or TOPS alone
+    dist = np.array([np.linalg.norm((_log_specs(specs[cold]) - _log_specs(specs[g]))[:k])
+                     if _specs_ok(specs.get(g)) else np.inf for g in mat.groups])
+    resid = train - lr.full()
+    for j in np.flatnonzero(held.any(0)):
+        near = [r for r in np.argsort(dist, kind="stable") if np.isfinite(dist[r])
+                and not np.isnan(train[r, j])]
+        if not near:
+            continue
+        if method == "spec+neighbours":
+            shift = np.mean(resid[near[:N_NEIGHBOURS], j])
+        else:  # nearest-TOPS: y(r, w) x TOPS ratio, averaged with the spec estimate
+            r = near[0]
+            tops = train[r, j] + math.log(specs[cold]["peak_tops"]
+                                          / specs[mat.groups[r]]["peak_tops"])
+            shift = (tops - (lr.mu + eff + lr.b[j])) / 2
+        est[:, j] = np.where(held[:, j], est[:, j] + shift, np.nan)
+    return est
+
+
+def _log_specs(s: dict) -> np.ndarray:
+    return np.log([s["peak_tops"], s["memory_bandwidth_gbs"]])
+
+
+def cold_validate(mat: Matrix, specs: dict) -> Validation:
+    """Each device with a spec sheet held out whole (every cell), each cold method's log errors."""
+    errs = {m: [] for m in COLD_METHODS}
+    for g in sorted(set(mat.groups)):
+        held = (np.array(mat.groups) == g)[:, None] & ~np.isnan(mat.y)
+        if not held.any() or not _specs_ok(specs.get(g)):
+            continue
+        est = {m: cold_fill(mat, held, g, specs, m) for m in COLD_METHODS}
+        if all(e is not None for e in est.values()):
+            for m in COLD_METHODS:
+                errs[m].append((est[m] - mat.y)[held])
+    errors = {m: np.concatenate(e) if e else np.array([]) for m, e in errs.items()}
+    n = len(errors[COLD_METHODS[0]])
+    if n == 0:
+        return Validation(errors, COLD_METHODS[0], 0, {})
+    scores = {m: float(np.mean(np.abs(e))) for m, e in errors.items()}
+    return Validation(errors, min(COLD_METHODS, key=lambda m: (scores[m], COLD_METHODS.index(m))),
+                      n, scores)

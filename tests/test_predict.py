@@ -1,0 +1,215 @@
+"""The matrix predictor (issue 21): each method on synthetic matrices with a known answer, the
+cross-validated choice, conformal coverage, and `edgerob predict` on a synthetic store."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgerob.analysis.predict import predict
+from edgerob.analysis.predict.matrix import (Matrix, cold_fill, cross_validate, fill,
+                                             ratio_predict)
+from edgerob.cli import app
+from edgerob.store import Store, measurements, now, runs
+
+
+def _matrix(y, groups=None, families=None) -> Matrix:
+    n, m = y.shape
+    return Matrix([f"d{i}" for i in range(n)], groups or [f"d{i}" for i in range(n)],
+                  [f"w{j}" for j in range(m)], families or [f"w{j}" for j in range(m)], y)
+
+
+def _additive(n=8, m=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, 1, n)[:, None] + rng.normal(0, 1, m)[None, :], rng
+
+
+def test_ratio_is_exact_on_an_additive_matrix_and_names_its_references():
+    y, _ = _additive()
+    held = np.zeros(y.shape, bool)
+    held[2, 3] = True
+    est, refs = fill(y, held, "ratio")
+    assert est[2, 3] == pytest.approx(y[2, 3], abs=1e-12)
+    r = refs[(2, 3)][0]  # the ratio to a reference is its device effect difference, exactly
+    assert r["log_ratio"] == pytest.approx(y[2, 0] - y[r["row"], 0]) and r["shared"] == 5
+    # a row sharing no workload with the reference cannot be filled
+    y2 = y.copy()
+    y2[2, [0, 1, 2, 4, 5]] = np.nan
+    assert math.isnan(ratio_predict(y2, 2, 3)[0])
+
+
+def test_rank1_recovers_an_interaction_that_additive_misses():
+    rng = np.random.default_rng(1)
+    n, m = 30, 20  # enough cells per row and column that the ridge (1.0) barely shrinks
+    u, v = rng.normal(0, 1, n), rng.normal(0, 1, m)
+    y = rng.normal(0, 1, n)[:, None] + rng.normal(0, 1, m)[None, :] + np.outer(u, v)
+    held = np.zeros(y.shape, bool)
+    held[[0, 3, 7], [1, 4, 6]] = True
+    err = {k: np.abs(fill(y, held, k)[0] - y)[held].max() for k in ("additive", "rank1")}
+    assert err["rank1"] < 0.1 < err["additive"]
+
+
+def test_rank2_recovers_two_interactions_that_rank1_misses():
+    rng = np.random.default_rng(2)
+    n, m = 40, 30
+    y = rng.normal(0, 1, (n, 2)) @ rng.normal(0, 1, (2, m)) * 1.5
+    held = np.zeros(y.shape, bool)
+    held[[1, 5, 9, 13], [2, 7, 0, 5]] = True
+    err = {k: np.abs(fill(y, held, k)[0] - y)[held].max() for k in ("rank1", "rank2")}
+    assert err["rank2"] < 0.15 < err["rank1"]
+
+
+def test_cross_validation_picks_low_rank_on_low_rank_data():
+    rng = np.random.default_rng(3)
+    n, m = 30, 20
+    y = rng.normal(0, 1, (n, 2)) @ rng.normal(0, 1, (2, m)) * 1.5 + rng.normal(0, 1, n)[:, None]
+    val = cross_validate(_matrix(y))
+    assert val.chosen == "rank2"
+    assert val.scores["rank2"] < min(val.scores["ratio"], val.scores["additive"])
+    assert "rank2: smallest mean |log error|" in val.why()
+
+
+def test_cross_validation_picks_ratios_where_devices_copy_archetypes():
+    # every device is one of 6 random archetypes shifted: rank 6, but each has exact twins
+    rng = np.random.default_rng(4)
+    arch = rng.normal(0, 1, (6, 10))
+    kind = np.arange(24) % 6
+    y = arch[kind] + rng.normal(0, 1, 24)[:, None]
+    val = cross_validate(_matrix(y))
+    assert val.chosen == "ratio"
+    assert val.scores["ratio"] < 0.05 < val.scores["rank2"]
+
+
+def test_a_held_out_cell_hides_every_configuration_and_version_of_the_pair():
+    # rows 0 and 1 are two configurations of device "a"; columns 2 and 3 two versions of "w"
+    y, _ = _additive(6, 5)
+    mat = _matrix(y, groups=["a", "a", "b", "c", "d", "e"], families=["u", "v", "w", "w", "x"])
+    held = mat.held_mask("a", "w")
+    assert held.sum() == 4 and held[:2, 2:4].all()
+    y2 = y.copy()
+    y2[1, 2] = 100.0  # were the other configuration a reference, row 0 would move
+    assert fill(y2, held, "ratio")[0][0, 2] == pytest.approx(y[0, 2], abs=1e-12)
+
+
+def test_conformal_interval_coverage_is_near_its_level():
+    # additive + N(0, 0.15) noise, 30 devices x 20 workloads; 120 held-out cells, each
+    # predicted with its interval from cross-validation on what is left
+    rng = np.random.default_rng(5)
+    y = rng.normal(0, 1, 30)[:, None] + rng.normal(0, 1, 20)[None, :] + rng.normal(0, .15,
+                                                                                 (30, 20))
+    mat = _matrix(y)
+    inside = []
+    for i, j in zip(rng.integers(0, 30, 120), rng.integers(0, 20, 120)):
+        held = mat.held_mask(f"d{i}", f"w{j}")
+        seen = _matrix(np.where(held, np.nan, y))
+        val = cross_validate(seen)
+        est = fill(y, held, val.chosen)[0][i, j]
+        inside.append(abs(est - y[i, j]) <= val.half_width(0.9))
+    assert 0.8 <= np.mean(inside) <= 0.97
+
+
+def test_spec_fills_a_cold_device_from_its_spec_sheet():
+    # device effect = log peak TOPS exactly: a device with no results is predicted exactly
+    tops = np.array([10.0, 20, 40, 80, 160, 320])
+    y = np.log(tops)[:, None] + np.array([0.0, 1.0, -0.5, 2.0])[None, :]
+    specs = {f"d{i}": {"peak_tops": t, "memory_bandwidth_gbs": 100 + 37 * i ** 2}
+             for i, t in enumerate(tops)}
+    held = np.zeros(y.shape, bool)
+    held[3] = True
+    for method in ("spec", "spec+neighbours"):
+        est = cold_fill(_matrix(y), held, "d3", specs, method)
+        assert np.allclose(est[3], y[3], atol=0.01)  # the biases' small ridge
+
+
+# --- the store and the CLI ---------------------------------------------------------------------
+
+DEVICES = {"a2": -1.0, "t4": -0.6, "l4": 0.0, "a30": 0.4, "a100-pcie": 1.0, "h100-pcie": 1.6,
+           "jetson-agx-orin-32gb": -1.3, "a10": 0.2}
+
+
+def _store(tmp_path, own_l4=None, seed=0):
+    """Four MLPerf workloads (Offline throughput and SingleStream latency) on DEVICES and an own
+    model on all but h100-pcie: log metric = device effect + workload effect + N(0, 0.03)."""
+    rng = np.random.default_rng(seed)
+    store = Store(f"sqlite:///{tmp_path}/p.db")
+    with store.engine.begin() as c:
+        for d, a in DEVICES.items():
+            for k, (bench, scen) in enumerate([("resnet50", "Offline"), ("bert-99", "Offline"),
+                                               ("resnet50", "SingleStream"),
+                                               ("retinanet", "Offline")]):
+                run_id = f"{d}{k}"
+                val = math.exp(a + k + rng.normal(0, 0.03))
+                metric = {"Offline": "throughput_sps", "SingleStream": "latency_p90_ms"}[scen]
+                c.execute(runs.insert().values(
+                    run_id=run_id, target=d, profile="mlperf", model=bench, host="x",
+                    status="done", started_at="v3.0", source="mlperf", mlperf_version="v3.0",
+                    scenario=scen, system_name=d, accelerators="GPU"))
+                c.execute(measurements.insert().values(
+                    run_id=run_id, target=d, runtime="tensorrt", precision="int8", batch_size=1,
+                    input_set="clean", created_at=now(),
+                    **{metric: val if metric == "throughput_sps" else 1 / val}))
+            if d == "h100-pcie":
+                continue
+            v = 100 * math.exp(a) if d != "l4" or own_l4 is None else own_l4
+            c.execute(runs.insert().values(run_id=f"{d}own", target=d, profile="quick",
+                                           model="mynet", host="x", status="done",
+                                           started_at="2026"))
+            c.execute(measurements.insert().values(
+                run_id=f"{d}own", target=d, runtime="onnxruntime", precision="fp32",
+                batch_size=4, input_set="clean", created_at=now(), throughput_sps=v,
+                latency_p50_ms=4e3 / v))
+    return store
+
+
+def test_predict_json_shape_and_the_chosen_method(tmp_path):
+    _store(tmp_path)
+    r = CliRunner().invoke(app, ["predict", "--target", "l4", "--mlperf", "bert-99",
+                                 "--scenario", "Offline", "--json",
+                                 "--store", f"sqlite:///{tmp_path}/p.db"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert len(rows) == 1
+    row = rows[0]
+    assert {"target", "workload", "metric", "predicted", "interval", "level", "method",
+            "references", "measured"} <= set(row)
+    assert row["target"] == "l4" and row["metric"] == "throughput_sps" and row["level"] == 0.9
+    assert row["workload"] == "mlperf:bert-99 Offline v3.0"
+    assert row["interval"][0] < row["predicted"] < row["interval"][1]
+    assert abs(math.log(row["predicted"] / math.exp(1))) < 0.1
+    assert row["method"] in row["why"] and row["references"]
+    assert row["measured"] == pytest.approx(math.exp(1), rel=0.1)
+
+
+def test_own_model_on_a_target_that_never_ran_it(tmp_path):
+    store = _store(tmp_path)
+    rows = predict(store, "h100-pcie", model="mynet")
+    assert [r["workload"] for r in rows] == ["mynet fp32 b4"] and rows[0]["measured"] is None
+    assert abs(math.log(rows[0]["predicted"] / (100 * math.exp(1.6)))) < 0.1
+
+
+def test_the_targets_own_value_is_never_fitted(tmp_path):
+    # l4's own row says 1000x what the others imply: the prediction must not move
+    a = predict(_store(tmp_path / "a", own_l4=100.0), "l4", model="mynet")[0]
+    b = predict(_store(tmp_path / "b", own_l4=1e5), "l4", model="mynet")[0]
+    assert b["measured"] == pytest.approx(1e5)
+    assert a["predicted"] == b["predicted"] and a["interval"] == b["interval"]
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--target", "nope", "--mlperf", "resnet50", "--scenario", "Offline"], "unknown target"),
+    (["--target", "l4", "--mlperf", "gptj", "--scenario", "Offline"], "no results for workload"),
+    (["--target", "l4", "--model", "othernet"], "no results for workload"),
+    (["--target", "l4", "--mlperf", "resnet50", "--scenario", "Offline", "--level", "1.5"],
+     "--level must be between 0 and 1"),
+    (["--target", "l4", "--mlperf", "resnet50", "--scenario", "Batch"], "--scenario must be"),
+    (["--target", "l4"], "name one workload"),
+])
+def test_user_errors_end_with_one_line_and_exit_2(tmp_path, args, match):
+    _store(tmp_path)
+    r = CliRunner().invoke(app, ["predict", *args, "--store", f"sqlite:///{tmp_path}/p.db"])
+    assert r.exit_code == 2, r.output
+    assert match in r.output and "Traceback" not in r.output
