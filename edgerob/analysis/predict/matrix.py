@@ -194,11 +194,12 @@ N_NEIGHBOURS = 2
 def spec_effect(a: dict[str, float], specs: dict[str, dict], cold: str) -> float | None:
     """A cold device's effect from the warm devices' effects `a` (log speed) regressed on their
     spec sheets, covariates chosen by leave-one-device-out (`fit_loglinear`; speed proportional
-    to peak TOPS is one of the candidate laws). None where fewer than 3 devices have specs."""
+    to peak TOPS is one of the candidate laws). None where fewer than 2 devices have specs (one
+    fitted scale, checked on the other device)."""
     from edgerob.analysis.predict.spec import LATENCY_COVARIATES, fit_loglinear
 
     names = sorted(d for d in a if _specs_ok(specs.get(d)))
-    if len(names) < 3 or not _specs_ok(specs.get(cold)):
+    if len(names) < 2 or not _specs_ok(specs.get(cold)):
         return None
     fit = fit_loglinear([math.exp(a[d]) for d in names], [specs[d] for d in names],
                         LATENCY_COVARIATES, specs[cold], proportional={"peak_tops": 1.0})
