@@ -18,7 +18,7 @@ import numpy as np
 
 from edgerob.analysis.compare import forced_runs
 from edgerob.analysis.predict.matrix import (Matrix, cold_fill, cold_validate, cross_validate,
-                                             fill)
+                                             fill, support)
 from edgerob.catalog.targets import load_target
 from edgerob.errors import EdgerobError
 
@@ -194,7 +194,9 @@ def _predict_quantity(cells, mat, quantity, target, family, cols, level, cache):
     if not val.cells:
         return []
     order = sorted(val.scores, key=lambda m: (m != val.chosen, val.scores[m]))
-    half, why = val.half_width(level), val.why()
+    why = val.why()
+    # warm: the interval from held-out cells whose workload was known on as many devices
+    sup = support(seen.y, mat.groups) if warm else [None] * len(mat.cols)
     if not warm:
         why = f"{target} has no results for any workload; " + why.replace(
             "(device, workload) cells", "cells of devices held out whole")
@@ -209,9 +211,10 @@ def _predict_quantity(cells, mat, quantity, target, family, cols, level, cache):
             res = {"target": target, "configuration": mat.rows[i], "workload": mat.cols[j],
                    "metric": metric, "predicted": None, "interval": None, "level": level,
                    "method": method, "why": why, "references": [],
+                   "devices_with_workload": None if sup[j] is None else int(sup[j]),
                    "measured": None if np.isnan(truth) else _value(metric, truth)}
             if method is not None:
-                s = est[method][0][i, j]
+                s, half = est[method][0][i, j], val.half_width(level, sup[j])
                 res.update(predicted=_value(metric, s), interval=sorted(
                                (_value(metric, s - half), _value(metric, s + half)))
                            if math.isfinite(half) else None,
