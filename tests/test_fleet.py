@@ -24,14 +24,15 @@ import yaml
 
 from edgerob.analysis.compare import (fleet_table, km_curve, latency_tie, pareto_front,
                                       pareto_fronts, rank_latency, restricted_mean)
-from edgerob.analysis.predict import leave_one_target_out, predict_candidate
+from edgerob.analysis.predict import held_out, predict_candidate
+from edgerob.analysis.predict.matrix import WARM_METHODS
 from edgerob.analysis.cost import (JOULES_PER_KWH, Workload, attacker_side, joules_to_kwh, tco,
                           usd_for_seconds)
 from edgerob.errors import EdgerobError
 from edgerob.device.bench import compare_samples
 from edgerob.device.failures import km_median
 from edgerob.analysis.report import write_report
-from edgerob.store import Store
+from edgerob.store import Store, measurements
 from edgerob.catalog.targets import load_target
 
 from conftest import FAST
@@ -131,16 +132,15 @@ def test_fleet_table_values_equal_the_stored_ones(real_fleet, monkeypatch):
         fleet_table(store, targets=["no-such"])
 
 
-def test_leave_one_target_out_on_the_real_runs(real_fleet, monkeypatch):
+def test_each_real_runs_device_held_out_and_predicted(real_fleet, monkeypatch):
     folder, store = real_fleet
     monkeypatch.chdir(folder)
-    loo = leave_one_target_out(store)
-    assert [r["target"] for r in loo] == ["cpu-cloud", "cpu-t1", "cpu-t2"]
-    for r in loo:
-        assert r["cells"] == 4  # fp32/int8 x batch 1/4
-        assert r["median_abs_rel_error"] >= 0
-        assert all(c["n_targets"] == 2 for c in r["details"])  # two left to fit on
-        assert all(c["in_interval"] in (True, False) for c in r["details"])
+    rows = held_out(store)
+    assert [r["target"] for r in rows] == ["cpu-cloud", "cpu-t1", "cpu-t2"]
+    for r in rows:
+        assert r["cells"] == 4  # fp32/int8 x batch 1/4, each hidden and predicted
+        assert r["median_abs_rel_error"] >= 0 and r["methods"]
+        assert all(c["measured"] is not None and c["interval"] for c in r["details"])
 
 
 def test_report_of_the_real_runs_is_self_contained(real_fleet, monkeypatch, tmp_path):
@@ -441,75 +441,69 @@ def test_kaplan_meier_restricted_mean_by_hand():
 
 # --- pre-purchase prediction ----------------------------------------------------------------------
 
-def test_candidate_inside_and_outside_the_measured_range(recorded_fleet, tmp_path):
-    write_target(tmp_path, "cand-inside", {"fp32": 3.0, "int8": 25.0}, 90, 20,
-                          purchase=400)
+def test_candidate_without_results_predicted_from_its_spec_sheet(recorded_fleet, tmp_path):
+    write_target(tmp_path, "cand-inside", {"fp32": 3.0, "int8": 25.0}, 90, 20, purchase=400)
     preds = predict_candidate(recorded_fleet, "cand-inside")
     assert {(p["precision"], p["batch_size"]) for p in preds} == {
         ("fp32", 1), ("fp32", 8), ("int8", 1), ("int8", 8)}
     spec = dict(peak_tops={"fp32": 3.0, "int8": 25.0}, bw=90, tdp=20)
     for p in preds:
-        assert p["n_targets"] == 5 and p["warnings"] == []
+        assert p["n_targets"] == 5 and p["truth"] is None and p["truth_in_interval"] is None
+        assert p["method"].startswith("spec") and "no results for any workload" in p["why"]
         truth, energy = _law(spec, p["precision"], p["batch_size"], 1.0)
         assert p["latency_p50_ms_lo"] <= truth <= p["latency_p50_ms_hi"]
         assert p["latency_p50_ms"] == pytest.approx(truth, rel=0.15)
         assert p["energy_per_inference_j"] == pytest.approx(energy, rel=0.3)
-        assert p["throughput_sps"] == pytest.approx(p["batch_size"] * 1e3 / p["latency_p50_ms"])
+        assert p["latency_p50_ms"] == pytest.approx(p["batch_size"] * 1e3 / p["throughput_sps"])
         assert p["median_time_to_failure_s"] == pytest.approx(
             p["median_queries_to_failure"] * p["latency_p50_ms"] / 1e3)
-        assert "peak_tops" in p["latency_model"]
-    write_target(tmp_path, "cand-outside", {"fp32": 400.0, "int8": 4000.0}, 3000, 700)
-    out = predict_candidate(recorded_fleet, "cand-outside")
-    assert all(p["warnings"] for p in out)
-    assert any("outside the measured range" in w for w in out[0]["warnings"])
-    # a wide-open interval is the honest answer far outside: wider than inside
-    w_in = preds[0]["latency_p50_ms_hi"] / preds[0]["latency_p50_ms_lo"]
-    w_out = out[0]["latency_p50_ms_hi"] / out[0]["latency_p50_ms_lo"]
-    assert w_out > w_in
 
 
-def test_candidate_missing_a_spec_is_warned(recorded_fleet, tmp_path):
+def test_measured_candidate_is_shown_beside_never_fitted(recorded_fleet):
+    # dev-c's own rows are hidden per workload: the prediction leans on its other workloads and
+    # the other devices, and its true value is reported next to it
+    preds = predict_candidate(recorded_fleet, "dev-c")
+    for p in preds:
+        assert p["truth"] == pytest.approx(p["throughput_sps"], rel=0.1)
+        assert p["truth_in_interval"] is True and p["method"] in WARM_METHODS
+    [p] = [p for p in preds if p["workload"] == "m int8 b8"]
+    m = [m for m in recorded_fleet.measurements()
+         if m["target"] == "dev-c" and m["input_set"] == "clean" and m["precision"] == "int8"
+         and m["batch_size"] == 8][0]
+    assert p["truth"] == pytest.approx(m["throughput_sps"])
+    # a different own value would not move the prediction
+    with recorded_fleet.engine.begin() as c:
+        c.execute(measurements.update().where(measurements.c.id == m["id"]).values(
+            throughput_sps=m["throughput_sps"] * 100))
+    [q] = [q for q in predict_candidate(recorded_fleet, "dev-c") if q["workload"] == "m int8 b8"]
+    assert q["throughput_sps"] == p["throughput_sps"] and q["truth_in_interval"] is False
+
+
+def test_candidate_without_usable_spec_sheet_is_a_user_error(recorded_fleet, tmp_path):
     write_target(tmp_path, "cand-no-int8", {"fp32": 3.0}, 90, 20)
-    preds = {(p["precision"], p["batch_size"]): p
-             for p in predict_candidate(recorded_fleet, "cand-no-int8")}
-    assert preds[("fp32", 1)]["warnings"] == []
-    p = preds[("int8", 1)]
-    assert any("peak_tops[int8] is not on" in w for w in p["warnings"])
-    assert "peak_tops" not in p["latency_model"] and "memory_bandwidth_gbs" in p["latency_model"]
-    assert p["latency_p50_ms_lo"] < p["latency_p50_ms"] < p["latency_p50_ms_hi"]
-
-
-def test_missing_target_yaml_is_a_note_not_a_crash(recorded_fleet, tmp_path):
-    (tmp_path / "targets" / "dev-c.yaml").unlink()
-    rows = [r for r in fleet_table(recorded_fleet) if r["target"] == "dev-c"]
-    assert rows and all(r["price_purchase_usd"] is None and "dev-c" in r["target_note"]
-                        for r in rows)
-    buy = next(f for f in pareto_fronts(fleet_table(recorded_fleet))
-               if f["name"] == "purchase_price_vs_throughput")
-    assert any(x["config"].startswith("dev-c/") and "unknown target" in x["reason"]
-               for x in buy["excluded"])
+    with pytest.raises(EdgerobError, match="no workload .* can be predicted for cand-no-int8"):
+        predict_candidate(recorded_fleet, "cand-no-int8")
 
 
 def test_too_few_targets_for_prediction(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     two = {k: DEVICES[k] for k in ("dev-a", "dev-b")}
     store = recorded_store(tmp_path, two)
-    write_target(tmp_path, "cand", {"fp32": 3.0}, 90, 20)
-    with pytest.raises(EdgerobError, match="at least 3 targets.*has 2"):
+    write_target(tmp_path, "cand", {"int8": 3.0}, 90, 20)
+    with pytest.raises(EdgerobError, match="at least 3 devices with spec sheets"):
         predict_candidate(store, "cand")
-    with pytest.raises(EdgerobError, match="at least 3"):
-        leave_one_target_out(store)
+    # held out: each device still keeps its other workloads, so it is predicted (warm)
+    assert [r["cells"] for r in held_out(store)] == [4, 4]
 
 
-def test_leave_one_target_out_on_recorded_rows(recorded_fleet):
-    loo = {r["target"]: r for r in leave_one_target_out(recorded_fleet)}
-    assert set(loo) == set(DEVICES)
-    for name, r in loo.items():
-        assert r["cells"] == 4 and r["median_abs_rel_error"] is not None
-        assert all(c["n_targets"] == 4 for c in r["details"])
-    # interior devices are predicted well by the known law; the ends are extrapolations
-    assert loo["dev-b"]["median_abs_rel_error"] < 0.15
-    assert loo["dev-l4"]["extrapolated_cells"] == 4 and loo["dev-b"]["extrapolated_cells"] == 0
+def test_each_recorded_device_held_out(recorded_fleet):
+    rows = {r["target"]: r for r in held_out(recorded_fleet)}
+    assert set(rows) == set(DEVICES)
+    for r in rows.values():
+        assert r["cells"] == 4 and set(r["methods"]) <= set(WARM_METHODS)
+        assert len(r["details"]) == 8  # throughput and energy per inference
+    assert rows["dev-b"]["median_abs_rel_error"] < 0.15
+    assert rows["dev-c"]["inside_interval_fraction"] == 1.0
 
 
 # --- the report -----------------------------------------------------------------------------------
@@ -575,7 +569,8 @@ def test_cli_compare_cost_report(recorded_fleet, tmp_path):
     r = runner.invoke(app, ["cost", "--store", url, "--candidate", "dev-c",
                             "--targets", "dev-a,dev-b,dev-d,dev-l4"])
     assert r.exit_code == 0, r.output
-    assert "leave-one-target-out" in r.output
+    assert "method: " in r.output and "dev-c's own result, never fitted" in " ".join(
+        r.output.split())
     r = runner.invoke(app, ["cost", "--store", url, "--utilisation", "0"])
     assert r.exit_code == 2 and "utilisation" in r.output
     r = runner.invoke(app, ["report", "--store", url, "--out", str(tmp_path / "r.html")])

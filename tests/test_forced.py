@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from edgerob.analysis.compare import fleet_table, forced_note
 from edgerob.analysis.cost import Workload, cost_table
-from edgerob.analysis.predict import leave_one_target_out, predict_candidate
+from edgerob.analysis.predict import held_out, predict_candidate
 from edgerob.analysis.report import render_report
 from edgerob.cli import app
 from edgerob.device.failures import km_median
@@ -36,7 +36,7 @@ def write_target(folder, name: str) -> None:
     tops, bw = SPECS[name]
     spec = {"name": name, "description": f"test target {name}", "runtime": "onnxruntime",
             "runtime_options": {"providers": ["CPUExecutionProvider"]}, "profiler": "none",
-            "specs": {"peak_tops": {"fp32": tops}, "memory_bandwidth_gbs": bw, "tdp_w": 10 * tops},
+            "specs": {"peak_tops": {"int8": tops}, "memory_bandwidth_gbs": bw, "tdp_w": 10 * tops},
             "price": {"purchase_usd": 100 * tops}}
     (folder / "targets").mkdir(exist_ok=True)
     (folder / "targets" / f"{name}.yaml").write_text(yaml.safe_dump(spec))
@@ -137,8 +137,8 @@ def _same(a: list[dict], b: list[dict], keys) -> bool:
     return [[p[k] for k in keys] for p in a] == [[p[k] for k in keys] for p in b]
 
 
-PREDICTED = ("latency_p50_ms", "latency_p50_ms_lo", "latency_p50_ms_hi",
-             "energy_per_inference_j", "median_queries_to_failure", "training_targets")
+PREDICTED = ("throughput_sps", "latency_p50_ms", "energy_per_inference_j", "method",
+             "median_queries_to_failure", "training_targets")
 
 
 def test_prediction_leaves_forced_rows_out_unless_asked(stores):
@@ -150,10 +150,10 @@ def test_prediction_leaves_forced_rows_out_unless_asked(stores):
     assert wide[0]["training_targets"] == ["dev-a", "dev-b", "dev-c", "dev-d"]
     assert wide[0]["latency_p50_ms"] > 2 * preds[0]["latency_p50_ms"]
     assert wide[0]["median_queries_to_failure"] > 10 * preds[0]["median_queries_to_failure"]
-    # leave-one-target-out: forced rows neither train nor serve as the truth
-    loo = leave_one_target_out(store)
-    assert _same(loo, leave_one_target_out(clean), ("target", "cells", "median_abs_rel_error"))
-    assert [r["target"] for r in leave_one_target_out(store, include_forced=True)] == [
+    # each device held out: forced rows neither train nor serve as the truth
+    loo = held_out(store)
+    assert _same(loo, held_out(clean), ("target", "cells", "median_abs_rel_error"))
+    assert [r["target"] for r in held_out(store, include_forced=True)] == [
         "dev-a", "dev-b", "dev-c", "dev-d"]
 
 

@@ -5,6 +5,7 @@ the real NVIDIA files from ../shared/samples/mlperf where they exist."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -455,8 +456,8 @@ def test_own_and_published_rows_side_by_side(tree, tmp_path):
 def test_multi_accelerator_system_is_stored_with_its_count(tmp_path):
     """Issue 21: an 8-accelerator system is imported (it was refused before), with N and its
     throughput per accelerator; prediction and cost still read single-device rows only."""
-    from edgerob.analysis.compare import TargetCache, fleet_table, pareto_fronts
-    from edgerob.analysis.predict.spec import _per_target_rows
+    from edgerob.analysis.compare import fleet_table, pareto_fronts
+    from edgerob.analysis.predict.cells import Cells
 
     root = tmp_path / "r"
     result(root, "A30x8", "Offline", OFFLINE)
@@ -474,10 +475,14 @@ def test_multi_accelerator_system_is_stored_with_its_count(tmp_path):
     m = next(m for m in store.measurements() if m["run_id"] == run["run_id"])
     assert run["n_accelerators"] == 8 and m["throughput_sps"] == 6438.1
     assert m["throughput_per_accelerator_sps"] == 6438.1 / 8
-    # the predictor learns from the one-A30 ResNet-50 row, not the system of 8, BERT or Triton
+    # the predictor's a30 row is the one-A30 system; the system of 8 is a configuration of its
+    # own, valued per accelerator
+    mat = Cells(store).matrix("speed")
+    [col] = [j for j, f in enumerate(mat.families) if f == "mlperf:resnet50 Offline"]
+    val = {r: math.exp(mat.y[i, col]) for i, r in enumerate(mat.rows)}
+    assert val["a30"] == pytest.approx(800.5)
+    assert val[next(r for r in val if "x8" in r)] == pytest.approx(6438.1 / 8)
     rows = fleet_table(store)
-    [cell] = _per_target_rows(rows, TargetCache()).values()
-    assert cell["rows"]["a30"]["throughput_sps"] == 800.5
     # nor do the price-vs-throughput fronts put them on one axis
     assert {f["considered"] + len(f["excluded"]) for f in pareto_fronts(rows)} == {1}
 

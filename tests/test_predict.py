@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edgerob.analysis.predict import predict
-from edgerob.analysis.predict.matrix import (Matrix, cold_fill, cross_validate, fill,
-                                             ratio_predict)
+from edgerob.analysis.predict.matrix import (Matrix, Validation, cold_fill, cold_validate,
+                                             cross_validate, fill, ratio_predict)
 from edgerob.cli import app
 from edgerob.store import Store, measurements, now, runs
 
@@ -123,6 +123,50 @@ def test_spec_fills_a_cold_device_from_its_spec_sheet():
     for method in ("spec", "spec+neighbours"):
         est = cold_fill(_matrix(y), held, "d3", specs, method)
         assert np.allclose(est[3], y[3], atol=0.01)  # the biases' small ridge
+
+
+def test_interval_is_calibrated_on_cells_as_thin_as_the_one_predicted():
+    # Mondrian: a workload known on one device gets the quantile of held-out cells like it, not
+    # of the many well-supported ones (pooled, 90% would be ~0.1 here and undercover thin cells)
+    e = np.r_[np.linspace(0.5, 1.0, 30), np.linspace(0.01, 0.1, 300)]
+    sup = np.r_[np.full(30, 1), np.full(300, 3)]
+    val = Validation({"ratio": e}, "ratio", len(e), {"ratio": 0.1}, sup)
+    assert val.half_width(0.9, 1) == pytest.approx(np.sort(e[:30])[27])
+    assert val.half_width(0.9, 7) == pytest.approx(np.sort(e[30:])[270])  # 3 or more
+    # no held-out cell with support 2: the thinner cells stand in, never the thick ones
+    assert val.half_width(0.9, 2) == val.half_width(0.9, 1)
+    assert val.half_width(0.9) == pytest.approx(np.sort(e)[math.ceil(331 * .9) - 1])
+
+
+def test_cross_validation_holds_out_thin_workloads_for_the_intervals():
+    # rank-1 interaction: a workload known on one device is predicted worse than one known on
+    # many, and the thin cells' errors are what the support-1 interval is made of
+    rng = np.random.default_rng(6)
+    y = (rng.normal(0, 1, 20)[:, None] + rng.normal(0, 1, 12)[None, :]
+         + np.outer(rng.normal(0, .5, 20), rng.normal(0, .5, 12)) + rng.normal(0, .05, (20, 12)))
+    val = cross_validate(_matrix(y))
+    assert set(np.unique(val.supports)) == {1, 2, 3}
+    e = np.abs(val.errors[val.chosen])
+    assert np.median(e[val.supports == 1]) > np.median(e[val.supports == 3])
+    assert val.half_width(0.9, 1) > val.half_width(0.9, 3)
+    assert val.cells == (val.supports == 3).sum()  # the method is chosen on the random folds
+
+
+def test_nearest_tops_is_a_cold_method_and_wins_where_devices_pair_up_on_paper():
+    # pairs of devices 10% apart in TOPS deviate alike from the TOPS law: the nearest device
+    # scaled by the TOPS ratio is exact; the spec regression misses the deviation
+    tops = np.array([10.0, 11, 40, 44, 160, 176])
+    dev = np.array([0.5, 0.5, -0.4, -0.4, 0.3, 0.3])
+    y = np.log(tops)[:, None] + dev[:, None] + np.array([0.0, 1.0, -0.5, 2.0])[None, :]
+    specs = {f"d{i}": {"peak_tops": t, "memory_bandwidth_gbs": 100 + 37 * i ** 2}
+             for i, t in enumerate(tops)}
+    val = cold_validate(_matrix(y), specs)
+    assert val.chosen == "nearest" and val.cells == 24
+    assert val.scores["nearest"] < 1e-9 < 0.3 < val.scores["spec"]
+    held = np.zeros(y.shape, bool)
+    held[2] = True
+    est = cold_fill(_matrix(y), held, "d2", specs, "nearest")
+    assert np.allclose(est[2], y[3] + math.log(40 / 44))
 
 
 # --- the store and the CLI ---------------------------------------------------------------------

@@ -322,7 +322,7 @@ def workload_dict(workload: Workload) -> dict:
 
 def candidate_costs(predictions: list[dict], candidate, workload: Workload,
                     pricing: str = "auto") -> list[dict]:
-    """`tco` of a candidate device from `edgerob.analysis.predict.predict_candidate` output: each
+    """`tco` of a candidate device from `edgerob.analysis.predict.predict_candidate` rows: each
     prediction with its cost under "cost" (point estimates from the predicted throughput, energy
     per inference and time to failure; energy per inference x inferences, the basis `tco` uses
     for every device). Predictions without a throughput get no cost."""

@@ -14,7 +14,7 @@ from rich.table import Table
 from edgerob.analysis.compare import (compare_fleet, config_label, fleet_table, forced_note,
                                       provenance, public_rows, side_by_side_notes, source_label)
 from edgerob.analysis.cost import Workload, candidate_costs, cost_table, workload_dict
-from edgerob.analysis.predict import leave_one_target_out, predict_candidate
+from edgerob.analysis.predict import predict_candidate
 from edgerob.analysis.report import write_report
 from edgerob.catalog.targets import load_target
 from edgerob.cli.common import StoreOpt, csv_list, err, fmt, out, print_json, user_errors
@@ -174,15 +174,17 @@ def cost(
     train_time_s: TrainTimeOpt = None,
     train_samples: TrainSamplesOpt = None,
     candidate: Annotated[Optional[str], typer.Option(
-        "--candidate", help="Predict this target (a spec sheet, no measurements needed) from "
-                            "the measured ones, with leave-one-target-out validation.")] = None,
+        "--candidate", help="Predict this target on every stored workload (as `edgerob "
+                            "predict` does) and cost it; its own results are shown, never "
+                            "fitted.")] = None,
     json_out: JsonOpt = False,
     include_forced: IncludeForcedOpt = False,
 ):
     """Cost of ownership for a workload, and what a failure costs the target.
 
     Capital, energy, USD and kWh per million inferences, devices needed; the attacker's side:
-    USD and joules to a failure, TRASH. --candidate predicts a device from its spec sheet.
+    USD and joules to a failure, TRASH. --candidate predicts and costs a device (the predictor
+    of `edgerob predict`).
     Rows of forced runs (--force-target) are left out unless --include-forced."""
     db = Store(store)
     w = _workload(inferences_per_s, hours_per_day, years, usd_per_kwh, utilisation)
@@ -242,22 +244,20 @@ def cost(
 
 def _cost_candidate(db, candidate: str, targets, w, json_out: bool,
                     include_forced: bool) -> None:
-
     tgt = load_target(candidate)
     preds = candidate_costs(predict_candidate(db, tgt, targets, include_forced=include_forced),
                             tgt, w)
-    loo = leave_one_target_out(db, targets, include_forced=include_forced)
     if json_out:
-        print_json({"candidate": tgt.name, "workload": workload_dict(w), "predictions": preds,
-                     "leave_one_target_out": loo})
+        print_json({"candidate": tgt.name, "workload": workload_dict(w), "predictions": preds})
         return
-    table = Table(title=f"{tgt.name}: predicted from the other targets' rows (measured, or "
-                        f"published MLPerf), {preds[0]['level'] if preds else 0.95:.0%} "
-                        f"prediction intervals; 'true' is {tgt.name}'s own row, never fitted")
-    for col in ("group", "from", "predicts", "predicted", "interval", "true", "inside",
-                "samples/s", "J/inf", "J/inf interval", "median s to failure", "devices",
+    table = Table(title=f"{tgt.name}: predicted from the other devices' results (measured, or "
+                        f"published MLPerf), {preds[0]['level']:.0%} intervals calibrated on "
+                        f"held-out cells; 'true' is {tgt.name}'s own result, never fitted")
+    for col in ("workload", "configuration", "predicts", "predicted", "interval", "true",
+                "inside", "method", "J/inf", "J/inf interval", "median s to failure", "devices",
                 "total USD", "USD / M inferences"):
-        table.add_column(col, justify="left" if col in ("group", "predicts") else "right")
+        table.add_column(col, justify="left" if col in ("workload", "configuration", "predicts",
+                                                        "method") else "right")
 
     def interval(p, key):
         lo, hi = p[f"{key}_lo"], p[f"{key}_hi"]
@@ -267,43 +267,16 @@ def _cost_candidate(db, candidate: str, targets, w, json_out: bool,
         c = p.get("cost") or {}
         k = p["response"]
         inside = {None: "—", True: "yes", False: "no"}[p["truth_in_interval"]]
-        table.add_row(p["group"], str(p["n_targets"]), k, fmt(p[k], ".4g"), interval(p, k),
-                      fmt(p["truth"], ".4g"), inside, fmt(p["throughput_sps"], ",.0f"),
+        table.add_row(p["workload"], p["configuration"], k, fmt(p[k], ".4g"), interval(p, k),
+                      fmt(p["truth"], ".4g"), inside, p["method"] or "—",
                       fmt(p["energy_per_inference_j"], ".3g"),
                       interval(p, "energy_per_inference_j"),
                       fmt(p["median_time_to_failure_s"], ".3g"),
                       fmt(c.get("devices_needed"), "d"), fmt(c.get("total_usd"), ",.2f"),
                       fmt(c.get("usd_per_million_inferences"), ".4g"))
     out.print(table)
-    for p in preds:
-        if p["truth_note"]:
-            err.print(f"{p['group']}: {tgt.name}'s published row is not comparable: "
-                      f"{p['truth_note']}", highlight=False, markup=False)
-    for p in preds:
-        for m, tag in ((p["model"], p["model_loto_rmse_log"]), (p["energy_model"], None)):
-            if m:
-                score = ("" if tag is None else f" (chosen by leave-one-target-out: RMS log "
-                                                f"error {tag:.3f})")
-                err.print(f"{p['group']}: model {m}{score}", highlight=False, markup=False)
-    warned: dict[str, list[str]] = {}
-    for p in preds:
-        for text in p["warnings"]:
-            warned.setdefault(text, []).append(p["group"])
-    for text, where in warned.items():
-        err.print(f"[yellow]warning[/] {escape(text)} ({', '.join(where)})", highlight=False)
-    for p in preds:
-        for text in p["notes"]:
-            if "needed" in text or text.startswith("excluded"):
-                err.print(f"{p['group']}: {text}", highlight=False, markup=False)
-    lt = Table("held-out target", "cells", "median |rel err|", "max |rel err|",
-               "inside interval", "median |rel err| J/inf",
-               title="leave-one-target-out: how far to trust the prediction")
-    for r in loo:
-        lt.add_row(r["target"], str(r["cells"]), fmt(r["median_abs_rel_error"], ".1%"),
-                   fmt(r["max_abs_rel_error"], ".1%"),
-                   fmt(r["inside_interval_fraction"], ".0%"),
-                   fmt(r["energy_median_abs_rel_error"], ".1%"))
-    out.print(lt)
+    for why in dict.fromkeys(p["why"] for p in preds if p["why"]):
+        err.print(f"method: {why}", highlight=False, markup=False)
 
 
 @user_errors
@@ -323,7 +296,7 @@ def report(
 ):
     """Write one self-contained HTML report that opens offline.
 
-    Fleet table, Pareto plots, cost, leave-one-target-out prediction error, survival curves,
+    Fleet table, Pareto plots, cost, each device held out and predicted, survival curves,
     every measurement's fingerprint. Cost, prediction and the AFT fits leave rows of forced
     runs (--force-target) out unless --include-forced."""
     w = _workload(inferences_per_s, hours_per_day, years, usd_per_kwh, utilisation)

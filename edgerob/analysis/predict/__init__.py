@@ -2,13 +2,13 @@
 
 `matrix`: the device-configuration x workload matrix of log performance, filled by reference-
 device ratios, low-rank completion or spec-sheet regression, the method chosen by cross-validation
-and intervals calibrated on held-out cells. `cells`: that matrix built from the store.
-`spec`: the per-group spec-sheet regression `cost --candidate` and the report call.
+and intervals calibrated on held-out cells. `cells`: that matrix built from the store, and
+`predict`. `candidate`: the same predictor over every workload for `cost --candidate`, and each
+device's results held out for the report. `spec`: the spec-sheet regression cold devices use.
 """
 
+from edgerob.analysis.predict.candidate import held_out, predict_candidate
 from edgerob.analysis.predict.cells import predict
-from edgerob.analysis.predict.spec import (RESPONSE, fit_loglinear, leave_one_target_out,
-                                           loto_rmse, predict_candidate, prediction_group)
+from edgerob.analysis.predict.spec import fit_loglinear, loto_rmse
 
-__all__ = ["RESPONSE", "fit_loglinear", "leave_one_target_out", "loto_rmse", "predict",
-           "predict_candidate", "prediction_group"]
+__all__ = ["fit_loglinear", "held_out", "loto_rmse", "predict", "predict_candidate"]

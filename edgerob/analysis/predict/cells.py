@@ -18,7 +18,7 @@ import numpy as np
 
 from edgerob.analysis.compare import forced_runs
 from edgerob.analysis.predict.matrix import (Matrix, cold_fill, cold_validate, cross_validate,
-                                             fill)
+                                             fill, support)
 from edgerob.catalog.targets import load_target
 from edgerob.errors import EdgerobError
 
@@ -68,16 +68,18 @@ class Cells:
     """Both quantities' matrices ("speed": each column's headline metric; "energy": J per
     inference) with each column's metric and each row's target."""
 
-    def __init__(self, store, include_forced: bool = False):
+    def __init__(self, store, include_forced: bool = False, targets=None):
         runs = {r["run_id"]: r for r in store.runs()}
         forced = set() if include_forced else forced_runs(store)
         best: dict[tuple, float] = {}
         self.metric: dict[str, str] = {}
         self.family: dict[str, str] = {}
         self.target: dict[str, str] = {}
+        self.meta: dict[str, dict] = {}  # column: source, scenario, precision, batch size
         for m in store.measurements():
             run = runs.get(m["run_id"])
-            if run is None or m["input_set"] != "clean" or m["run_id"] in forced:
+            if (run is None or m["input_set"] != "clean" or m["run_id"] in forced
+                    or targets is not None and m["target"] not in targets):
                 continue
             col, fam, metric, value = _workload({**run, "target": m["target"]}, m)
             row = _config({**run, "target": m["target"]})
@@ -86,6 +88,12 @@ class Cells:
                     s = _speed(met, v)
                     best[(q, row, col)] = max(s, best.get((q, row, col), -math.inf))
             self.metric[col], self.family[col], self.target[row] = metric, fam, m["target"]
+            mlperf = run.get("source") == "mlperf"
+            self.meta[col] = {"source": "mlperf" if mlperf else "measured",
+                              "mlperf_version": run.get("mlperf_version") if mlperf else None,
+                              "scenario": run.get("scenario") if mlperf else None,
+                              "precision": m["precision"],
+                              "batch_size": None if mlperf else m["batch_size"]}
         self.values = best
 
     def matrix(self, quantity: str, extra_rows: list[str] = ()) -> Matrix:
@@ -152,6 +160,12 @@ def predict(store, target: str, *, mlperf: str | None = None, scenario: str | No
                 f"model {model!r}" + (f" at {precision}" if precision else "")
                 + (f" batch size {batch_size}" if batch_size else ""))
         raise EdgerobError(f"no results for workload {what} on any target in {where}")
+    return predict_cells(cells, target, wanted, level, where)
+
+
+def predict_cells(cells: Cells, target: str, wanted: dict[str, list[str]], level: float,
+                  where: str = "the store") -> list[dict]:
+    """`predict` on built cells: `wanted` maps each workload family to the columns to report."""
     cache: dict = {}
     known = target in cells.target.values()
     if not known and _specs(target, cache) is None:
@@ -180,7 +194,9 @@ def _predict_quantity(cells, mat, quantity, target, family, cols, level, cache):
     if not val.cells:
         return []
     order = sorted(val.scores, key=lambda m: (m != val.chosen, val.scores[m]))
-    half, why = val.half_width(level), val.why()
+    why = val.why()
+    # warm: the interval from held-out cells whose workload was known on as many devices
+    sup = support(seen.y, mat.groups) if warm else [None] * len(mat.cols)
     if not warm:
         why = f"{target} has no results for any workload; " + why.replace(
             "(device, workload) cells", "cells of devices held out whole")
@@ -195,9 +211,10 @@ def _predict_quantity(cells, mat, quantity, target, family, cols, level, cache):
             res = {"target": target, "configuration": mat.rows[i], "workload": mat.cols[j],
                    "metric": metric, "predicted": None, "interval": None, "level": level,
                    "method": method, "why": why, "references": [],
+                   "devices_with_workload": None if sup[j] is None else int(sup[j]),
                    "measured": None if np.isnan(truth) else _value(metric, truth)}
             if method is not None:
-                s = est[method][0][i, j]
+                s, half = est[method][0][i, j], val.half_width(level, sup[j])
                 res.update(predicted=_value(metric, s), interval=sorted(
                                (_value(metric, s - half), _value(metric, s + half)))
                            if math.isfinite(half) else None,

@@ -13,11 +13,12 @@ Methods (each fills held-out cells from the observed ones):
   `spec+neighbours` adds the residuals of the devices nearest on paper.
 
 Cross-validation holds out (device, workload family) cells: every configuration of the device,
-every version of the workload, as a buyer without the device would be. The method with the
-smallest mean |log error| over the cells every method can predict is chosen (cold devices: each
-device with a spec sheet held out whole); the interval is the
-chosen method's held-out |log error| quantile (split-conformal), so its coverage is what was
-measured on this store's own cells.
+every version of the workload, as a buyer without the device would be; and, as a workload known
+on only 1 or 2 devices would be, workloads cut down to that many. The method with the smallest
+mean |log error| over the cells every method can predict is chosen (cold devices: each device
+with a spec sheet held out whole); the interval is the chosen method's held-out |log error|
+quantile (split-conformal) among held-out cells whose workload was known on as many devices
+(1, 2, 3+: Mondrian), so its coverage is what was measured on this store's own cells like it.
 """
 
 from __future__ import annotations
@@ -132,19 +133,43 @@ def fill(y: np.ndarray, cells: np.ndarray, method: str) -> tuple[np.ndarray, dic
 
 # --- cross-validation and intervals --------------------------------------------------------------
 
+SUPPORT_GROUPS = (1, 2, 3)  # devices that share the cell's workload: 1, 2, 3 or more
+THIN_FOLDS = 2  # per thin support: folds that keep a workload on only that many devices
+
+
+def support(train: np.ndarray, groups: list[str]) -> np.ndarray:
+    """Per column: the devices with a training result there (what a prediction of the column
+    leans on: a workload known on one device gives one reference)."""
+    g = np.array(groups)
+    return np.array([len(set(g[~np.isnan(train[:, j])])) for j in range(train.shape[1])])
+
+
 @dataclass
 class Validation:
-    """Held-out log errors (prediction - truth) per method, on the cells every method predicts."""
+    """Held-out log errors (prediction - truth) per method, on the cells every method predicts,
+    and each cell's support (devices sharing its workload in that fold's training cells)."""
 
     errors: dict[str, np.ndarray]
     chosen: str
     cells: int
     scores: dict[str, float] = field(default_factory=dict)  # mean |log error|
+    supports: np.ndarray = field(default_factory=lambda: np.array([], int))
 
-    def half_width(self, level: float) -> float:
-        """Split-conformal: the ceil((n+1) level)-th smallest held-out |log error|."""
-        e = np.sort(np.abs(self.errors[self.chosen]))
-        k = math.ceil((len(e) + 1) * level)
+    def half_width(self, level: float, support: int | None = None) -> float:
+        """Split-conformal: the ceil((n+1) level)-th smallest held-out |log error|, among the
+        held-out cells of the same support (Mondrian) where `support` is given and enough of
+        them were held out; else among all of them and every thinner one (a thin workload's
+        errors are larger: pooling them with well-supported cells would undercover)."""
+        e = np.abs(self.errors[self.chosen])
+        if support is not None and len(self.supports) == len(e):
+            s = min(support, SUPPORT_GROUPS[-1])
+            same = e[self.supports == s]
+            if _rank(len(same), level) <= len(same):
+                e = same
+            else:
+                e = e[self.supports <= s] if (self.supports <= s).any() else e
+        e = np.sort(e)
+        k = _rank(len(e), level)
         return float("inf") if k > len(e) else float(e[k - 1])
 
     def why(self) -> str:
@@ -155,50 +180,83 @@ class Validation:
                 f"{self.cells} held-out (device, workload) cells; {rest}")
 
 
-def _folds(mat: Matrix, seed: int) -> list[np.ndarray]:
-    """(device, workload family) pairs with an observed cell, shuffled (seeded) into folds."""
+def _rank(n: int, level: float) -> int:
+    return math.ceil((n + 1) * level)
+
+
+def _folds(mat: Matrix, seed: int) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    """(hidden, scored, thin) masks. Random folds of (device, workload family) pairs, shuffled
+    (seeded); then thin folds, as a workload known on few devices is predicted: for a seeded
+    share of the families, one version column keeps only k devices (k = 1, 2), the rest of the
+    family is hidden, and that column's other devices are scored."""
     have = ~np.isnan(mat.y)
     pairs = sorted({(mat.groups[i], mat.families[j]) for i, j in zip(*np.nonzero(have))})
-    order = np.random.default_rng(seed).permutation(len(pairs))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(pairs))
     n = min(FOLDS, len(pairs))
     masks = [np.zeros(mat.y.shape, bool) for _ in range(n)]
     for k, p in enumerate(order):
         masks[k % n] |= mat.held_mask(*pairs[p]) & have
-    return masks
+    out = [(m, m, False) for m in masks]
+    groups, fams = np.array(mat.groups), np.array(mat.families)
+    for k in SUPPORT_GROUPS[:-1]:
+        cols = [j for j in range(len(mat.cols)) if len(set(groups[have[:, j]])) >= k + 2]
+        picked = {}  # a family's column: one version per family
+        for j in rng.permutation(cols):
+            picked.setdefault(fams[j], int(j))
+        chosen = list(picked.values())
+        for f in range(THIN_FOLDS):
+            hide, score = np.zeros_like(have), np.zeros_like(have)
+            for j in chosen[f::THIN_FOLDS * 2]:  # a quarter of the families per fold
+                keep = rng.choice(sorted(set(groups[have[:, j]])), k, replace=False)
+                fam = (fams == fams[j])[None, :] & have
+                hide |= fam & ~(np.isin(groups, keep)[:, None] & (np.arange(len(fams)) == j))
+                score[:, j] |= have[:, j] & ~np.isin(groups, keep)
+            if score.any():
+                out.append((hide, score, True))
+    return out
 
 
 def cross_validate(mat: Matrix, methods=WARM_METHODS, seed: int = 0) -> Validation:
-    """Every method on the same folds of held-out (device, workload family) pairs. A held-out
-    cell counts where every method predicts it and its device keeps other results (warm)."""
+    """Every method on the same folds (`_folds`). A scored cell counts where every method
+    predicts it (its device keeps other results: warm). The method is chosen on the random
+    folds (the cells a prediction usually faces); the thin folds' cells only calibrate the
+    intervals of thin workloads (their support is recorded)."""
     errs = {m: [] for m in methods}
-    for held in _folds(mat, seed):
+    sup, regular = [], []
+    for held, scored, thin in _folds(mat, seed):
         est = {m: fill(mat.y, held, m)[0] for m in methods}
-        ok = held & np.all([np.isfinite(e) for e in est.values()], axis=0)
+        ok = scored & np.all([np.isfinite(e) for e in est.values()], axis=0)
         for m in methods:
             errs[m].append((est[m] - mat.y)[ok])
-    errors = {m: np.concatenate(e) if e else np.array([]) for m, e in errs.items()}
-    n = len(next(iter(errors.values())))
+        s = np.minimum(support(np.where(held, np.nan, mat.y), mat.groups), SUPPORT_GROUPS[-1])
+        sup.append(np.broadcast_to(s[None, :], ok.shape)[ok])
+        regular.append(np.full(ok.sum(), not thin))
+    errors = {m: np.concatenate(e) for m, e in errs.items()}
+    regular = np.concatenate(regular)
+    n = int(regular.sum())
     if n == 0:
         return Validation(errors, methods[0], 0, {m: float("nan") for m in methods})
-    scores = {m: float(np.mean(np.abs(e))) for m, e in errors.items()}
+    scores = {m: float(np.mean(np.abs(e[regular]))) for m, e in errors.items()}
     return Validation(errors, min(methods, key=lambda m: (scores[m], methods.index(m))), n,
-                      scores)
+                      scores, np.concatenate(sup))
 
 
 # --- devices with no results --------------------------------------------------------------------
 
-COLD_METHODS = ("spec", "spec+neighbours", "spec+nearest")
+COLD_METHODS = ("spec", "spec+neighbours", "spec+nearest", "nearest")
 N_NEIGHBOURS = 2
 
 
 def spec_effect(a: dict[str, float], specs: dict[str, dict], cold: str) -> float | None:
     """A cold device's effect from the warm devices' effects `a` (log speed) regressed on their
     spec sheets, covariates chosen by leave-one-device-out (`fit_loglinear`; speed proportional
-    to peak TOPS is one of the candidate laws). None where fewer than 3 devices have specs."""
+    to peak TOPS is one of the candidate laws). None where fewer than 2 devices have specs (one
+    fitted scale, checked on the other device)."""
     from edgerob.analysis.predict.spec import LATENCY_COVARIATES, fit_loglinear
 
     names = sorted(d for d in a if _specs_ok(specs.get(d)))
-    if len(names) < 3 or not _specs_ok(specs.get(cold)):
+    if len(names) < 2 or not _specs_ok(specs.get(cold)):
         return None
     fit = fit_loglinear([math.exp(a[d]) for d in names], [specs[d] for d in names],
                         LATENCY_COVARIATES, specs[cold], proportional={"peak_tops": 1.0})
@@ -213,12 +271,25 @@ def cold_fill(mat: Matrix, held: np.ndarray, cold: str, specs: dict, method: str
     """Estimates of `held` for device `cold` with none of its cells known: `spec` is
     mu + (its spec-regressed effect) + b_w; `spec+neighbours` adds, per workload, the mean
     residual of that model on the N_NEIGHBOURS devices nearest in log peak TOPS and log memory
-    bandwidth that have the workload (devices alike on paper deviate alike); `spec+nearest` is
-    the mean of `spec` and the device nearest in peak TOPS with the workload, scaled by the TOPS
-    ratio. None where the spec sheets cannot say."""
+    bandwidth that have the workload (devices alike on paper deviate alike); `nearest` is the
+    device nearest in peak TOPS with the workload, scaled by the TOPS ratio; `spec+nearest` the
+    mean of `spec` and `nearest`. None where the spec sheets cannot say."""
     train = np.where(held, np.nan, mat.y)
-    if np.isnan(train).all():
+    if np.isnan(train).all() or not _specs_ok(specs.get(cold)):
         return None
+    k = 2 if method == "spec+neighbours" else 1  # TOPS and bandwidth, or TOPS alone
+    dist = np.array([np.linalg.norm((_log_specs(specs[cold]) - _log_specs(specs[g]))[:k])
+                     if _specs_ok(specs.get(g)) else np.inf for g in mat.groups])
+    near = {j: [r for r in np.argsort(dist, kind="stable") if np.isfinite(dist[r])
+                and not np.isnan(train[r, j])] for j in np.flatnonzero(held.any(0))}
+    tops = np.full(mat.y.shape[1], np.nan)  # nearest-TOPS: y(r, w) x the TOPS ratio
+    for j, rows in near.items():
+        if rows:
+            r = rows[0]
+            tops[j] = train[r, j] + math.log(specs[cold]["peak_tops"]
+                                             / specs[mat.groups[r]]["peak_tops"])
+    if method == "nearest":
+        return np.where(held, tops[None, :], np.nan)
     lr = fit_lowrank(train, 0)
     a: dict[str, float] = {}
     for i in np.flatnonzero(~np.isnan(train).all(1)):  # a device's effect: its best configuration
@@ -229,23 +300,13 @@ def cold_fill(mat: Matrix, held: np.ndarray, cold: str, specs: dict, method: str
     est = np.where(held, lr.mu + eff + lr.b[None, :], np.nan)
     if method == "spec":
         return est
-    k = 2 if method == "spec+neighbours" else 1  # TOPS and bandwidth, or TOPS alone
-    dist = np.array([np.linalg.norm((_log_specs(specs[cold]) - _log_specs(specs[g]))[:k])
-                     if _specs_ok(specs.get(g)) else np.inf for g in mat.groups])
+    if method == "spec+nearest":
+        return np.where(np.isnan(tops)[None, :], est, (est + tops[None, :]) / 2)
     resid = train - lr.full()
-    for j in np.flatnonzero(held.any(0)):
-        near = [r for r in np.argsort(dist, kind="stable") if np.isfinite(dist[r])
-                and not np.isnan(train[r, j])]
-        if not near:
-            continue
-        if method == "spec+neighbours":
-            shift = np.mean(resid[near[:N_NEIGHBOURS], j])
-        else:  # nearest-TOPS: y(r, w) x TOPS ratio, averaged with the spec estimate
-            r = near[0]
-            tops = train[r, j] + math.log(specs[cold]["peak_tops"]
-                                          / specs[mat.groups[r]]["peak_tops"])
-            shift = (tops - (lr.mu + eff + lr.b[j])) / 2
-        est[:, j] = np.where(held[:, j], est[:, j] + shift, np.nan)
+    for j, rows in near.items():
+        if rows:
+            shift = np.mean(resid[rows[:N_NEIGHBOURS], j])
+            est[:, j] = np.where(held[:, j], est[:, j] + shift, np.nan)
     return est
 
 
@@ -254,7 +315,8 @@ def _log_specs(s: dict) -> np.ndarray:
 
 
 def cold_validate(mat: Matrix, specs: dict) -> Validation:
-    """Each device with a spec sheet held out whole (every cell), each cold method's log errors."""
+    """Each device with a spec sheet held out whole (every cell), each cold method's log errors on
+    the cells every method predicts."""
     errs = {m: [] for m in COLD_METHODS}
     for g in sorted(set(mat.groups)):
         held = (np.array(mat.groups) == g)[:, None] & ~np.isnan(mat.y)
@@ -262,8 +324,9 @@ def cold_validate(mat: Matrix, specs: dict) -> Validation:
             continue
         est = {m: cold_fill(mat, held, g, specs, m) for m in COLD_METHODS}
         if all(e is not None for e in est.values()):
+            ok = held & np.all([np.isfinite(e) for e in est.values()], axis=0)
             for m in COLD_METHODS:
-                errs[m].append((est[m] - mat.y)[held])
+                errs[m].append((est[m] - mat.y)[ok])
     errors = {m: np.concatenate(e) if e else np.array([]) for m, e in errs.items()}
     n = len(errors[COLD_METHODS[0]])
     if n == 0:
