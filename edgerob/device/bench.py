@@ -211,11 +211,12 @@ def measure_sets(runtime: Runtime, sets: dict[str, tuple[np.ndarray, np.ndarray 
         i += 1
 
     block_s = rules.min_duration_s / rules.rounds
-    floor = min_window_s(_resolution(profiler), rules.max_energy_error)
+    resolution = _resolution(profiler)  # asked once: NVML opens the driver to answer
+    floor = min_window_s(resolution, rules.max_energy_error)
     window_note = None
     if floor > block_s:
         window_note = (f"blocks lengthened from {block_s:.3g} s to {floor:.3g} s: the sensor's "
-                       f"{_resolution(profiler):.3g} s resolution would otherwise err by more "
+                       f"{resolution:.3g} s resolution would otherwise err by more "
                        f"than {rules.max_energy_error:.0%}")
         block_s = floor
     block_iterations = -(-rules.min_iterations // rules.rounds)

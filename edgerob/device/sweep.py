@@ -253,8 +253,9 @@ def _measure_group(store, run_id, target, runtime_name, group, stored, rt, input
     names = [c.input_set for c in group]
     if "clean" not in names and any(n != "clean" for n in names):
         names = ["clean", *names]  # the reference of the comparison
+    info = rt.info()
     # the operating point these rows run in (a GPU's only where the runtime runs on one)
-    mode = read_power_mode(gpu=rt.info() if on_accelerator(target) else None)
+    mode = read_power_mode(gpu=info if on_accelerator(target) else None)
     ms = measure_sets(rt, {n: (inputs[n].images, inputs[n].labels) for n in names},
                       group[0].batch_size, timing, profiler=profiler,
                       profiler_name=target.profiler,
@@ -269,7 +270,7 @@ def _measure_group(store, run_id, target, runtime_name, group, stored, rt, input
         row.update(run_id=run_id, target=target.name, runtime=runtime_name,
                    precision=cell.precision, input_set=cell.input_set,
                    artifact_sha256=art.sha256, power_mode=mode["power_mode"],
-                   fingerprint={**machine, **rt.info(), "artifact_sha256": art.sha256,
+                   fingerprint={**machine, **info, "artifact_sha256": art.sha256,
                                 "power_mode_facts": mode["power_mode_facts"],
                                 "precision": cell.precision, "timestamp": now(),
                                 "interleaved_with": [n for n in names if n != cell.input_set],
