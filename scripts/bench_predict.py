@@ -19,7 +19,7 @@ Server throughput per accelerator). Then:
 (c) cold device: each catalog device with a spec sheet loses every result and is predicted by
     the cold method the predictor's cross-validation on the others picks (spec-sheet regression
     of the device effects, with the spec neighbours' residuals, nearest-TOPS scaling, or the mean
-    of spec and nearest-TOPS).
+    of spec and nearest-TOPS; each configuration from the same configuration of other devices).
 
 Truth and prediction are always in one MLPerf version (a column is benchmark x scenario x
 version). Baselines on the same cells: nearest-TOPS (the device with the cell nearest in peak

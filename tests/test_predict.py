@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edgerob.analysis.predict import predict
-from edgerob.analysis.predict.matrix import (Matrix, Validation, cold_fill, cold_validate,
+from edgerob.analysis.predict.matrix import (COLD_METHODS, Matrix, Validation, cold_fill,
+                                             cold_validate,
                                              cross_validate, fill, ratio_predict)
 from edgerob.cli import app
 from edgerob.store import Store, measurements, now, runs
@@ -167,6 +168,38 @@ def test_nearest_tops_is_a_cold_method_and_wins_where_devices_pair_up_on_paper()
     held[2] = True
     est = cold_fill(_matrix(y), held, "d2", specs, "nearest")
     assert np.allclose(est[2], y[3] + math.log(40 / 44))
+
+
+def test_a_cold_device_is_predicted_configuration_by_configuration():
+    # every device runs a default and a MaxQ configuration 0.7 slower (log), devices are
+    # exactly on the TOPS law: each cold configuration is predicted from the same configuration
+    # of the others (a reference in the other configuration would be off by 0.7)
+    tops = [10.0, 20, 40, 80, 160, 320]
+    w = np.array([0.0, 1.0, -0.5, 2.0])
+    rows, groups, y = [], [], []
+    for i, t in enumerate(tops):
+        for cfg, gap in (("", 0.0), (" (MaxQ)", -0.7)):
+            rows.append(f"d{i}{cfg}")
+            groups.append(f"d{i}")
+            y.append(math.log(t) + gap + w)
+    y = np.array(y)
+    mat = Matrix(rows, groups, [f"w{j}" for j in range(4)], [f"w{j}" for j in range(4)], y)
+    specs = {f"d{i}": {"peak_tops": t, "memory_bandwidth_gbs": 100 + 37 * i ** 2}
+             for i, t in enumerate(tops)}
+    held = (np.array(groups) == "d2")[:, None] & np.ones(y.shape, bool)
+    for method in COLD_METHODS:
+        est = cold_fill(mat, held, "d2", specs, method)
+        assert np.allclose(est[held], y[held], atol=0.02), method
+    # MaxQ known on one device and one workload only: the others come from the nearest
+    # device's default configuration, corrected by the MaxQ gap learnt there
+    maxq, d2, d3 = np.arange(len(rows)) % 2 == 1, np.array(groups) == "d2", np.array(groups) == "d3"
+    y2 = y.copy()
+    y2[maxq & ~d2 & ~d3] = np.nan
+    y2[maxq & d3, 1:] = np.nan
+    held = d2[:, None] & np.ones(y.shape, bool)
+    est = cold_fill(Matrix(rows, groups, mat.cols, mat.families, y2), held, "d2", specs,
+                    "nearest")
+    assert np.allclose(est[held], y[held], atol=0.02)
 
 
 # --- the store and the CLI ---------------------------------------------------------------------

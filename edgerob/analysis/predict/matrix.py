@@ -10,7 +10,9 @@ Methods (each fills held-out cells from the observed ones):
 - `ratio+additive`: the mean of the two.
 - `spec`: for a device with no results, its device effect a_d regressed on the catalog's peak TOPS
   and memory bandwidth across the devices that have results (`fit_loglinear`), plus b_w;
-  `spec+neighbours` adds the residuals of the devices nearest on paper.
+  `spec+neighbours` adds the residuals of the devices nearest on paper; `nearest` scales the
+  device nearest in peak TOPS; `spec+nearest` the mean. Each configuration (MaxQ, GPU + DLA,
+  x8) comes from the same configuration of other devices (`cold_fill`).
 
 Cross-validation holds out (device, workload family) cells: every configuration of the device,
 every version of the workload, as a buyer without the device would be; and, as a workload known
@@ -267,46 +269,58 @@ def _specs_ok(s) -> bool:
     return bool(s) and all((s.get(c) or 0) > 0 for c in ("peak_tops", "memory_bandwidth_gbs"))
 
 
+def configuration(mat: Matrix, i: int) -> str:
+    """Row i's configuration without its device: "(MaxQ, GPU, x8)", or "" for the default."""
+    return mat.rows[i][len(mat.groups[i]):].strip()
+
+
 def cold_fill(mat: Matrix, held: np.ndarray, cold: str, specs: dict, method: str):
-    """Estimates of `held` for device `cold` with none of its cells known: `spec` is
-    mu + (its spec-regressed effect) + b_w; `spec+neighbours` adds, per workload, the mean
-    residual of that model on the N_NEIGHBOURS devices nearest in log peak TOPS and log memory
-    bandwidth that have the workload (devices alike on paper deviate alike); `nearest` is the
-    device nearest in peak TOPS with the workload, scaled by the TOPS ratio; `spec+nearest` the
-    mean of `spec` and `nearest`. None where the spec sheets cannot say."""
+    """Estimates of `held` for device `cold` with none of its cells known, each configuration
+    from the same configuration of other devices (MaxQ from MaxQ, GPU + DLA from GPU + DLA,
+    per-accelerator x8 from x8): a configuration's effect is the median, over the devices that
+    ran it, of its gap to the device's best configuration, and a reference in another
+    configuration is corrected by the two effects. `spec` is mu + (the spec-regressed effect of
+    the device's best configuration) + the configuration's effect + b_w; `spec+neighbours` adds,
+    per workload, the mean residual of that model on the N_NEIGHBOURS devices nearest in log
+    peak TOPS and log memory bandwidth that have the workload (devices alike on paper deviate
+    alike); `nearest` is the device nearest in peak TOPS with the workload (in the same
+    configuration where one has it), scaled by the TOPS ratio; `spec+nearest` the mean of
+    `spec` and `nearest`. None where the spec sheets cannot say."""
     train = np.where(held, np.nan, mat.y)
     if np.isnan(train).all() or not _specs_ok(specs.get(cold)):
         return None
     k = 2 if method == "spec+neighbours" else 1  # TOPS and bandwidth, or TOPS alone
     dist = np.array([np.linalg.norm((_log_specs(specs[cold]) - _log_specs(specs[g]))[:k])
                      if _specs_ok(specs.get(g)) else np.inf for g in mat.groups])
-    near = {j: [r for r in np.argsort(dist, kind="stable") if np.isfinite(dist[r])
-                and not np.isnan(train[r, j])] for j in np.flatnonzero(held.any(0))}
-    tops = np.full(mat.y.shape[1], np.nan)  # nearest-TOPS: y(r, w) x the TOPS ratio
-    for j, rows in near.items():
-        if rows:
-            r = rows[0]
-            tops[j] = train[r, j] + math.log(specs[cold]["peak_tops"]
-                                             / specs[mat.groups[r]]["peak_tops"])
-    if method == "nearest":
-        return np.where(held, tops[None, :], np.nan)
+    order = [r for r in np.argsort(dist, kind="stable") if np.isfinite(dist[r])]
+    cfg = [configuration(mat, i) for i in range(len(mat.rows))]
     lr = fit_lowrank(train, 0)
-    a: dict[str, float] = {}
-    for i in np.flatnonzero(~np.isnan(train).all(1)):  # a device's effect: its best configuration
-        a[mat.groups[i]] = max(a.get(mat.groups[i], -math.inf), lr.a[i])
-    eff = spec_effect(a, specs, cold)
+    warm = np.flatnonzero(~np.isnan(train).all(1))
+    best: dict[str, float] = {}  # a device's effect: its best configuration's
+    for i in warm:
+        best[mat.groups[i]] = max(best.get(mat.groups[i], -math.inf), lr.a[i])
+    gaps: dict[str, list[float]] = {}
+    for i in warm:
+        gaps.setdefault(cfg[i], []).append(lr.a[i] - best[mat.groups[i]])
+    effect = {c: float(np.median(v)) for c, v in gaps.items()}
+    eff = spec_effect(best, specs, cold) if method != "nearest" else 0.0
     if eff is None:
         return None
-    est = np.where(held, lr.mu + eff + lr.b[None, :], np.nan)
-    if method == "spec":
-        return est
-    if method == "spec+nearest":
-        return np.where(np.isnan(tops)[None, :], est, (est + tops[None, :]) / 2)
-    resid = train - lr.full()
-    for j, rows in near.items():
-        if rows:
-            shift = np.mean(resid[rows[:N_NEIGHBOURS], j])
-            est[:, j] = np.where(held[:, j], est[:, j] + shift, np.nan)
+    est = np.full(mat.y.shape, np.nan)
+    for i, j in zip(*np.nonzero(held)):
+        refs = [r for r in order if not np.isnan(train[r, j])]
+        if not refs:
+            continue
+        same = [r for r in refs if cfg[r] == cfg[i]]
+        r = (same or refs)[0]
+        nearest = (train[r, j] + math.log(specs[cold]["peak_tops"]
+                                          / specs[mat.groups[r]]["peak_tops"])
+                   + effect.get(cfg[i], 0.0) - effect.get(cfg[r], 0.0))
+        spec = lr.mu + eff + effect.get(cfg[i], 0.0) + lr.b[j]
+        if method == "spec+neighbours":
+            near = (same + [r for r in refs if r not in same])[:N_NEIGHBOURS]
+            spec += float(np.mean([train[r, j] - lr.full()[r, j] for r in near]))
+        est[i, j] = {"nearest": nearest, "spec+nearest": (spec + nearest) / 2}.get(method, spec)
     return est
 
 
