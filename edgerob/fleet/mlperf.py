@@ -24,6 +24,11 @@ v0.5/v0.7 files spell scenarios "Single Stream"/"Multi Stream" and the mode "Per
 - Server: throughput = "Completed samples per second" (the v4.1 result line; earlier result
   lines are "Scheduled samples per second", the rate loadgen issued, kept in the fingerprint);
   latency percentiles per sample (one sample per query, p99 is the bound).
+- An Offline folder holding a SingleStream (or MultiStream) log: the Offline result is
+  inferred from it as MLPerf's submission checker does (INFERRED_OFFLINE), labelled so in the
+  fingerprint (inferred_from, inferred_rule).
+- A CPU-only system (no accelerator in its JSON) is a reference-only device named from its
+  processors ("ref:2x-intel-xeon-platinum-8380"), the sockets counted as its accelerators.
 Offline and Server throughput is the whole system's; divided by its accelerators it is stored
 as throughput_per_accelerator_sps.
 
@@ -79,6 +84,19 @@ _OLD_MULTISTREAM = "Samples per query"  # before v2.0, the MultiStream result li
 _METRIC = {"SingleStream": "90th percentile latency (ns)",
            "MultiStream": "99th percentile latency (ns)", "Offline": "Samples per second"}
 _SERVER = ("Completed samples per second", "Scheduled samples per second")
+# An Offline folder may hold a SingleStream or MultiStream log: MLPerf's submission checker
+# (mlcommons/inference tools/submission/submission_checker.py, get_inferred_result) then infers
+# the Offline result from it, and so does the import, with the checker's own formulas.
+INFERRED_OFFLINE = {
+    "SingleStream": lambda kv: float(kv["QPS w/o loadgen overhead"]),
+    "MultiStream": lambda kv: float(kv["samples_per_query"]) * 1e9 / float(kv["Mean latency (ns)"]),
+}
+INFERRED_RULE = {
+    "SingleStream": "Offline samples/s = SingleStream 'QPS w/o loadgen overhead' (MLPerf "
+                    "submission checker, get_inferred_result)",
+    "MultiStream": "Offline samples/s = samples_per_query / mean query latency (MLPerf "
+                   "submission checker, get_inferred_result)",
+}
 _EARLY = re.compile(r"Early stopping (\d+)th percentile estimate: (\d+)")
 
 
@@ -268,9 +286,17 @@ def describe_device(system_name: str, system: dict | None, benchmark: str,
     raw = str(system.get("accelerator_model_name") or "").strip()
     n = _count(system.get("accelerators_per_node"), 1)
     nodes = _count(system.get("number_of_nodes"), 1)
-    if not raw or raw.upper() == "N/A" or n == 0:
-        raise EdgerobError(f"{where}: no accelerator in systems/{system_name}.json (a CPU-only "
-                           f"system): not imported")
+    if not raw or raw.upper() == "N/A" or n == 0:  # a CPU-only system: its processors
+        cpu = str(system.get("host_processor_model_name") or "").strip()
+        sockets = _count(system.get("host_processors_per_node"), 1)
+        if not cpu or not sockets or nodes is None:
+            raise EdgerobError(f"{where}: neither an accelerator nor a host processor named in "
+                               f"systems/{system_name}.json: no device")
+        name = re.sub(r"\(r\)|\(tm\)|\bcpu\b|@.*$", "", cpu, flags=re.I)
+        return Device("ref:" + _slug(f"{sockets}x {name}"), sockets * nodes, "CPU",
+                      ", ".join([power, "CPU", *extras]),
+                      f"CPU-only system: {sockets} x {cpu} per node, counted as the "
+                      f"accelerators")
     if n is None or nodes is None:
         raise EdgerobError(f"{where}: accelerators_per_node/number_of_nodes in systems/"
                            f"{system_name}.json are not numbers")
@@ -417,13 +443,17 @@ def _one_result(summary: Path) -> dict | None:
         raise EdgerobError(f"{summary}: not in an MLPerf results layout (DIVISION/SUBMITTER/"
                            f"results/SYSTEM/BENCHMARK/SCENARIO/performance/run_N/)")
     kv = parse_summary(summary.read_text(encoding="utf-8", errors="replace"), summary)
+    inferred = None
     if kv["Scenario"] != loc.scenario:
-        raise EdgerobError(f"{summary}: says scenario {kv['Scenario']} in folder {loc.scenario}")
+        if loc.scenario != "Offline" or kv["Scenario"] not in INFERRED_OFFLINE:
+            raise EdgerobError(f"{summary}: says scenario {kv['Scenario']} in folder "
+                               f"{loc.scenario}")
+        inferred = kv["Scenario"]  # an Offline result inferred from it (INFERRED_OFFLINE)
     validity = kv["Result is"]
     if validity != "VALID":
         return {"validity": validity, "measurement": None}
     benchmark = BENCHMARK_ALIASES.get(loc.benchmark, loc.benchmark)
-    sc = kv["Scenario"]
+    sc = loc.scenario
     system = read_system(loc.root / "systems" / f"{loc.system}.json")
     dev = describe_device(loc.system, system, benchmark, sc, summary)
     version = mlperf_version(summary)
@@ -437,7 +467,7 @@ def _one_result(summary: Path) -> dict | None:
     m = {"runtime": runtime, "precision": precision, "batch_size": spq, "input_set": "clean",
          "precision_note": None if precision else NO_PRECISION,
          "n_samples": None, "iterations": None, "accuracy": None, "latencies_ms": None}
-    old_ms = sc == "MultiStream" and _OLD_MULTISTREAM in kv
+    old_ms = kv["Scenario"] == "MultiStream" and _OLD_MULTISTREAM in kv
     for col, k in _NS_KEYS.items():
         stored = sc != "Offline" and not (old_ms and col in _PER_SAMPLE)
         m[col] = float(kv[k]) / 1e6 if stored else None
@@ -446,14 +476,23 @@ def _one_result(summary: Path) -> dict | None:
     m["latency_early_stopping_ms"] = float(es) / 1e6 if es else None
     tput_key = {"SingleStream": "QPS w/ loadgen overhead", "Offline": "Samples per second",
                 "Server": next((k for k in _SERVER if k in kv), None)}.get(sc)
-    m["throughput_sps"] = float(kv[tput_key]) if tput_key else None
+    m["throughput_sps"] = float(kv[tput_key]) if tput_key and not inferred else None
+    if inferred:
+        try:
+            m["throughput_sps"] = INFERRED_OFFLINE[inferred](kv)
+        except (KeyError, ValueError, ZeroDivisionError):
+            raise EdgerobError(f"{summary}: a {inferred} log in an Offline folder, but its "
+                               f"lines do not give the Offline result ({INFERRED_RULE[inferred]})"
+                               ) from None
     m["throughput_per_accelerator_sps"] = (m["throughput_sps"] / dev.n_accelerators
                                            if sc in ("Offline", "Server") else None)
     m.update(power_from_logs(summary.parent, spq))
     detail = read_detail(summary.parent / DETAIL) if (summary.parent / DETAIL).is_file() else {}
     m["iterations"] = detail.get("result_query_count")
     m["fingerprint"] = {"mlperf_summary": kv, "system": system,
-                        "source_file": str(summary.resolve())}
+                        "source_file": str(summary.resolve()),
+                        **({"inferred_from": inferred, "inferred_rule": INFERRED_RULE[inferred]}
+                           if inferred else {})}
     run_id = _run_id("mlperf", version, loc.division, loc.submitter, loc.system, loc.benchmark,
                      sc)
     m["run_id"], m["target"] = run_id, dev.target
