@@ -3,13 +3,57 @@ failure records and query-attack cells."""
 
 from __future__ import annotations
 
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from edgerob.cli.common import fmt, out
 from edgerob.device.failures import km_median
 
 FORCED_NOTE = ("target*: forced, measured with --force-target on a machine that is not the "
                "target (runs.target_facts says what it was)")
+
+
+def new_table(title: str, columns: list[str], labels: set[str]) -> Table:
+    """A table whose label columns (`labels`, left-aligned) wrap or fold; the others are
+    numbers, right-aligned. Print it with `show`, which keeps every number whole."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    for col in columns:
+        table.add_column(col, justify="left" if col in labels else "right", overflow="fold")
+    return table
+
+
+def show(table: Table) -> None:
+    """Print a `new_table`: a number column is never narrower than its widest number (nor a
+    header word), a label column gives way first (wrapped, at most 10 wide) where the terminal
+    is narrow: a device name wraps, a number is never cut."""
+    for col in table.columns:
+        cells = [Text.from_markup(c).plain if isinstance(c, str) else str(c)
+                 for c in col._cells]
+        words = str(col.header).split()
+        if col.justify == "right":
+            col.min_width = max([len(c) for c in cells] + [len(w) for w in words] + [1])
+        else:
+            col.min_width = min(10, max([len(w) for c in cells for w in c.split()]
+                                        + [len(w) for w in words] + [1]))
+    out.print(table)
+
+
+SCENARIO_SHORT = {"SingleStream": "Single", "MultiStream": "Multi"}  # ...Stream: wraps less
+# a predicted metric as a column value, with its unit
+METRIC_SHORT = {"throughput_sps": "samples/s", "latency_p90_ms": "p90 ms",
+                "latency_p99_ms": "p99 ms", "energy_per_inference_j": "J/inf"}
+
+
+def short_workload(workload: str) -> str:
+    """"mlperf:resnet50 SingleStream v3.0" -> "resnet50 Single v3.0" (fits a narrow column)."""
+    words = workload.removeprefix("mlperf:").split(" ")
+    return " ".join(SCENARIO_SHORT.get(w, w) for w in words)
+
+
+def short_source(row: dict) -> str:
+    """"MLPerf v3.0" (the system, benchmark and scenario have their own columns)."""
+    return " ".join(str(x) for x in ("MLPerf", row.get("mlperf_version")) if x)
 
 
 def target_cell(name: str, forced: bool) -> str:
