@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgerob.analysis.compare import (MEASURED, PREDICTED_BENCHMARK, _maybe_log, _new_figure,
-                                      _num, figure_bytes)
+from edgerob.analysis.compare import (MEASURED, _maybe_log, _new_figure, _num, figure_bytes,
+                                      single_device_resnet50)
 from edgerob.errors import EdgerobError
 from edgerob.files import atomic_write_bytes
 
@@ -29,43 +29,47 @@ def _own(row: dict) -> bool:
     return row.get("source", MEASURED) == MEASURED
 
 
-def fleet_batch_figure(rows: list[dict]):
-    """p50 latency (top) and throughput (bottom) against batch size, one column of panels per
-    target, one line per precision and source: own rows solid with filled markers, published
-    ResNet-50 rows (one per MLPerf round and scenario with a batch size) dashed and hollow."""
-    usable = [r for r in rows if r.get("batch_size") and (_own(r) or r.get("benchmark")
-                                                          == PREDICTED_BENCHMARK)
+def fleet_batch_figure(rows: list[dict], per_row: int = 4):
+    """p50 latency (upper) and throughput (lower panel) against batch size, one pair of panels
+    per target (`per_row` targets a row): own rows one solid line per precision with filled
+    markers, published single-device ResNet-50 rows with a batch size as hollow grey markers
+    (one MLPerf round and scenario each: points, not a series)."""
+    usable = [r for r in rows if r.get("batch_size") and single_device_resnet50(r)
               and (_num(r.get("latency_p50_ms")) or _num(r.get("throughput_sps")))]
     if not usable:
         return None
     targets = list(dict.fromkeys(r["target"] for r in usable))  # own first: fleet order
-    fig = _new_figure(max(4.0, 3.4 * len(targets)), 6.0)
-    axes = fig.subplots(2, len(targets), squeeze=False)
+    ncols = min(per_row, len(targets))
+    nrows = -(-len(targets) // ncols)
+    fig = _new_figure(max(4.0, 3.6 * ncols), 5.4 * nrows)
+    axes = fig.subplots(2 * nrows, ncols, squeeze=False)
+    for ax in axes.flat[len(targets) * 0:]:
+        ax.set_visible(False)
+    metrics = (("latency_p50_ms", "p50 latency per batch (ms)"),
+               ("throughput_sps", "throughput (samples/s)"))
     for j, target in enumerate(targets):
-        lines: dict[tuple, list[dict]] = {}
-        for r in usable:
-            if r["target"] == target:
-                src = "own" if _own(r) else f"{r.get('mlperf_version')} {r.get('scenario')}"
-                lines.setdefault((src, r.get("precision"), r.get("runtime")), []).append(r)
-        for row_i, (key, label) in enumerate((("latency_p50_ms", "p50 latency per batch (ms)"),
-                                              ("throughput_sps", "throughput (samples/s)"))):
-            ax = axes[row_i][j]
-            for (src, prec, _), rs in sorted(lines.items(), key=lambda kv: str(kv[0])):
-                pts = sorted((r["batch_size"], r[key]) for r in rs if _num(r.get(key)))
-                if not pts:
-                    continue
-                own = src == "own"
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=_marker(prec),
-                        ls="-" if own else "--", color="black" if own else "0.45",
-                        mfc="black" if own else "white", ms=6, lw=1.2,
-                        label=f"{prec} ({'own' if own else 'MLPerf ' + src})")
+        mine = [r for r in usable if r["target"] == target]
+        for k, (key, label) in enumerate(metrics):
+            ax = axes[2 * (j // ncols) + k][j % ncols]
+            ax.set_visible(True)
+            for prec in sorted({r.get("precision") or "?" for r in mine}):
+                own = sorted((r["batch_size"], r[key]) for r in mine if _own(r)
+                             and (r.get("precision") or "?") == prec and _num(r.get(key)))
+                ref = [(r["batch_size"], r[key]) for r in mine if not _own(r)
+                       and (r.get("precision") or "?") == prec and _num(r.get(key))]
+                if own:
+                    ax.plot([p[0] for p in own], [p[1] for p in own], marker=_marker(prec),
+                            ls="-", color="black", ms=6, lw=1.2, label=f"{prec} own")
+                if ref:
+                    ax.plot([p[0] for p in ref], [p[1] for p in ref], marker=_marker(prec),
+                            ls="none", color="0.35", mfc="white", ms=7,
+                            label=f"{prec} MLPerf (published)")
             ax.set_xscale("log", base=2)
-            _maybe_log(ax, "y", [r.get(key) for r in usable if r["target"] == target])
+            _maybe_log(ax, "y", [r.get(key) for r in mine])
             ax.grid(alpha=0.3)
             ax.set_xlabel("batch size (samples)")
-            if j == 0:
-                ax.set_ylabel(label)
-            if row_i == 0:
+            ax.set_ylabel(label, fontsize=8)
+            if k == 0:
                 ax.set_title(target, fontsize=10)
                 ax.legend(fontsize=7)
     return fig

@@ -70,19 +70,29 @@ def results(
     run: Annotated[Optional[str], typer.Option(help="Only this run id.")] = None,
     target: Annotated[Optional[str], typer.Option(help="Only this target.")] = None,
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Also write rows to CSV.")] = None,
+    plot: PlotOpt = None,
+    published: PublishedOpt = "latest",
+    all_published: AllPublishedOpt = False,
+    wide: WideOpt = False,
 ):
-    """Show stored measurements."""
+    """Show stored measurements: your own first, published MLPerf rows after them.
+
+    --plot FILE: the adversarial-vs-clean ratio of each cell with its interval (forest plot)."""
     db = Store(store)
-    rows = db.measurements(run_id=run, target=target)
+    runs = {r["run_id"]: provenance(r) for r in db.runs()}
+    rows = [{**m, **{k: v for k, v in runs.get(m["run_id"], provenance(None)).items()
+                     if k not in m}} for m in db.measurements(run_id=run, target=target)]
+    rows = select_published(rows, published_choice(published, all_published))
     if not rows:
         raise EdgerobError(f"no measurements in {store}"
                            + (f" for run {run}" if run else "")
                            + (f" for target {target}" if target else ""))
-    sources = {r["run_id"]: source_label(provenance(r)) for r in db.runs()}
     for r in rows:
-        r["source"] = sources.get(r["run_id"], "measured")
+        r["source_label"] = source_label(r)
     forced = {r["run_id"] for r in db.runs() if r.get("forced_target")}
-    print_measurements(rows, store, forced)
+    if plot:
+        err.print(f"plot -> {write_ratio_plot(rows, plot)}")
+    print_measurements(rows, store, forced, wide)
     if forced & {r["run_id"] for r in rows}:
         err.print(FORCED_NOTE)
     print_versus_clean(rows)
@@ -90,12 +100,7 @@ def results(
     print_failures([f for f in db.failures(run) if not target or f["target"] == target], cells)
     print_attack_cells(cells)
     if csv_out:
-        cols = [c for c in rows[0] if c != "latencies_ms"]
-        with open(csv_out, "w", newline="") as f:
-            w = csv.DictWriter(f, cols, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-        err.print(f"wrote {len(rows)} rows to {csv_out}")
+        _write_csv(rows, csv_out)
 
 
 
