@@ -118,3 +118,20 @@ def test_report_in_chromium_own_first_images_load(mixed, tmp_path):
     assert page["sections"][:2] == ["own", "published"]
     assert len(page["images"]) >= 3 and all(w > 0 for w in page["images"])
     assert screenshot(path, tmp_path / "shot.png").stat().st_size > 10_000
+
+
+def test_pictures_only_where_there_is_something_to_draw():
+    from edgerob.analysis.plots import power_mode_figure, prediction_figure
+
+    rows = [{"target": "t", "precision": "fp16", "batch_size": b, "power_mode": m,
+             "latency_p50_ms": 1.0 * b, "energy_per_inference_j": 0.01 * b}
+            for m in ("15W", "MAXN") for b in (1, 8)]
+    fig = power_mode_figure(rows)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["15W", "MAXN"]
+    assert power_mode_figure([{**r, "power_mode": None} for r in rows]) is None
+    pred = [{"metric": "throughput_sps", "predicted": 10.0, "interval": [8.0, 12.0],
+             "measured": 11.0}, {"metric": "throughput_sps", "predicted": 5.0,
+                                 "interval": None, "measured": None}]
+    fig = prediction_figure(pred)
+    assert fig.axes[0].get_xscale() == "log" and "samples/s" in fig.axes[0].get_xlabel()
+    assert prediction_figure(pred[1:]) is None
