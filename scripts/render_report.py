@@ -35,6 +35,37 @@ def screenshot(html: Path, png: Path, width: int = 1280, height: int = 2000) -> 
     return png
 
 
+# Appended to a copy of the report (the report itself has no script): on load, write the
+# section order and each image's natural width into the DOM that --dump-dom prints.
+_PROBE = ("<script>window.addEventListener('load',()=>{document.body.setAttribute('data-probe',"
+          "JSON.stringify({sections:[...document.querySelectorAll('h2[id]')].map(h=>h.id),"
+          "images:[...document.images].map(i=>i.complete?i.naturalWidth:0)}))});</script>")
+
+
+def browser_check(html: Path) -> dict:
+    """Render `html` in headless Chromium and return {"sections": h2 ids in page order,
+    "images": each image's naturalWidth (0: it did not load)}."""
+    import html as html_mod
+    import json
+    import re
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise EdgerobError("chromium is not installed (Debian: apt-get install chromium)")
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp, "probe.html")
+        probe.write_text(html.read_text().replace("</body>", _PROBE + "</body>"))
+        proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                               "--disable-background-networking", "--disable-component-update",
+                               "--disable-sync", "--no-first-run", f"--user-data-dir={tmp}/p",
+                               "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                              check=False, capture_output=True, text=True, timeout=120)
+    m = re.search(r'data-probe="([^"]*)"', proc.stdout)
+    if not m:
+        raise EdgerobError(f"chromium did not report the page: {proc.stderr[-300:]}")
+    return json.loads(html_mod.unescape(m.group(1)))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", default=DEFAULT_URL)

@@ -153,7 +153,7 @@ def test_report_of_the_real_runs_is_self_contained(real_fleet, monkeypatch, tmp_
     _assert_self_contained(text)
     for name in ("cpu-t1", "cpu-t2", "cpu-cloud"):
         assert name in text
-    for section in ("id='fleet'", "id='pareto'", "id='cost'", "id='survival'",
+    for section in ("id='own'", "id='pareto'", "id='cost'", "id='survival'",
                     "id='fingerprints'", "id='prediction'"):
         assert section in text
     assert "accuracy@fgsm@0.1" in text and "USD / M inferences" in text

@@ -164,7 +164,7 @@ def _section(html: str, name: str, after: str) -> str:
 def test_report_cost_and_prediction_leave_forced_rows_out(stores):
     store, _ = stores
     html = render_report(store, aft=False)
-    assert "dev-d (forced" in _section(html, "fleet", "pareto")  # shown, marked
+    assert "dev-d (forced" in _section(html, "own", "pareto")  # shown, marked
     for name, after in (("cost", "prediction"), ("prediction", "survival")):
         part = _section(html, name, after)
         assert "dev-d" not in part and "left out 2 measurement row(s)" in part, name

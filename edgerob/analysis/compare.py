@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,16 @@ def target_names(targets) -> list[str] | None:
     return names or None
 
 
+def batch_text(row: dict) -> str:
+    """"b8", or the scenario of a published row without a batch size (an Offline run is one
+    query of `samples_per_query` samples: that count is not a batch size)."""
+    if row.get("batch_size") is None:
+        return row.get("scenario") or "—"
+    return f"b{row['batch_size']}"
+
+
 def config_label(row: dict) -> str:
-    return f"{row['target']}/{row['runtime']}/{row['precision']}/b{row['batch_size']}"
+    return f"{row['target']}/{row['runtime']}/{row['precision']}/{batch_text(row)}"
 
 
 def _num(v) -> bool:
@@ -267,7 +276,60 @@ def side_by_side_notes(rows: list[dict]) -> list[str]:
             for t, s in sorted(by_target.items()) if len(s) > 1]
 
 
-def fleet_table(store, targets=None, include_forced: bool = True) -> list[dict]:
+PUBLISHED = ("none", "latest", "all")
+# configuration parts of a published row beyond "MaxP, GPU": a serving or partitioning layer
+_VARIANTS = ("Triton", "MIG", "HeteroMultiUse")
+
+
+def _version_key(version) -> tuple:
+    return tuple(int(x) for x in re.findall(r"\d+", str(version or "")))
+
+
+def select_published(rows: list[dict], published: str = "latest") -> list[dict]:
+    """Own rows, then the published ones `published` asks for: "none", "all", or "latest" (the
+    default): per device, benchmark, scenario, precision, power setting (MaxP/MaxQ),
+    accelerators and their count, one row: the plain configuration before Triton/MIG variants,
+    then the newest MLPerf round. Own rows keep their order; published ones follow
+    `_published_order`."""
+    if published not in PUBLISHED:
+        raise EdgerobError(f"--published must be one of {', '.join(PUBLISHED)}, got "
+                           f"{published!r}")
+    own = [r for r in rows if r.get("source", MEASURED) == MEASURED]
+    ref = [r for r in rows if r.get("source", MEASURED) != MEASURED]
+    if published == "none":
+        return own
+    if published == "latest":
+        best: dict[tuple, dict] = {}
+        for r in ref:
+            parts = (r.get("configuration") or "").split(", ")
+            key = (r["target"], r.get("benchmark"), r.get("scenario"), r.get("precision"),
+                   parts[0], r.get("accelerators"), r.get("n_accelerators"))
+            rank = (not any(v in p for p in parts[2:] for v in _VARIANTS),
+                    _version_key(r.get("mlperf_version")))
+            if key not in best or rank > best[key][0]:
+                best[key] = (rank, r)
+        keep = {id(r) for _, r in best.values()}
+        ref = [r for r in ref if id(r) in keep]
+    own.sort(key=lambda r: (r["target"], r.get("runtime") or "", r.get("precision") or "",
+                            r.get("batch_size") or 0, r.get("power_mode") or ""))
+    return own + sorted(ref, key=_published_order)
+
+
+_SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+
+
+def _published_order(r: dict) -> tuple:
+    """ResNet-50 (the workload own rows are compared with) first, then by benchmark, device,
+    scenario, precision, configuration, accelerator count, newest round first."""
+    sc = r.get("scenario")
+    return (r.get("benchmark") != PREDICTED_BENCHMARK, r.get("benchmark") or "", r["target"],
+            _SCENARIOS.index(sc) if sc in _SCENARIOS else len(_SCENARIOS),
+            r.get("precision") or "", r.get("configuration") or "", r.get("n_accelerators") or 0,
+            tuple(-x for x in _version_key(r.get("mlperf_version"))), r.get("system_name") or "")
+
+
+def fleet_table(store, targets=None, include_forced: bool = True,
+                published: str = "all") -> list[dict]:
     """One row per target x runtime x precision x batch size x provenance (own measurements,
     or one MLPerf version x system x scenario: published rows never replace own ones).
 
@@ -284,6 +346,10 @@ def fleet_table(store, targets=None, include_forced: bool = True) -> list[dict]:
     `include_forced` False they are left out before anything is chosen or summarised, so a
     cell's latest row is its latest verified one (the rows cost and prediction use; a target
     whose rows are all forced is then absent, not an error).
+
+    Own rows come first, then published ones (`select_published`: "none", "latest" or "all").
+    A published Offline row has batch_size None and its query's sample count under
+    `samples_per_query` (one query of the whole run, not a batch).
     """
     wanted = set(target_names(targets) or []) or None
     forced = forced_runs(store)
@@ -319,6 +385,9 @@ def fleet_table(store, targets=None, include_forced: bool = True) -> list[dict]:
                "batch_size": batch, "run_id": clean["run_id"] if clean else None}
         row.update(run_info.get(row["run_id"]) or provenance(None))
         row["source_label"] = source_label(row)
+        row["samples_per_query"] = None
+        if row["source"] != MEASURED and row.get("scenario") == "Offline":
+            row["samples_per_query"], row["batch_size"] = batch, None
         for k in ("n_samples", "iterations", "latency_p50_ms", "latency_p90_ms",
                   "latency_p99_ms", "latency_mean_ms", "latency_std_ms", "throughput_sps",
                   "power_mean_w", "power_idle_w", "energy_per_inference_j", "accuracy",
@@ -349,6 +418,7 @@ def fleet_table(store, targets=None, include_forced: bool = True) -> list[dict]:
         row["forced"] = any(m["run_id"] in forced for m in sets.values()) or any(
             f["run_id"] in forced for rs in groups.values() for f in rs)
         rows.append(row)
+    rows = select_published(rows, published)
     # published rows are ranked apart from ours, and per MLPerf version and scenario
     within = ("batch_size", "source", "mlperf_version", "benchmark", "scenario")
     for row, rank in zip(rows, rank_latency(rows, within=within)):
@@ -535,7 +605,7 @@ def front_figure(rows: list[dict], front: dict):
             ax.scatter([r[x] for r in sel], [r[y] for r in sel], s=46, color=colors[t],
                        edgecolor="black", zorder=3, label=t)
         for r in fr:
-            ax.annotate(f"{r['precision']} b{r['batch_size']}", (r[x], r[y]), fontsize=7,
+            ax.annotate(f"{r['precision']} {batch_text(r)}", (r[x], r[y]), fontsize=7,
                         xytext=(4, 4), textcoords="offset points")
         _maybe_log(ax, "x", [r[x] for r in pts])
         ax.legend(fontsize=7, loc="best")
@@ -638,9 +708,11 @@ def plot_fleet(store, rows: list[dict], fronts: list[dict], out_dir: str | Path,
     return paths
 
 
-def compare_fleet(store, targets=None, out_dir: str | Path | None = None) -> dict:
-    """The whole comparison: {"rows", "fronts", "plots"} (plots only when out_dir is given)."""
-    rows = fleet_table(store, targets)
+def compare_fleet(store, targets=None, out_dir: str | Path | None = None,
+                  published: str = "latest") -> dict:
+    """The whole comparison: {"rows", "fronts", "plots"} (plots only when out_dir is given);
+    own rows first, published ones as `published` says (`select_published`)."""
+    rows = fleet_table(store, targets, published=published)
     if not rows:
         raise EdgerobError(f"no measurements in {getattr(store, 'url', 'the store')}: run "
                            f"`edgerob profile` first")

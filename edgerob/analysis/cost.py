@@ -156,6 +156,8 @@ def tco(target, row: dict, workload: Workload, train_time_s: float | None = None
         "electricity_usd_per_kwh": w.electricity_usd_per_kwh,
         "throughput_sps": row.get("throughput_sps"),
         "source_label": row.get("source_label") or "measured",  # or e.g. "MLPerf v3.0 ..."
+        "source": row.get("source") or "measured", "mlperf_version": row.get("mlperf_version"),
+        "scenario": row.get("scenario"), "samples_per_query": row.get("samples_per_query"),
     }
     for k in ("devices_needed", "capital_usd", "energy_kwh", "energy_usd", "total_usd",
               "usd_per_million_inferences", "kwh_per_million_inferences"):
@@ -309,6 +311,8 @@ def cost_table(rows: list[dict], workload: Workload, train_time_s: float | None 
         if tgt is None:
             out.append({"target": r["target"], "runtime": r.get("runtime"),
                         "precision": r.get("precision"), "batch_size": r.get("batch_size"),
+                        **{k: r.get(k) for k in ("source", "source_label", "mlperf_version",
+                                                 "scenario", "samples_per_query")},
                         "notes": [cache.notes[r["target"]]]})
             continue
         out.append(tco(tgt, r, workload, train_time_s, pricing, n_train_samples))

@@ -21,6 +21,7 @@ from edgerob.analysis.compare import (config_label, figure_bytes, fleet_table, f
                                       front_figure, km_figures, pareto_fronts,
                                       side_by_side_notes, target_names)
 from edgerob.analysis.cost import Workload, cost_table
+from edgerob.analysis.plots import fleet_batch_figure, power_mode_figure, ratio_forest_figure
 from edgerob.analysis.predict import held_out
 from edgerob.errors import EdgerobError
 from edgerob.files import atomic_write_bytes
@@ -119,7 +120,38 @@ def _safe_url(url: str) -> str:
 
 # --- sections -----------------------------------------------------------------------------------
 
-def _fleet_section(rows: list[dict]) -> str:
+def _own_and_published(rows: list[dict], store, published: str) -> str:
+    """Your measurements first (with the pictures), then published rows, folded."""
+    own = [r for r in rows if r.get("source", "measured") == "measured"]
+    ref = [r for r in rows if r.get("source", "measured") != "measured"]
+    figs = []
+    for fig, caption, wide in (
+            (fleet_batch_figure(rows), "p50 latency and throughput against batch size, one pair "
+             "of panels per target: own rows solid lines, published MLPerf rows hollow markers",
+             True),
+            (power_mode_figure(rows), "energy per inference against latency per power mode",
+             False),
+            (ratio_forest_figure([m for m in store.measurements()
+                                  if m["target"] in {r["target"] for r in own}]),
+             "adversarial / clean ratio per cell with its 95% interval (1: no difference)",
+             False)):
+        if fig is not None:
+            figs.append(f"<figure class='{'wide' if wide else ''}'>{_img(fig, caption)}"
+                        f"<figcaption>{_e(caption)}</figcaption></figure>")
+    own_html = (_fleet_section(own, "own", "Your measurements") if own else
+                "<h2 id='own'>Your measurements</h2><p class='note'>None in this store "
+                "(`edgerob profile` takes them).</p>")
+    pub = ""
+    if ref:
+        pub = ("<h2 id='published'>Published results (reference)</h2><details><summary>"
+               f"{len(ref)} published MLPerf rows ({_e(published)} of them: the newest per "
+               "device, benchmark, scenario and configuration unless all were asked for); "
+               "Offline runs are one query: no batch size</summary>"
+               + _fleet_section(ref, "published-table", None) + "</details>")
+    return (own_html + (f"<div class='plots'>{''.join(figs)}</div>" if figs else "") + pub)
+
+
+def _fleet_section(rows: list[dict], anchor: str = "fleet", title: str | None = "Fleet") -> str:
     adv = sorted({k for r in rows for k in r if k.startswith("accuracy@")})
     headers = (["target", "source", "runtime", "precision", "batch", "latency rank", "p50 ms",
                 "p99 ms",
@@ -147,7 +179,8 @@ def _fleet_section(rows: list[dict]) -> str:
     numeric = set(range(4, len(headers))) - {len(headers) - 4}
     notes = sorted({f"{r['target']}: {r['power_note']}" for r in rows
                     if r.get("power_note") and r.get("power_mean_w") is None})
-    return ("<h2 id='fleet'>Fleet</h2>"
+    head = f"<h2 id='{anchor}'>{_e(title)}</h2>" if title else f"<div id='{anchor}'></div>"
+    return (head +
             "<p class='note'>One row per target x runtime x precision x batch size (clean input "
             "set). Latency ranks are within each batch size; <span class='tie'>=N</span> marks "
             "configurations whose latency difference is within measurement noise (|Cliff's "
@@ -202,12 +235,15 @@ def _cost_section(rows: list[dict], workload, train_time_s, n_train_samples=None
     costs = cost_table(rows, workload, train_time_s, n_train_samples=n_train_samples,
                        include_forced=include_forced)
     w = workload
-    headers = ["target", "source", "precision", "batch", "pricing", "devices", "capital USD",
+    headers = ["target", "source", "precision", "batch", "price", "devices", "buy USD", "rent USD",
                "energy kWh", "energy USD", "total USD", "USD / M inferences",
                "kWh / M inferences", "attacker s to failure", "attacker USD to failure",
                "attacker J to failure", "E[T] s (restricted)", "TRASH"]
     body = []
+    costs = ([c for c in costs if c.get("source", "measured") == "measured"]
+             + [c for c in costs if c.get("source", "measured") != "measured"])
     for c in costs:
+        rented = c.get("pricing") == "cloud"
         trash = c.get("trash_score")
         trash_html = None
         if trash is not None and c.get("cheaper_to_break_than_build"):
@@ -215,8 +251,11 @@ def _cost_section(rows: list[dict], workload, train_time_s, n_train_samples=None
                           f'{trash:.3g} ⚑</span>')
         body.append([_cell(c["target"]), _cell(c.get("source_label") or "measured"),
                      _cell(c.get("precision")), _cell(c.get("batch_size")),
-                     _cell(c.get("pricing")), _cell(c.get("devices_needed")),
-                     _cell(c.get("capital_usd"), ",.2f"), _cell(c.get("energy_kwh"), ",.1f"),
+                     _cell(_price(c)), _cell(c.get("devices_needed")),
+                     _cell(None if rented else c.get("capital_usd"), ",.2f"),
+                     _cell(c.get("capital_usd") if rented else None, ",.2f"),
+                     _cell(c.get("energy_kwh"), ",.1f"),
+                     ("in rent", None) if rented and c.get("devices_needed") else
                      _cell(c.get("energy_usd"), ",.2f"), _cell(c.get("total_usd"), ",.2f"),
                      _cell(c.get("usd_per_million_inferences"), ".4g"),
                      _cell(c.get("kwh_per_million_inferences"), ".4g"),
@@ -240,6 +279,15 @@ def _cost_section(rows: list[dict], workload, train_time_s, n_train_samples=None
             + (("<details><summary>how each figure is computed and what is missing</summary><ul>"
                 + "".join(f"<li class='note'>{_e(n)}</li>" for n in bases + notes)
                 + "</ul></details>") if bases or notes else ""))
+
+
+def _price(c: dict) -> str | None:
+    """One device's price: bought (USD) or rented per hour of service (USD/h)."""
+    if c.get("pricing") == "purchase" and c.get("purchase_usd_per_device"):
+        return f"buy {c['purchase_usd_per_device']:,.0f} USD"
+    if c.get("pricing") == "cloud" and c.get("cloud_usd_per_h"):
+        return f"rent {c['cloud_usd_per_h']:.3g} USD/h"
+    return None
 
 
 def _prediction_section(store, targets, include_forced: bool = False,
@@ -384,17 +432,20 @@ def _fingerprint_section(store, targets) -> str:
 
 def render_report(store, targets=None, workload=None, train_time_s: float | None = None,
                   title: str = "edgerob fleet report", aft: bool = True,
-                  n_train_samples: int | None = None, include_forced: bool = False) -> str:
-    """The report as one HTML string. `aft`: include the AFT model comparison from
+                  n_train_samples: int | None = None, include_forced: bool = False,
+                  published: str = "latest") -> str:
+    """The report as one HTML string: your measurements first, published rows after them,
+    folded (`published`: none, latest or all, as `select_published`). `aft`: include the AFT model comparison from
     edgerob.analysis.survival where it can run (a few seconds of fitting). The fleet, Pareto
     and survival tables show rows of forced runs, marked; cost, prediction and the AFT fits
     leave them out unless `include_forced`, and say how many."""
     workload = workload or Workload()
-    rows = fleet_table(store, targets)
+    rows = fleet_table(store, targets, published=published)
     if not rows:
         raise EdgerobError(f"no measurements in {_safe_url(store.url)}: run `edgerob profile` "
                            f"first")
-    decide = rows if include_forced else fleet_table(store, targets, include_forced=False)
+    decide = rows if include_forced else fleet_table(store, targets, include_forced=False,
+                                                     published=published)
     note = None if include_forced else forced_note(store, targets)
     fronts = pareto_fronts(rows)
     n_fail = sum(r.get("failure_records") or 0 for r in rows)
@@ -403,9 +454,9 @@ def render_report(store, targets=None, workload=None, train_time_s: float | None
     cards = [(len({r["target"] for r in rows}), "targets"), (len(rows), "configurations"),
              (n_meas, "measurements"), (n_fail, "failure records")]
     nav = "".join(f"<a href='#{a}'>{t}</a>" for a, t in (
-        ("fleet", "Fleet"), ("pareto", "Pareto fronts"), ("cost", "Cost"),
+        ("own", "Your measurements"), ("published", "Published"), ("pareto", "Pareto fronts"), ("cost", "Cost"),
         ("prediction", "Prediction"), ("survival", "Survival"), ("fingerprints", "Fingerprints")))
-    sections = [_fleet_section(rows), _pareto_section(rows, fronts),
+    sections = [_own_and_published(rows, store, published), _pareto_section(rows, fronts),
                 _cost_section(decide, workload, train_time_s, n_train_samples, include_forced,
                               note),
                 _prediction_section(store, targets, include_forced, note),
@@ -424,10 +475,10 @@ def render_report(store, targets=None, workload=None, train_time_s: float | None
 def write_report(store, out_path: str | Path, targets=None, workload=None,
                  train_time_s: float | None = None, title: str = "edgerob fleet report",
                  aft: bool = True, n_train_samples: int | None = None,
-                 include_forced: bool = False) -> Path:
+                 include_forced: bool = False, published: str = "latest") -> Path:
     """Write the self-contained HTML report to out_path atomically; returns the path."""
     text = render_report(store, targets, workload, train_time_s, title, aft, n_train_samples,
-                         include_forced)
+                         include_forced, published)
     path = Path(out_path)
     atomic_write_bytes(path, text.encode("utf-8"))
     _readable(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,9 +15,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from edgerob.errors import EdgerobError
 
-# Piped output (CI logs, `| tee`) gets a wide fixed width rather than rich's 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+def _width(stream) -> int | None:
+    """A terminal's own width; piped output (CI logs, `| tee`) gets COLUMNS where set, else a
+    wide fixed width rather than rich's 80 columns."""
+    if stream.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 140
+
+
+out = Console(width=_width(sys.stdout))
+err = Console(stderr=True, width=_width(sys.stderr))
 
 # Shared option aliases (as the hf CLI does): one definition, used by every command.
 StoreOpt = Annotated[str, typer.Option("--store", help="Results database URL (SQLAlchemy).",
@@ -55,6 +65,21 @@ def csv_list(value: str, kind=str) -> list:
         return [kind(v.strip()) for v in value.split(",") if v.strip()]
     except ValueError:
         raise EdgerobError(f"cannot read {value!r} as a comma-separated list") from None
+
+
+PublishedOpt = Annotated[str, typer.Option(
+    "--published", help="Published (MLPerf) rows after your own: none, latest (the newest per "
+                        "device, benchmark, scenario and configuration; plain before "
+                        "Triton/MIG) or all.")]
+AllPublishedOpt = Annotated[bool, typer.Option(
+    "--all-published", help="Same as --published all.")]
+WideOpt = Annotated[bool, typer.Option(
+    "--wide", help="Every column (default: the columns that answer the question, readable "
+                   "at 100 columns).")]
+
+
+def published_choice(published: str, all_published: bool) -> str:
+    return "all" if all_published else published
 
 
 def fmt(v, spec: str) -> str:

@@ -6,15 +6,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from edgerob.analysis.predict import predict as predict_cells
-from edgerob.cli.common import StoreOpt, fmt, out, print_json, user_errors
+from edgerob.analysis.plots import write_prediction_plot
+from edgerob.cli.common import StoreOpt, WideOpt, err, fmt, out, print_json, user_errors
+from edgerob.cli.tables import METRIC_SHORT, new_table, short_workload, show
 from edgerob.store import DEFAULT_URL, Store
-
-UNITS = {"throughput_sps": "samples/s", "latency_p90_ms": "ms", "latency_p99_ms": "ms",
-         "energy_per_inference_j": "J"}
-
 
 def _model_name(model: str) -> str:
     """A model folder's card name (what its runs store), else the name as given."""
@@ -50,6 +47,10 @@ def predict(
                                                    "(default: every version).")] = None,
     level: Annotated[float, typer.Option(help="Prediction interval level.")] = 0.9,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    plot: Annotated[Optional[Path], typer.Option(
+        "--plot", help="Write predicted against measured or published values, with intervals "
+                       "on log axes, to this file (.png, .svg or .pdf).")] = None,
+    wide: WideOpt = False,
     store: StoreOpt = DEFAULT_URL,
 ):
     """Predict a target's performance on a workload from the other targets' results.
@@ -60,22 +61,22 @@ def predict(
     rows = predict_cells(Store(store), target, mlperf=mlperf, scenario=scenario,
                          version=version, model=_model_name(model) if model else None,
                          precision=precision, batch_size=batch_size, level=level)
+    if plot:
+        err.print(f"plot -> {write_prediction_plot(rows, plot)}")
     if json_out:
         print_json(rows)
         return
-    table = Table(title=f"{target}: predicted from the other devices' results ({level:.0%} "
-                        f"intervals); 'measured' is its own result, never fitted")
-    for col in ("workload", "configuration", "metric", "predicted", "interval", "measured",
-                "method", "leaned on"):
-        table.add_column(col, justify="right" if col in ("predicted", "interval", "measured")
-                         else "left")
+    cols = ["workload", *(["configuration"] if wide else []), "predicts", "predicted",
+            "interval", "measured", "method", *(["leaned on"] if wide else [])]
+    table = new_table(f"{target}: predicted from the other devices' results ({level:.0%} "
+                      f"intervals); 'measured' is its own result, never fitted", cols,
+                      {"workload", "configuration", "predicts", "method", "leaned on"})
     for r in rows:
-        unit = UNITS.get(r["metric"], "")
         iv = r["interval"]
-        table.add_row(r["workload"], r["configuration"], r["metric"],
-                      f"{fmt(r['predicted'], '.4g')} {unit}",
-                      f"{iv[0]:.4g}-{iv[1]:.4g}" if iv else "—",
-                      fmt(r["measured"], ".4g"), r["method"] or "—", _leaned_on(r["references"]))
-    out.print(table)
+        table.add_row(short_workload(r["workload"]), *([r["configuration"]] if wide else []),
+                      METRIC_SHORT.get(r["metric"], r["metric"]), fmt(r["predicted"], ".4g"),
+                      f"{iv[0]:.4g}–{iv[1]:.4g}" if iv else "—", fmt(r["measured"], ".4g"),
+                      r["method"] or "—", *([_leaned_on(r["references"])] if wide else []))
+    show(table)
     for why in dict.fromkeys(r["why"] for r in rows):
         out.print(f"method: {why}", highlight=False)

@@ -11,15 +11,20 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgerob.analysis.compare import (compare_fleet, config_label, fleet_table, forced_note,
-                                      provenance, public_rows, side_by_side_notes, source_label)
+from edgerob.analysis.compare import (MEASURED, compare_fleet, config_label, fleet_table,
+                                      forced_note, provenance, public_rows, select_published,
+                                      side_by_side_notes, source_label)
 from edgerob.analysis.cost import Workload, candidate_costs, cost_table, workload_dict
 from edgerob.analysis.predict import predict_candidate
 from edgerob.analysis.report import write_report
 from edgerob.catalog.targets import load_target
-from edgerob.cli.common import StoreOpt, csv_list, err, fmt, out, print_json, user_errors
-from edgerob.cli.tables import (FORCED_NOTE, print_attack_cells, print_failures,
-                                print_measurements, print_versus_clean, target_cell)
+from edgerob.analysis.plots import write_fleet_plots, write_ratio_plot
+from edgerob.cli.common import (AllPublishedOpt, PublishedOpt, StoreOpt, WideOpt, csv_list, err,
+                                fmt, out, print_json, published_choice, user_errors)
+from edgerob.cli.tables import (FORCED_NOTE, SCENARIO_SHORT, new_table, print_attack_cells, print_failures,
+                                METRIC_SHORT, print_measurements, print_versus_clean, short_source,
+                                short_workload, show,
+                                target_cell)
 from edgerob.errors import EdgerobError
 from edgerob.store import DEFAULT_URL, Store
 
@@ -42,6 +47,10 @@ TrainSamplesOpt = Annotated[Optional[int], typer.Option(
     "--train-samples", min=1, help="Training samples the model was trained on, for the TRASH "
                                    "score (model.json n_train_samples).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="Also write every column of the "
+                                                                "rows to this CSV file.")]
+PlotOpt = Annotated[Optional[Path], typer.Option(
+    "--plot", help="Write the command's picture to this file (.png, .svg or .pdf).")]
 IncludeForcedOpt = Annotated[bool, typer.Option(
     "--include-forced", help="Also use rows of runs measured with --force-target on a machine "
                              "that is not the target (left out by default).")]
@@ -61,19 +70,29 @@ def results(
     run: Annotated[Optional[str], typer.Option(help="Only this run id.")] = None,
     target: Annotated[Optional[str], typer.Option(help="Only this target.")] = None,
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Also write rows to CSV.")] = None,
+    plot: PlotOpt = None,
+    published: PublishedOpt = "latest",
+    all_published: AllPublishedOpt = False,
+    wide: WideOpt = False,
 ):
-    """Show stored measurements."""
+    """Show stored measurements: your own first, published MLPerf rows after them.
+
+    --plot FILE: the adversarial-vs-clean ratio of each cell with its interval (forest plot)."""
     db = Store(store)
-    rows = db.measurements(run_id=run, target=target)
+    runs = {r["run_id"]: provenance(r) for r in db.runs()}
+    rows = [{**m, **{k: v for k, v in runs.get(m["run_id"], provenance(None)).items()
+                     if k not in m}} for m in db.measurements(run_id=run, target=target)]
+    rows = select_published(rows, published_choice(published, all_published))
     if not rows:
         raise EdgerobError(f"no measurements in {store}"
                            + (f" for run {run}" if run else "")
                            + (f" for target {target}" if target else ""))
-    sources = {r["run_id"]: source_label(provenance(r)) for r in db.runs()}
     for r in rows:
-        r["source"] = sources.get(r["run_id"], "measured")
+        r["source_label"] = source_label(r)
     forced = {r["run_id"] for r in db.runs() if r.get("forced_target")}
-    print_measurements(rows, store, forced)
+    if plot:
+        err.print(f"plot -> {write_ratio_plot(rows, plot)}")
+    print_measurements(rows, store, forced, wide)
     if forced & {r["run_id"] for r in rows}:
         err.print(FORCED_NOTE)
     print_versus_clean(rows)
@@ -81,12 +100,90 @@ def results(
     print_failures([f for f in db.failures(run) if not target or f["target"] == target], cells)
     print_attack_cells(cells)
     if csv_out:
-        cols = [c for c in rows[0] if c != "latencies_ms"]
-        with open(csv_out, "w", newline="") as f:
-            w = csv.DictWriter(f, cols, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-        err.print(f"wrote {len(rows)} rows to {csv_out}")
+        _write_csv(rows, csv_out)
+
+
+
+
+def _bench(row: dict) -> str:
+    return (row.get("benchmark") or "").removeprefix("mlperf:")
+
+
+def _batch(row: dict) -> str:
+    """A batch size, or — for a published Offline row (its samples per query are not one)."""
+    return "—" if row.get("batch_size") is None else str(row["batch_size"])
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    cols = list(dict.fromkeys(k for r in rows for k in r if k not in ("latencies_ms",
+                                                                       "failures_by_attack")))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    err.print(f"wrote {len(rows)} rows to {path}")
+
+
+def _print_own_fleet(rows: list[dict], store: str, wide: bool) -> None:
+    adv = sorted({k for r in rows for k in r if k.startswith("accuracy@")})
+    runtimes = wide or len({r["runtime"] for r in rows}) > 1
+    moded = any(r.get("power_mode") for r in rows)
+    cols = ["target", *(["runtime"] if runtimes else []), *(["power mode"] if moded else []),
+            "prec", "batch", "rank", "p50 ms", *(["p99 ms"] if wide else []), "samples/s", "W",
+            "J/inf",
+            "clean acc", *([a[9:] for a in adv] if wide else ["robust acc"]),
+            "s to fail", *(["J to fail", "records", "clean wrong"] if wide else [])]
+    table = new_table(f"your measurements ({store}): rank of p50 latency within batch size, "
+                      f"=N tied within noise; accuracy on clean and (robust) the worst "
+                      f"adversarial input set; Kaplan-Meier median s to failure",
+                      cols, {"target", "runtime", "power mode", "prec"})
+    for r in rows:
+        rank = r["latency_rank"]
+        table.add_row(target_cell(r["target"], r["forced"]),
+                      *([r["runtime"]] if runtimes else []),
+                      *([r.get("power_mode") or "—"] if moded else []), r["precision"],
+                      _batch(r), "—" if rank is None else f"{'=' if r['latency_tie'] else ''}{rank}",
+                      fmt(r["latency_p50_ms"], ".3f"),
+                      *([fmt(r["latency_p99_ms"], ".3f")] if wide else []),
+                      fmt(r["throughput_sps"], ",.0f"), fmt(r["power_mean_w"], ".2f"),
+                      fmt(r["energy_per_inference_j"], ".3g"), fmt(r["accuracy"], ".1%"),
+                      *([fmt(r.get(a), ".1%") for a in adv] if wide
+                        else [fmt(r.get("robust_accuracy"), ".1%")]),
+                      fmt(r["median_time_to_failure_s"], ".3g"),
+                      *([fmt(r["median_energy_to_failure_j"], ".3g"),
+                         str(r["failure_records"]), fmt(r["failure_clean_wrong"], "d")]
+                        if wide else []))
+    show(table)
+    if any(r["forced"] for r in rows):
+        err.print(FORCED_NOTE)
+    notes = sorted({f"{r['target']}: {r['power_note']}" for r in rows
+                    if r.get("power_note") and r.get("power_mean_w") is None})
+    for n in notes:
+        err.print(f"no power (W, J/inf —): {n}", highlight=False, markup=False)
+
+
+def _print_published_fleet(rows: list[dict], published: str, wide: bool) -> None:
+    cols = ["device", "round", "benchmark", "scenario", "config", "prec", "batch",
+            *(["samples/query", "system"] if wide else []), "p50 ms",
+            *(["p99 ms"] if wide else []), "samples/s", "W", "J/inf"]
+    table = new_table(f"published MLPerf results, for reference ({published} of them; "
+                      f"--published none|latest|all): the submitters' models, data and "
+                      f"harness; W: the whole system's wall power. — where MLPerf gives no "
+                      f"such number: Offline is one query (no batch or latency), MultiStream "
+                      f"no samples/s, only MaxQ runs power",
+                      cols, {"device", "round", "benchmark", "scenario", "config", "prec",
+                             "system"})
+    for r in rows:
+        table.add_row(r["target"], r.get("mlperf_version") or "—", _bench(r),
+                      SCENARIO_SHORT.get(r.get("scenario"), r.get("scenario") or "—"),
+                      r.get("configuration") or "—", r["precision"] or "—", _batch(r),
+                      *([fmt(r.get("samples_per_query"), ",d"), r.get("system_name") or "—"]
+                        if wide else []),
+                      fmt(r["latency_p50_ms"], ".3f"),
+                      *([fmt(r["latency_p99_ms"], ".3f")] if wide else []),
+                      fmt(r["throughput_sps"], ",.0f"), fmt(r["power_mean_w"], ".0f"),
+                      fmt(r["energy_per_inference_j"], ".3g"))
+    show(table)
 
 
 @user_errors
@@ -95,46 +192,41 @@ def compare(
     store: StoreOpt = DEFAULT_URL,
     out_dir: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Folder for the Pareto and Kaplan-Meier plots (PNG + SVG).")] = None,
+    plot: PlotOpt = None,
+    published: PublishedOpt = "latest",
+    all_published: AllPublishedOpt = False,
+    wide: WideOpt = False,
     json_out: JsonOpt = False,
+    csv_out: CsvOpt = None,
 ):
     """Compare targets per precision and batch size, with Pareto fronts.
 
-    Latency (ties within noise), throughput, power, energy, accuracy under attack, time and
-    energy to failure; Pareto fronts as tables and plots."""
-    result = compare_fleet(Store(store), targets, out_dir)
+    Your measurements first, published MLPerf rows after them for reference. Latency (ties
+    within noise), throughput, power, energy, accuracy under attack, time and energy to
+    failure; Pareto fronts as tables and plots. --plot FILE: latency and throughput against
+    batch size, one panel per target (and energy against latency per power mode, where
+    measured, beside it)."""
+    published = published_choice(published, all_published)
+    result = compare_fleet(Store(store), targets, out_dir, published=published)
     rows, fronts = result["rows"], result["fronts"]
+    if plot:
+        for path in write_fleet_plots(rows, plot):
+            err.print(f"plot -> {path}")
     if json_out:
         print_json({"rows": public_rows(rows), "fronts": [
             {**{k: v for k, v in f.items() if k != "front"},
              "front": [config_label(r) for r in f["front"]]} for f in fronts]})
         return
-    adv = sorted({k for r in rows for k in r if k.startswith("accuracy@")})
-    runtimes = len({r["runtime"] for r in rows}) > 1
-    sourced = any(r["source_label"] != "measured" for r in rows)  # imported rows: say which
-    table = Table(title=f"fleet ({store}): latency rank within batch size, =N tied within noise; "
-                        f"accuracy per input set; Kaplan-Meier medians to failure")
-    for col in ("target", *(["source"] if sourced else []), *(["runtime"] if runtimes else []),
-                "prec", "batch", "rank", "p50 ms", "p99 ms", "samples/s", "W", "J/inf", "clean", *[a[9:] for a in adv],
-                "s to fail", "J to fail", "records", "clean wrong"):
-        table.add_column(col, justify="left" if col in ("target", "source", "runtime", "prec")
-                         else "right", no_wrap=col in ("target", "runtime"))
-    for r in rows:
-        rank = r["latency_rank"]
-        table.add_row(target_cell(r["target"], r["forced"]),
-                      *([r["source_label"]] if sourced else []),
-                      *([r["runtime"]] if runtimes else []), r["precision"],
-                      str(r["batch_size"]),
-                      "—" if rank is None else f"{'=' if r['latency_tie'] else ''}{rank}",
-                      fmt(r["latency_p50_ms"], ".3f"), fmt(r["latency_p99_ms"], ".3f"),
-                      fmt(r["throughput_sps"], ",.0f"), fmt(r["power_mean_w"], ".2f"),
-                      fmt(r["energy_per_inference_j"], ".3g"), fmt(r["accuracy"], ".2%"),
-                      *[fmt(r.get(a), ".2%") for a in adv],
-                      fmt(r["median_time_to_failure_s"], ".3g"),
-                      fmt(r["median_energy_to_failure_j"], ".3g"), str(r["failure_records"]),
-                      fmt(r["failure_clean_wrong"], "d"))
-    out.print(table)
-    if any(r["forced"] for r in rows):
-        err.print(FORCED_NOTE)
+    if csv_out:
+        _write_csv(public_rows(rows), csv_out)
+    own = [r for r in rows if r["source"] == MEASURED]
+    ref = [r for r in rows if r["source"] != MEASURED]
+    if own:
+        _print_own_fleet(own, store, wide)
+    else:
+        err.print("no measurements of your own in this store (edgerob profile takes them)")
+    if ref:
+        _print_published_fleet(ref, published, wide)
     for line in side_by_side_notes(rows):
         err.print(f"note: {line}", highlight=False, markup=False)
     for f in fronts:
@@ -143,12 +235,12 @@ def compare(
             err.print(f"{f['name']}: no configuration has both values ({'; '.join(reasons)})",
                       highlight=False)
             continue
-        ft = Table("configuration", f["x_label"], f["y_label"],
-                   title=f"Pareto front: {f['name'].replace('_', ' ')} "
-                         f"({len(f['front'])} of {f['considered']})")
+        ft = new_table(f"Pareto front: {f['name'].replace('_', ' ')} "
+                       f"({len(f['front'])} of {f['considered']})",
+                       ["configuration", f["x_label"], f["y_label"]], {"configuration"})
         for r in f["front"]:
             ft.add_row(config_label(r), fmt(r[f["x"]], ".4g"), fmt(r[f["y"]], ".4g"))
-        out.print(ft)
+        show(ft)
         if f["excluded"]:
             err.print(f"{f['name']}: {len(f['excluded'])} configuration(s) left out, e.g. "
                       f"{f['excluded'][0]['config']}: {f['excluded'][0]['reason']}",
@@ -177,7 +269,11 @@ def cost(
         "--candidate", help="Predict this target on every stored workload (as `edgerob "
                             "predict` does) and cost it; its own results are shown, never "
                             "fitted.")] = None,
+    published: PublishedOpt = "latest",
+    all_published: AllPublishedOpt = False,
+    wide: WideOpt = False,
     json_out: JsonOpt = False,
+    csv_out: CsvOpt = None,
     include_forced: IncludeForcedOpt = False,
 ):
     """Cost of ownership for a workload, and what a failure costs the target.
@@ -189,10 +285,11 @@ def cost(
     db = Store(store)
     w = _workload(inferences_per_s, hours_per_day, years, usd_per_kwh, utilisation)
     left_out = _print_forced_note(db, targets, include_forced)
+    published = published_choice(published, all_published)
     if candidate:
-        _cost_candidate(db, candidate, targets, w, json_out, include_forced)
+        _cost_candidate(db, candidate, targets, w, json_out, include_forced, wide)
         return
-    costs = cost_table(fleet_table(db, targets, include_forced), w, train_time_s,
+    costs = cost_table(fleet_table(db, targets, include_forced, published), w, train_time_s,
                        n_train_samples=train_samples, include_forced=include_forced)
     if not costs:
         raise EdgerobError(f"no measurements in {store}" + (
@@ -201,39 +298,35 @@ def cost(
     if json_out:
         print_json({"workload": workload_dict(w), "rows": costs})
         return
-    table = Table(title=f"cost of ownership: {w.inferences_per_s:g} inferences/s, "
-                        f"{w.hours_per_day:g} h/day, {w.years:g} years ({w.service_h:,.0f} h), "
-                        f"utilisation {w.utilisation:.0%}, {w.electricity_usd_per_kwh:g} USD/kWh")
-    for col in ("target", "source", "prec", "batch", "pricing", "devices", "capital USD",
-                "energy kWh", "energy USD", "total USD", "USD / M inferences",
-                "kWh / M inferences"):
-        table.add_column(col, justify="left" if col in ("target", "source", "prec", "pricing")
-                         else "right", no_wrap=col == "target")
-    attacker = Table(title="attacker's side: what a failure costs the target (Kaplan-Meier "
-                           "medians of each sample's share of the queries; E[T] restricted to "
-                           "the attack budget)")
-    for col in ("target", "prec", "batch", "attack", "s to failure", "USD to failure",
-                "J to failure", "E[T] s", "TRASH"):
-        attacker.add_column(col, justify="left" if col in ("target", "prec", "attack")
-                            else "right", no_wrap=col == "target")
-    for c in costs:
+    if csv_out:
+        _write_csv(costs, csv_out)
+    title = (f"{w.inferences_per_s:g} inferences/s, {w.hours_per_day:g} h/day, {w.years:g} "
+             f"years ({w.service_h:,.0f} h), utilisation {w.utilisation:.0%}, "
+             f"{w.electricity_usd_per_kwh:g} USD/kWh")
+    own = [c for c in costs if (c.get("source") or MEASURED) == MEASURED]
+    ref = [c for c in costs if (c.get("source") or MEASURED) != MEASURED]
+    if own:
+        _print_costs(own, f"cost of ownership, your measurements: {title}", wide)
+    if ref:
+        _print_costs(ref, f"cost of ownership from published MLPerf ResNet-50 results, for "
+                          f"reference ({published}; --published none|latest|all)", wide)
+    attacker = new_table("attacker's side: what a failure costs the target (Kaplan-Meier "
+                         "medians of each sample's share of the queries; E[T] restricted to the "
+                         "attack budget)",
+                         ["target", "prec", "batch", "attack", "s to failure", "USD to failure",
+                          "J to failure", "E[T] s", "TRASH"], {"target", "prec", "attack"})
+    for c in own:
         trash = c.get("trash_score")
-        key = (c["target"], c.get("precision") or "—", str(c.get("batch_size")))
-        table.add_row(key[0], c.get("source_label") or "measured", *key[1:],
-                      c.get("pricing") or "—", fmt(c.get("devices_needed"), "d"),
-                      fmt(c.get("capital_usd"), ",.2f"), fmt(c.get("energy_kwh"), ",.1f"),
-                      fmt(c.get("energy_usd"), ",.2f"), fmt(c.get("total_usd"), ",.2f"),
-                      fmt(c.get("usd_per_million_inferences"), ".4g"),
-                      fmt(c.get("kwh_per_million_inferences"), ".4g"))
-        attacker.add_row(*key, c.get("failure_attack") or "—",
+        attacker.add_row(c["target"], c.get("precision") or "—", _batch(c),
+                         c.get("failure_attack") or "—",
                          fmt(c.get("attacker_s_to_failure"), ".3g"),
                          fmt(c.get("attacker_usd_to_failure"), ".3g"),
                          fmt(c.get("attacker_j_to_failure"), ".3g"),
                          fmt(c.get("expected_time_to_failure_s"), ".3g"),
                          "—" if trash is None else (f"[bold red]{trash:.3g} ⚑[/]" if trash > 1
                                                     else f"{trash:.3g}"))
-    out.print(table)
-    out.print(attacker)
+    if own:
+        show(attacker)
     notes = sorted({f"{c['target']}: {n}" for c in costs for n in c.get("notes", [])})
     for n in notes:
         err.print(f"note: {n}", highlight=False)
@@ -242,39 +335,75 @@ def cost(
                   "samples) / E[T], E[T] per attacked sample, restricted to the attack budget)")
 
 
+def _price(c: dict) -> str:
+    """What one device costs: bought once (USD) or rented per hour of service (USD/h)."""
+    if c.get("pricing") == "purchase" and c.get("purchase_usd_per_device"):
+        return f"buy {c['purchase_usd_per_device']:,.0f} USD"
+    if c.get("pricing") == "cloud" and c.get("cloud_usd_per_h"):
+        return f"rent {c['cloud_usd_per_h']:.3g} USD/h"
+    return "—"
+
+
+def _print_costs(costs: list[dict], title: str, wide: bool) -> None:
+    """Costs of ownership. --wide: bought devices under "buy USD", rented ones under "rent USD"
+    (the hourly price over the service hours); a rented device's electricity is in its rent."""
+    ref = any((c.get("source") or MEASURED) != MEASURED for c in costs)
+    cols = ["target", *(["round", "scenario"] if ref else []), "prec", "batch", "price",
+            "devices", *(["buy USD", "rent USD", "energy kWh", "energy USD"] if wide else []),
+            "total USD", "USD/M inf", "kWh/M inf"]
+    table = new_table(title, cols, {"target", "round", "scenario", "prec", "price"})
+    for c in costs:
+        capital = fmt(c.get("capital_usd"), ",.0f")
+        rented = c.get("pricing") == "cloud"
+        energy_usd = ("in rent" if rented and c.get("devices_needed") is not None
+                      else fmt(c.get("energy_usd"), ",.2f"))
+        sc = c.get("scenario")
+        table.add_row(c["target"], *([c.get("mlperf_version") or "—",
+                                      SCENARIO_SHORT.get(sc, sc or "—")] if ref else []),
+                      c.get("precision") or "—", _batch(c), _price(c),
+                      fmt(c.get("devices_needed"), "d"),
+                      *(["—" if rented else capital, capital if rented else "—",
+                         fmt(c.get("energy_kwh"), ",.1f"), energy_usd] if wide else []),
+                      fmt(c.get("total_usd"), ",.0f"),
+                      fmt(c.get("usd_per_million_inferences"), ".4g"),
+                      fmt(c.get("kwh_per_million_inferences"), ".4g"))
+    show(table)
+
+
 def _cost_candidate(db, candidate: str, targets, w, json_out: bool,
-                    include_forced: bool) -> None:
+                    include_forced: bool, wide: bool = False) -> None:
     tgt = load_target(candidate)
     preds = candidate_costs(predict_candidate(db, tgt, targets, include_forced=include_forced),
                             tgt, w)
     if json_out:
         print_json({"candidate": tgt.name, "workload": workload_dict(w), "predictions": preds})
         return
-    table = Table(title=f"{tgt.name}: predicted from the other devices' results (measured, or "
-                        f"published MLPerf), {preds[0]['level']:.0%} intervals calibrated on "
-                        f"held-out cells; 'true' is {tgt.name}'s own result, never fitted")
-    for col in ("workload", "configuration", "predicts", "predicted", "interval", "true",
-                "inside", "method", "J/inf", "J/inf interval", "median s to failure", "devices",
-                "total USD", "USD / M inferences"):
-        table.add_column(col, justify="left" if col in ("workload", "configuration", "predicts",
-                                                        "method") else "right")
+    cols = ["workload", *(["config"] if wide else []), "predicts", "predicted", "interval",
+            "true", *(["inside", "method", "J/inf interval", "s to failure", "devices",
+                       "total USD"] if wide else []), "J/inf", "USD/M inf"]
+    table = new_table(f"{tgt.name}: predicted from the other devices' results (measured, or "
+                      f"published MLPerf), {preds[0]['level']:.0%} intervals calibrated on "
+                      f"held-out cells; 'true' is {tgt.name}'s own result, never fitted",
+                      cols, {"workload", "config", "predicts", "method"})
 
     def interval(p, key):
         lo, hi = p[f"{key}_lo"], p[f"{key}_hi"]
-        return "—" if lo is None else f"{lo:.3g}–{hi:.3g}"
+        return "—" if lo is None else f"{lo:.4g}–{hi:.4g}"
 
     for p in preds:
         c = p.get("cost") or {}
         k = p["response"]
         inside = {None: "—", True: "yes", False: "no"}[p["truth_in_interval"]]
-        table.add_row(p["workload"], p["configuration"], k, fmt(p[k], ".4g"), interval(p, k),
-                      fmt(p["truth"], ".4g"), inside, p["method"] or "—",
+        table.add_row(short_workload(p["workload"]), *([p["configuration"]] if wide else []),
+                      METRIC_SHORT.get(k, k), fmt(p[k], ".4g"), interval(p, k),
+                      fmt(p["truth"], ".4g"),
+                      *([inside, p["method"] or "—", interval(p, "energy_per_inference_j"),
+                         fmt(p["median_time_to_failure_s"], ".3g"),
+                         fmt(c.get("devices_needed"), "d"), fmt(c.get("total_usd"), ",.0f")]
+                        if wide else []),
                       fmt(p["energy_per_inference_j"], ".3g"),
-                      interval(p, "energy_per_inference_j"),
-                      fmt(p["median_time_to_failure_s"], ".3g"),
-                      fmt(c.get("devices_needed"), "d"), fmt(c.get("total_usd"), ",.2f"),
                       fmt(c.get("usd_per_million_inferences"), ".4g"))
-    out.print(table)
+    show(table)
     for why in dict.fromkeys(p["why"] for p in preds if p["why"]):
         err.print(f"method: {why}", highlight=False, markup=False)
 

@@ -3,13 +3,57 @@ failure records and query-attack cells."""
 
 from __future__ import annotations
 
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
-from edgerob.cli.common import fmt, out
+from edgerob.cli.common import err, fmt, out
 from edgerob.device.failures import km_median
 
 FORCED_NOTE = ("target*: forced, measured with --force-target on a machine that is not the "
                "target (runs.target_facts says what it was)")
+
+
+def new_table(title: str, columns: list[str], labels: set[str]) -> Table:
+    """A table whose label columns (`labels`, left-aligned) wrap or fold; the others are
+    numbers, right-aligned. Print it with `show`, which keeps every number whole."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    for col in columns:
+        table.add_column(col, justify="left" if col in labels else "right", overflow="fold")
+    return table
+
+
+def show(table: Table) -> None:
+    """Print a `new_table`: a number column is never narrower than its widest number (nor a
+    header word), a label column gives way first (wrapped, at most 10 wide) where the terminal
+    is narrow: a device name wraps, a number is never cut."""
+    for col in table.columns:
+        cells = [Text.from_markup(c).plain if isinstance(c, str) else str(c)
+                 for c in col._cells]
+        words = str(col.header).split()
+        if col.justify == "right":
+            col.min_width = max([len(c) for c in cells] + [len(w) for w in words] + [1])
+        else:
+            col.min_width = min(10, max([len(w) for c in cells for w in c.split()]
+                                        + [len(w) for w in words] + [1]))
+    out.print(table)
+
+
+SCENARIO_SHORT = {"SingleStream": "Single", "MultiStream": "Multi"}  # ...Stream: wraps less
+# a predicted metric as a column value, with its unit
+METRIC_SHORT = {"throughput_sps": "samples/s", "latency_p90_ms": "p90 ms",
+                "latency_p99_ms": "p99 ms", "energy_per_inference_j": "J/inf"}
+
+
+def short_workload(workload: str) -> str:
+    """"mlperf:resnet50 SingleStream v3.0" -> "resnet50 Single v3.0" (fits a narrow column)."""
+    words = workload.removeprefix("mlperf:").split(" ")
+    return " ".join(SCENARIO_SHORT.get(w, w) for w in words)
+
+
+def short_source(row: dict) -> str:
+    """"MLPerf v3.0" (the system, benchmark and scenario have their own columns)."""
+    return " ".join(str(x) for x in ("MLPerf", row.get("mlperf_version")) if x)
 
 
 def target_cell(name: str, forced: bool) -> str:
@@ -18,29 +62,37 @@ def target_cell(name: str, forced: bool) -> str:
     return f"{name}[red]*[/]" if forced else name
 
 
-def print_measurements(rows: list[dict], title: str, forced: set = frozenset()) -> None:
-    table = Table(title=title)
-    # the source column (measured here / imported) only where some row was imported
+def print_measurements(rows: list[dict], title: str, forced: set = frozenset(),
+                       wide: bool = False) -> None:
+    """Own rows first, then imported ones (`select_published` orders them); the source column
+    only where some row was imported. --wide adds mean, std, p99, accuracy's neighbours."""
     sourced = any(r.get("source", "measured") != "measured" for r in rows)
     moded = any(r.get("power_mode") for r in rows)  # the power mode where some row has one
-    for col in ("target", *(["source"] if sourced else []), *(["power mode"] if moded else []),
-                "precision", "batch", "input set",
-                "p50 ms", "p99 ms", "mean ms", "std ms", "samples/s", "accuracy", "power W",
-                "J/inference", "iters"):
-        table.add_column(col, justify="left" if col in ("target", "source", "power mode",
-                                                        "precision", "input set") else "right",
-                         no_wrap=True)
+    cols = ["target", *(["source"] if sourced else []), *(["power mode"] if moded else []),
+            "prec", "batch", "input set", "p50 ms", *(["p99 ms", "mean ms", "std ms"] if wide
+                                                     else []),
+            "samples/s", "accuracy", "W", "J/inf", *(["iters"] if wide else [])]
+    table = new_table(f"measurements ({title}); W and J/inf: — where no sensor measured "
+                      f"(the note says why)", cols,
+                      {"target", "source", "power mode", "prec", "input set"})
     for r in rows:
+        own = r.get("source", "measured") == "measured"
         table.add_row(target_cell(r["target"], r["run_id"] in forced),
-                      *([r.get("source", "measured")] if sourced else []),
-                      *([r.get("power_mode") or "—"] if moded else []), r["precision"],
-                      str(r["batch_size"]), r["input_set"],
-                      fmt(r["latency_p50_ms"], ".3f"), fmt(r["latency_p99_ms"], ".3f"),
-                      fmt(r["latency_mean_ms"], ".3f"), fmt(r["latency_std_ms"], ".3f"),
+                      *([("measured" if own else short_source(r) + " " + SCENARIO_SHORT.get(
+                          r.get("scenario"), r.get("scenario") or ""))] if sourced else []),
+                      *([r.get("power_mode") or "—"] if moded else []), r["precision"] or "—",
+                      "—" if not own and r.get("scenario") == "Offline" else str(r["batch_size"]),
+                      r["input_set"], fmt(r["latency_p50_ms"], ".3f"),
+                      *([fmt(r["latency_p99_ms"], ".3f"), fmt(r["latency_mean_ms"], ".3f"),
+                         fmt(r["latency_std_ms"], ".3f")] if wide else []),
                       fmt(r["throughput_sps"], ",.0f"), fmt(r["accuracy"], ".2%"),
                       fmt(r["power_mean_w"], ".2f"), fmt(r["energy_per_inference_j"], ".3g"),
-                      str(r["iterations"]))
-    out.print(table)
+                      *([fmt(r["iterations"], "d")] if wide else []))
+    show(table)
+    notes = sorted({f"{r['target']}: {r['power_note']}" for r in rows
+                    if r.get("power_note") and r.get("power_mean_w") is None})
+    for n in notes:
+        err.print(f"no power (W, J/inf —): {n}", highlight=False, markup=False)
 
 
 def _ratio(r: dict, kind: str) -> str:
@@ -57,10 +109,10 @@ def print_versus_clean(rows: list[dict]) -> None:
     if not adv:
         return
     paired = [r for r in adv if (r.get("vs_clean_method") or "").startswith("paired")]
-    table = Table("precision", "batch", "input set", "accuracy", "p50 vs clean [95%]",
-                  "p (rounds)", "effect", "energy vs clean [95%]",
-                  "fp32 robust acc [interval] (samples used)",
-                  title="adversarial vs clean inputs (same precision and batch size)")
+    table = new_table("adversarial vs clean inputs (same precision and batch size)",
+                      ["prec", "batch", "input set", "accuracy", "p50 vs clean [95%]",
+                       "p (rounds)", "effect", "energy vs clean [95%]",
+                       "fp32 robust acc [interval] (samples used)"], {"prec", "input set"})
     for r in adv:
         seq = (f"{r['seq_estimate']:.3f} [{r['seq_ci_low']:.3f}, {r['seq_ci_high']:.3f}] "
                f"({r['n_samples']}/{r['seq_n_available']})"
@@ -72,7 +124,7 @@ def print_versus_clean(rows: list[dict]) -> None:
                       fmt(r["latency_vs_clean_p"], ".2g"),
                       fmt(r.get("latency_vs_clean_effect"), "+.2f"),
                       _ratio(r, "energy"), seq)
-    out.print(table)
+    show(table)
     if paired:
         rounds = sorted({r["vs_clean_rounds"] for r in paired})
         out.print(f"vs clean: each input set timed in {'/'.join(map(str, rounds))} alternating "
@@ -90,10 +142,11 @@ def print_attack_cells(cells: list[dict]) -> None:
     the KM median time to failure and the time not spent."""
     if not cells:
         return
-    table = Table("precision", "batch", "attack", "samples used", "stopped by", "failure rate",
-                  "interval", "KM median s [interval]", "attack s", "saved s",
-                  title="query-attack cells (interval: anytime-valid where the cell stopped "
-                        "sequentially; KM interval: Brookmeyer-Crowley, fixed-sample)")
+    table = new_table("query-attack cells (interval: anytime-valid where the cell stopped "
+                      "sequentially; KM interval: Brookmeyer-Crowley, fixed-sample)",
+                      ["prec", "batch", "attack", "samples used", "stopped by", "failure rate",
+                       "interval", "KM median s [interval]", "attack s", "saved s"],
+                      {"prec", "attack", "stopped by"})
     for c in cells:
         used = f"{c['n_sampled']}/{c['n_available']}" if c["n_sampled"] is not None else "—"
         ci = (f"[{c['failure_ci_low']:.3f}, {c['failure_ci_high']:.3f}]"
@@ -103,7 +156,7 @@ def print_attack_cells(cells: list[dict]) -> None:
         table.add_row(c["precision"], str(c["batch_size"]), f"{c['attack']}@{c['eps']:g}", used,
                       c["stopped_by"] or "every sample", fmt(c["failure_rate"], ".3f"), ci, km,
                       fmt(c["attack_wall_s"], ".1f"), fmt(c["projected_saved_s"], ".1f"))
-    out.print(table)
+    show(table)
 
 
 def print_failures(records: list[dict], cells: list[dict]) -> None:
@@ -121,11 +174,12 @@ def print_failures(records: list[dict], cells: list[dict]) -> None:
     for c in cells:
         groups.setdefault(key(c), [])
         clean_wrong[key(c)] = clean_wrong.get(key(c), 0) + c["n_clean_wrong"]
-    table = Table("precision", "batch", "attack", "clean wrong", "attacked", "failed",
-                  "censored", "median queries", "median time s", "median energy J",
-                  title="failure records (clean-misclassified samples are not attacked; "
-                        "Kaplan-Meier medians of the wall time and energy of the queries; — "
-                        "where over half survive)")
+    table = new_table("failure records (clean-misclassified samples are not attacked; "
+                      "Kaplan-Meier medians of the wall time and energy of the queries; — "
+                      "where over half survive)",
+                      ["prec", "batch", "attack", "clean wrong", "attacked", "failed",
+                       "censored", "median queries", "median time s", "median energy J"],
+                      {"prec", "attack"})
     for (prec, bs, name), rs in groups.items():
         ev = [r["event"] for r in rs]
         energy = [r["energy_j"] for r in rs]
@@ -134,4 +188,4 @@ def print_failures(records: list[dict], cells: list[dict]) -> None:
                       fmt(km_median([r["queries"] for r in rs], ev), ".0f"),
                       fmt(km_median([r["duration_s"] for r in rs], ev), ".3g"),
                       fmt(km_median(energy, ev) if None not in energy else None, ".3g"))
-    out.print(table)
+    show(table)
