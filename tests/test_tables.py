@@ -45,8 +45,10 @@ def test_own_rows_first_and_no_offline_batch(mixed):
     n_own = sources.count("measured")
     assert n_own == 20 and set(sources[:n_own]) == {"measured"}
     offline = [r for r in rows if r.get("scenario") == "Offline"]
-    assert offline and all(r["batch_size"] is None and r["samples_per_query"] > 1000
+    # (an Offline result inferred from a SingleStream log has 1 sample per query)
+    assert offline and all(r["batch_size"] is None and r["samples_per_query"] >= 1
                            for r in offline)
+    assert sum(r["samples_per_query"] > 1000 for r in offline) > len(offline) / 2
     assert not any(re.search(r"/b\d{4,}", config_label(r)) for r in rows)
     everything = fleet_table(store, published="all")
     assert len(fleet_table(store, published="none")) == n_own < len(rows) < len(everything)
