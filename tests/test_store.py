@@ -52,8 +52,8 @@ def test_one_row_per_cell(tmp_path):
     rows = s.measurements(run)
     assert len(rows) == 2
     assert json.loads(rows[0]["fingerprint"]) == {"host": "h"}
-    assert s.measured_cells(run) == {("onnxruntime", "fp32", 1, "clean"),
-                                     ("onnxruntime", "fp32", 8, "clean")}
+    assert s.measured_cells(run) == {("onnxruntime", "fp32", 1, "clean", None),
+                                     ("onnxruntime", "fp32", 8, "clean", None)}
 
 
 def test_status_and_timestamps(tmp_path):
