@@ -73,6 +73,14 @@ def check_names(target, profile) -> None:
                            f"({', '.join(target.power_modes) or 'none'})")
 
 
+def preflight(target, profile) -> None:
+    """What can be refused before the workload is prepared: the mode names, and on this
+    machine the privileges to change modes (`plan` checks the rest when the sweep starts)."""
+    check_names(target, profile)
+    if target.is_local and (profile.power_modes or profile.power_limits_w):
+        privileges("jetson" if profile.power_modes else "nvml")
+
+
 def plan(target, profile, gpu: dict | None = None, nvml=None) -> list[Setting]:
     """The operating points `profile` sweeps on this machine ([] if none), each checked: the
     mode exists here, needs no reboot, and this process may set it. `gpu` names the GPU the
