@@ -1,8 +1,9 @@
 """The sweep: every cell of a profile measured on this machine for a prepared workload.
 
 A cell is runtime x precision x batch size x input set x power mode (a profile may sweep modes:
-edgerob.device.power_mode.switch). Cells already in the store for the same run are skipped, so an interrupted sweep resumes where it stopped; each cell is written in one
-transaction, so an interruption leaves only whole cells behind. The workload (artifacts and input
+edgerob.device.power_mode.switch). Cells already in the store for the same run are skipped, so
+an interrupted sweep resumes where it stopped; each cell is written in one transaction, so an
+interruption leaves only whole cells behind. The workload (artifacts and input
 sets) comes ready: from `edgerob.host.workload` on this machine, or from a bundle on a device.
 """
 

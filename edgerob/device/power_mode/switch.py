@@ -25,6 +25,7 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -188,15 +189,13 @@ def _pynvml():
     return pynvml
 
 
-class _nvml_session:
-    def __init__(self, nvml):
-        self.nvml = nvml
-
-    def __enter__(self):
-        self.nvml.nvmlInit()
-
-    def __exit__(self, *exc):
-        self.nvml.nvmlShutdown()
+@contextmanager
+def _nvml_session(nvml):
+    nvml.nvmlInit()
+    try:
+        yield
+    finally:
+        nvml.nvmlShutdown()
 
 
 def apply(setting: Setting, gpu: dict | None = None, nvml=None) -> None:
@@ -280,7 +279,8 @@ class ModeSweep:
                 settle(self.read, self.original, self.settle_s, self.poll_s)
                 if self.on_note:
                     self.on_note(f"power mode {self.original.label} restored")
-            self.state.unlink(missing_ok=True)  # kept where restoring failed: the next start retries
+            # kept where restoring failed: the next start retries
+            self.state.unlink(missing_ok=True)
         finally:
             if self._previous_handler is not None:
                 signal.signal(signal.SIGTERM, self._previous_handler)
