@@ -346,15 +346,25 @@ def test_gpu_power_limits_set_verified_and_restored(gpu_box):
     assert [(s.label, s.limit_mw) for s in settings] == [
         ("240W-limit", 240_000), ("default", 400_000), ("250W-limit", 250_000)]
     read = []
-    with switch.ModeSweep(settings, gpu={"index": 0}, nvml=nvml, settle_s=0.5,
-                          poll_s=0.01) as modes:
-        assert json.loads((gpu_box / "state/power-mode-nvml-0.json").read_text())[
-            "limit_mw"] == 300_000
+    gpu = {"index": 0, "runtime": "onnxruntime", "providers": ["CUDAExecutionProvider"]}
+    with switch.ModeSweep(settings, gpu=gpu, nvml=nvml, settle_s=0.5, poll_s=0.01) as modes:
+        state = json.loads((gpu_box / "state/power-mode-nvml-0.json").read_text())
+        assert state["limit_mw"] == 300_000 and state["gpu"] == {"index": 0}
         for s in settings:
             read.append(modes.set(s)["power_mode"])
     assert read == ["240W-limit", "default", "250W-limit"]
     assert nvml.sets == [240_000, 400_000, 250_000, 300_000] and nvml.limit == 300_000
     assert list((gpu_box / "state").iterdir()) == []
+
+
+def test_gpu_limit_left_by_a_killed_sweep_is_restored(gpu_box):
+    (gpu_box / "state").mkdir()
+    (gpu_box / "state/power-mode-nvml-0.json").write_text(json.dumps(
+        {"label": "default", "kind": "nvml", "limit_mw": 400_000, "gpu": {"index": 0},
+         "pid": 2 ** 22 + 1, "boot_id": switch._boot_id()}))  # above pid_max: not running
+    nvml = FakeNvml()
+    assert switch.restore_pending(nvml=nvml, settle_s=0.5, poll_s=0.01) == ["default"]
+    assert nvml.limit == 400_000 and list((gpu_box / "state").iterdir()) == []
 
 
 def test_gpu_limit_refusals(gpu_box, monkeypatch):

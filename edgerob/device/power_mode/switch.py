@@ -252,8 +252,8 @@ class ModeSweep:
             return self
         self.original = current_setting(self.settings[0].kind, self.read())
         self.state = state_dir() / _state_name(self.original, self.gpu)
-        _write_state(self.state, {**asdict(self.original), "gpu": self.gpu, "pid": os.getpid(),
-                                  "boot_id": _boot_id()})
+        _write_state(self.state, {**asdict(self.original), "gpu": _gpu_id(self.gpu),
+                                  "pid": os.getpid(), "boot_id": _boot_id()})
         if threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGTERM, _terminate)
         return self
@@ -323,11 +323,19 @@ def current_setting(kind: str, mode: dict) -> Setting:
                        f"not be put back after the sweep; nothing measured")
 
 
+_GPU_KEYS = ("device_uuid", "pci_bus_id", "cuda_device", "index")  # as gpu_handle reads them
+
+
+def _gpu_id(gpu: dict | None) -> dict:
+    """What names the GPU in a runtime's info(), for the state file."""
+    return {k: gpu[k] for k in _GPU_KEYS if (gpu or {}).get(k) is not None}
+
+
 def _state_name(setting: Setting, gpu: dict | None) -> str:
     if setting.kind == "jetson":
         return "power-mode-jetson.json"
-    which = next((str(v) for v in (gpu or {}).values() if v is not None), "gpu")
-    return "power-mode-nvml-" + re.sub(r"[^\w.-]", "_", which) + ".json"
+    which = next(iter(_gpu_id(gpu).values()), "gpu")
+    return "power-mode-nvml-" + re.sub(r"[^\w.-]", "_", str(which)) + ".json"
 
 
 def _write_state(path: Path, state: dict) -> None:
