@@ -83,7 +83,9 @@ runs = sa.Table(
     sa.Column("configuration", sa.String),
 )
 
-CELL_KEY = ("runtime", "precision", "batch_size", "input_set")
+# A cell of a run; its power mode is part of it (0006): a sweep over modes stores each cell once
+# per mode, and NULL (no mode readable, or a row stored before 0005) is one mode of its own
+CELL_KEY = ("runtime", "precision", "batch_size", "input_set", "power_mode")
 
 
 measurements = sa.Table(
@@ -155,8 +157,13 @@ measurements = sa.Table(
     # limit ...), a readable label; its details are the fingerprint's power_mode_facts. NULL:
     # nothing readable said (the reason is in the facts), or a row stored before 0005
     sa.Column("power_mode", sa.String),
-    sa.UniqueConstraint("run_id", *CELL_KEY, name="one_row_per_cell"),
 )
+# One row per cell and power mode. An index on an expression, not a UNIQUE constraint: SQL
+# counts NULLs as distinct, so a constraint would let a cell without a mode be stored twice;
+# COALESCE makes NULL one value here (and only here: the column itself stays NULL).
+sa.Index("one_row_per_cell_and_mode", measurements.c.run_id,
+         *(measurements.c[k] for k in CELL_KEY[:-1]),
+         sa.func.coalesce(measurements.c.power_mode, ""), unique=True)
 
 failures = sa.Table(
     "failures", metadata,

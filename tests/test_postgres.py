@@ -47,8 +47,8 @@ def test_store_behaves_as_on_sqlite(pg_url):
     assert s.add_measurement(_row(run)) and not s.add_measurement(_row(run))
     assert s.add_measurement(_row(run, batch=8, throttled=True))
     assert s.add_failures(_failures(run)) and not s.add_failures(_failures(run))
-    assert s.measured_cells(run) == {("onnxruntime", "fp32", 1, "clean"),
-                                     ("onnxruntime", "fp32", 8, "clean")}
+    assert s.measured_cells(run) == {("onnxruntime", "fp32", 1, "clean", None),
+                                     ("onnxruntime", "fp32", 8, "clean", None)}
     assert s.failure_cells(run) == {("fp32", 1, "square", 0.15)}
     assert [r["throttled"] for r in s.measurements(run)] == [None, True]
     s.finish_run(run, "done")

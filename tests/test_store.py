@@ -52,8 +52,24 @@ def test_one_row_per_cell(tmp_path):
     rows = s.measurements(run)
     assert len(rows) == 2
     assert json.loads(rows[0]["fingerprint"]) == {"host": "h"}
-    assert s.measured_cells(run) == {("onnxruntime", "fp32", 1, "clean"),
-                                     ("onnxruntime", "fp32", 8, "clean")}
+    assert s.measured_cells(run) == {("onnxruntime", "fp32", 1, "clean", None),
+                                     ("onnxruntime", "fp32", 8, "clean", None)}
+
+
+@pytest.mark.parametrize("start", ["new", "0.1.0"])
+def test_one_row_per_cell_and_power_mode(tmp_path, start):
+    """Since 0006 the mode is part of a cell's key; a cell without a mode (NULL) is still stored
+    once, on a new store and on one upgraded from 0.1.0 (whose constraint had no mode)."""
+    url = v010_store(tmp_path / "r.db") if start == "0.1.0" else f"sqlite:///{tmp_path}/r.db"
+    s = Store(url)
+    run, _ = begin(s)
+    assert s.add_measurement(row(run))
+    assert not s.add_measurement(row(run))  # NULL mode: one mode, not distinct NULLs
+    assert s.add_measurement(row(run, power_mode="MAXN"))
+    assert s.add_measurement(row(run, power_mode="MODE_30W"))
+    assert not s.add_measurement(row(run, power_mode="MAXN"))
+    assert s.measured_cells(run) == {("onnxruntime", "fp32", 1, "clean", m)
+                                     for m in (None, "MAXN", "MODE_30W")}
 
 
 def test_status_and_timestamps(tmp_path):

@@ -81,12 +81,24 @@ class Profile(_Strict):
     timing: TimingRules = Field(default_factory=TimingRules)
     attacks: list[AttackSpec] = Field(default_factory=list)
     query_attack: QueryAttackSpec | None = None
+    # operating points swept (edgerob.device.power_mode.switch): nvpmodel mode names from the
+    # target's power_modes (or [all]) on a Jetson; GPU power limits in W (a value <= 1 is a
+    # fraction of the GPU's default limit). Empty: measured in whatever mode the device is in.
+    power_modes: list[str] = Field(default_factory=list)
+    power_limits_w: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list)
 
-    @field_validator("precisions", "batch_sizes")
+    @field_validator("precisions", "batch_sizes", "power_modes", "power_limits_w")
     @classmethod
     def _unique(cls, v: list) -> list:
         if len(set(v)) != len(v):
             raise ValueError(f"values must be unique, got {v}")
+        return v
+
+    @field_validator("power_modes")
+    @classmethod
+    def _all_alone(cls, v: list) -> list:
+        if "all" in v and len(v) > 1:
+            raise ValueError(f"'all' stands alone (every mode of the target), got {v}")
         return v
 
     @property

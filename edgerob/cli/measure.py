@@ -14,6 +14,7 @@ from edgerob.catalog.targets import load_target, resolve_target, verify_target
 from edgerob.cli.common import (ModelOpt, ProfileOpt, StoreOpt, TargetOpt, ThreadsOpt,
                                 epoch_progress, err, out, user_errors)
 from edgerob.cli.tables import print_failures, print_measurements, print_versus_clean
+from edgerob.device.power_mode.switch import preflight
 from edgerob.device.sweep import cells, run_profile
 from edgerob.errors import EdgerobError
 from edgerob.fleet.bundle import ingest as ingest_results, load_bundle, results_url, write_bundle
@@ -62,6 +63,7 @@ def profile(
         elif force_target:
             raise EdgerobError("--force-target is for local targets: a remote device verifies "
                                "its own target when it runs the bundle")
+        preflight(tgt, prof)  # power modes: names, privileges
         store = store or DEFAULT_URL
         db = Store(store)  # open early: a bad URL fails before any training
         work = _prepare(prof, model)
@@ -79,14 +81,16 @@ def profile(
     task = progress.add_task(f"profiling on {tgt.name}", total=len(cells(prof)))
 
     def on_cell(i, n, cell, m):
-        progress.update(task, completed=i, description=(
-            f"{cell.precision} b{cell.batch_size} {cell.input_set}"
+        progress.update(task, completed=i, total=n, description=(
+            (f"{cell.power_mode} " if cell.power_mode else "")
+            + f"{cell.precision} b{cell.batch_size} {cell.input_set}"
             + (" query attack" if cell.kind == "failures" else "")
             + (" (stored)" if m is None else "")))
 
     with progress:
         result = run_profile(tgt, prof, work, db, new_run=new_run, threads=threads,
-                             on_cell=on_cell, force_target=force_target)
+                             on_cell=on_cell, force_target=force_target,
+                             on_note=lambda line: progress.console.print(line, markup=False))
     forced = {r["run_id"] for r in db.runs() if r.get("forced_target")}
     print_measurements(result.rows, f"{tgt.name} / {prof.name}", forced)
     if result.run_id in forced:

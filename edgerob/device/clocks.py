@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgerob.device.power_mode import sysroot
+
 
 def _read_number(path: Path) -> float | None:
     try:
@@ -20,9 +22,10 @@ def _read_number(path: Path) -> float | None:
         return None
 
 
-def cpu_state(root: str | Path = "/") -> dict:
-    """{"clocks_mhz": {cpuN: MHz}, "temps_c": {zone type: C}, "throttle_counts": {...}}."""
-    root = Path(root)
+def cpu_state(root: str | Path | None = None) -> dict:
+    """{"clocks_mhz": {cpuN: MHz}, "temps_c": {zone type: C}, "throttle_counts": {...}}, read
+    under `root` (default: EDGEROB_SYSROOT, else /)."""
+    root = sysroot() if root is None else Path(root)
     cpus = root / "sys/devices/system/cpu"
     clocks, counts = {}, {}
     for cpu in sorted(cpus.glob("cpu[0-9]*"), key=lambda p: int(p.name[3:])):

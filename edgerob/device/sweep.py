@@ -1,8 +1,9 @@
 """The sweep: every cell of a profile measured on this machine for a prepared workload.
 
-A cell is runtime x precision x batch size x input set. Cells already in the store for the same
-run are skipped, so an interrupted sweep resumes where it stopped; each cell is written in one
-transaction, so an interruption leaves only whole cells behind. The workload (artifacts and input
+A cell is runtime x precision x batch size x input set x power mode (a profile may sweep modes:
+edgerob.device.power_mode.switch). Cells already in the store for the same run are skipped, so
+an interrupted sweep resumes where it stopped; each cell is written in one transaction, so an
+interruption leaves only whole cells behind. The workload (artifacts and input
 sets) comes ready: from `edgerob.host.workload` on this machine, or from a bundle on a device.
 """
 
@@ -15,7 +16,7 @@ import platform
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -28,6 +29,7 @@ from edgerob.device.failures import AttackCell, square_attack
 from edgerob.device.machine import verify_target
 from edgerob.device.paired import paired_ratio
 from edgerob.device.power_mode import read_power_mode
+from edgerob.device.power_mode.switch import ModeSweep, plan, restore_pending, same_mode
 from edgerob.device.profilers import profiler_class
 from edgerob.device.runtimes import GPU_PROVIDERS, create_runtime, runtime_class
 from edgerob.device.sequential import km_median_ci, run_sequential
@@ -41,6 +43,7 @@ class Cell:
     batch_size: int
     input_set: str  # "clean" / "pgd@0.1" for measurements; "square@0.1" for failure records
     kind: Literal["measure", "failures"] = "measure"
+    power_mode: str | None = None  # the mode a sweep over modes sets for it; None: as it is
 
 
 @dataclass
@@ -133,13 +136,19 @@ def pick_runtime(target) -> tuple[str, dict]:
 def run_profile(target, profile, work: Workload, store: Store, *,
                 new_run: bool = False, threads: int | None = None,
                 on_cell: Callable[[int, int, Cell, object | None], None] | None = None,
-                force_target: bool = False) -> SweepResult:
+                force_target: bool = False,
+                on_note: Callable[[str], None] | None = None) -> SweepResult:
     """Measure every cell of `profile` (a catalog Profile) on `target` (a catalog Target: this
     machine) for the prepared workload `work`.
 
     `on_cell(done, total, cell, result)` is called after each cell (result None: already
     stored, skipped). This machine must be the one `target` describes (`verify_target`) unless
     `force_target`, which marks the run forced.
+
+    A profile with `power_modes`/`power_limits_w` measures every cell in each mode (failure
+    records in the first only), setting, verifying and finally restoring the mode
+    (`edgerob.device.power_mode.switch`); `on_note(line)` hears of each change, and of a mode
+    put back for a sweep that was killed.
     """
     if not target.is_local:
         raise EdgerobError(f"target {target.name!r} is on host {target.host!r}; this command "
@@ -158,15 +167,8 @@ def run_profile(target, profile, work: Workload, store: Store, *,
     prof_ok, prof_reason = prof_cls.available(**target.profiler_options)
     versions = _versions(runtime_name)
     machine = _fingerprint(target, threads, versions)
-    run_id, resumed = store.begin_run(
-        target=target.name, profile=profile.name, model=work.model,
-        model_sha256=work.model_sha256, runtime=runtime_name, host=socket.gethostname(),
-        versions=versions, new=new_run, **check)
-    done = store.measured_cells(run_id)
-    done_failures = store.failure_cells(run_id)
-    todo = cells(profile)
-    batch_sizes = sorted({c.batch_size for c in todo})
-    measured = skipped = 0
+    base = cells(profile)
+    batch_sizes = sorted({c.batch_size for c in base})
     runtimes = {}
     # A runtime that runs the checkpoint itself (torch) builds the model with the host's loader.
     model_options = ({"load_model": work.load_model}
@@ -179,38 +181,65 @@ def run_profile(target, profile, work: Workload, store: Store, *,
                                                  **runtime_options, **model_options)
         return runtimes[precision]
 
+    # the GPU the runtime runs on, whose power limit is the mode (a Jetson's is the board's)
+    gpu = runtime_for(base[0].precision).info() if on_accelerator(target) else None
+    timing = profile.timing
+    restore_pending(on_note, settle_s=timing.settle_max_s, poll_s=timing.idle_s)
+    settings = plan(target, profile, gpu)  # refuses before anything is stored
+    # every measurement cell in each mode; failure records (no mode column) in the first
+    todo = [replace(c, power_mode=s.label) for s in settings for c in base
+            if c.kind == "measure" or s is settings[0]] if settings else base
+    run_id, resumed = store.begin_run(
+        target=target.name, profile=profile.name, model=work.model,
+        model_sha256=work.model_sha256, runtime=runtime_name, host=socket.gethostname(),
+        versions=versions, new=new_run, **check)
+    done = store.measured_cells(run_id)
+    done_failures = store.failure_cells(run_id)
+    measured = skipped = 0
+    now_mode = read_power_mode(gpu=gpu)["power_mode"] if not settings else None
+
     def stored(cell: Cell) -> bool:
         if cell.kind == "failures":
             attack, eps = cell.input_set.split("@")
             return (cell.precision, cell.batch_size, attack, float(eps)) in done_failures
-        return (runtime_name, cell.precision, cell.batch_size, cell.input_set) in done
+        key = (runtime_name, cell.precision, cell.batch_size, cell.input_set)
+        if cell.power_mode is None:  # the mode the device is in is the cell's
+            return (*key, now_mode) in done
+        return any(d[:4] == key and same_mode(d[4], cell.power_mode) for d in done)
 
+    modes = ModeSweep(settings, gpu=gpu, on_note=on_note, settle_s=timing.settle_max_s,
+                      poll_s=timing.idle_s)
+    mode_set = None  # the mode last set by this sweep
     try:
-        for group in _groups(todo):
-            if all(stored(c) for c in group):
+        with modes:
+            for group in _groups(todo):
+                head = group[0]
+                if all(stored(c) for c in group):
+                    for cell in group:
+                        skipped += 1
+                        if on_cell:
+                            on_cell(todo.index(cell) + 1, len(todo), cell, None)
+                    continue
+                if head.power_mode is not None and head.power_mode != mode_set:
+                    modes.set(next(s for s in settings if s.label == head.power_mode))
+                    mode_set = head.power_mode
+                rt = runtime_for(head.precision)
+                profiler = prof_cls(**sensor_options(target, rt)) if prof_ok else None
+                if head.kind == "failures":
+                    results = {head.input_set: _failure_cell(store, run_id, target, head, rt,
+                                                             inputs["clean"], qa, timing,
+                                                             profiler)}
+                else:
+                    results = _measure_group(store, run_id, target, runtime_name, group, stored,
+                                             rt, inputs, timing, profiler, prof_reason, machine,
+                                             artifacts[head.precision])
                 for cell in group:
-                    skipped += 1
+                    new = cell.input_set in results
+                    measured += new
+                    skipped += not new
                     if on_cell:
-                        on_cell(todo.index(cell) + 1, len(todo), cell, None)
-                continue
-            head = group[0]
-            rt = runtime_for(head.precision)
-            profiler = prof_cls(**sensor_options(target, rt)) if prof_ok else None
-            if head.kind == "failures":
-                results = {head.input_set: _failure_cell(store, run_id, target, head, rt,
-                                                         inputs["clean"], qa, profile.timing,
-                                                         profiler)}
-            else:
-                results = _measure_group(store, run_id, target, runtime_name, group, stored, rt,
-                                         inputs, profile.timing, profiler, prof_reason, machine,
-                                         artifacts[head.precision])
-            for cell in group:
-                new = cell.input_set in results
-                measured += new
-                skipped += not new
-                if on_cell:
-                    on_cell(todo.index(cell) + 1, len(todo), cell,
-                            results.get(cell.input_set))
+                        on_cell(todo.index(cell) + 1, len(todo), cell,
+                                results.get(cell.input_set))
     except BaseException:
         store.finish_run(run_id, "failed")
         raise
@@ -236,11 +265,11 @@ def sensor_options(target: Target, rt) -> dict:
 
 
 def _groups(todo: list[Cell]) -> list[list[Cell]]:
-    """Cells measured together: the input sets of one precision and batch size (one session,
-    interleaved rounds); every failure-record cell alone."""
+    """Cells measured together: the input sets of one mode, precision and batch size (one
+    session, interleaved rounds); every failure-record cell alone."""
     groups: dict[tuple, list[Cell]] = {}
     for i, c in enumerate(todo):
-        key = (c.precision, c.batch_size) if c.kind == "measure" else i
+        key = (c.power_mode, c.precision, c.batch_size) if c.kind == "measure" else i
         groups.setdefault(key, []).append(c)
     return list(groups.values())
 
@@ -256,6 +285,11 @@ def _measure_group(store, run_id, target, runtime_name, group, stored, rt, input
     info = rt.info()
     # the operating point these rows run in (a GPU's only where the runtime runs on one)
     mode = read_power_mode(gpu=info if on_accelerator(target) else None)
+    asked = group[0].power_mode
+    if asked is not None and not same_mode(mode["power_mode"], asked):  # changed under the sweep
+        raise EdgerobError(f"the device left power mode {asked}: it reads "
+                           f"{mode['power_mode'] or mode['power_mode_facts'].get('reason')} "
+                           f"before {group[0].precision} b{group[0].batch_size}; nothing stored")
     ms = measure_sets(rt, {n: (inputs[n].images, inputs[n].labels) for n in names},
                       group[0].batch_size, timing, profiler=profiler,
                       profiler_name=target.profiler,

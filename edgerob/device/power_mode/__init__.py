@@ -1,4 +1,5 @@
-"""The power mode: the device's operating point, read now (setting and restoring come later).
+"""The power mode: the device's operating point, read here (set, verified and restored for a
+sweep in `edgerob.device.power_mode.switch`).
 
 On a Jetson: the nvpmodel mode (name and id) from `nvpmodel -q` where the command is on PATH
 and answers, else from /var/lib/nvpmodel/status (`pmode:0002`, what nvpmodel itself writes) and
@@ -190,6 +191,22 @@ def l4t_release(root: Path) -> str | None:
 
 # --- NVIDIA GPU (NVML) ----------------------------------------------------------------------
 
+def gpu_handle(nvml, gpu: dict):
+    """NVML's handle of the GPU `gpu` names (a runtime's info()), None where it names none."""
+    index = next((gpu[k] for k in ("cuda_device", "index") if gpu.get(k) is not None), None)
+    if gpu.get("device_uuid"):
+        return nvml.nvmlDeviceGetHandleByUUID(gpu["device_uuid"])
+    if gpu.get("pci_bus_id"):
+        return nvml.nvmlDeviceGetHandleByPciBusId(gpu["pci_bus_id"])
+    if index is not None:  # CUDA ordinals in PCI bus order (the sweep sets it), as NVML's
+        return nvml.nvmlDeviceGetHandleByIndex(int(index))
+    return None
+
+
+def gpu_limit_label(limit_mw: int, default_mw: int) -> str:
+    return "default" if limit_mw == default_mw else f"{limit_mw / 1000:g}W-limit"
+
+
 def gpu_power_mode(gpu: dict, nvml=None) -> dict:
     facts: dict = {"kind": "nvml"}
     if nvml is None:
@@ -204,14 +221,8 @@ def gpu_power_mode(gpu: dict, nvml=None) -> dict:
         return {"power_mode": None, "power_mode_facts": {**facts,
                                                           "reason": f"NVML did not start ({e})"}}
     try:
-        index = next((gpu[k] for k in ("cuda_device", "index") if gpu.get(k) is not None), None)
-        if gpu.get("device_uuid"):
-            h = nvml.nvmlDeviceGetHandleByUUID(gpu["device_uuid"])
-        elif gpu.get("pci_bus_id"):
-            h = nvml.nvmlDeviceGetHandleByPciBusId(gpu["pci_bus_id"])
-        elif index is not None:  # CUDA ordinals in PCI bus order (the sweep sets it), as NVML's
-            h = nvml.nvmlDeviceGetHandleByIndex(int(index))
-        else:  # reading GPU 0 instead could describe another card than the one measured
+        h = gpu_handle(nvml, gpu)
+        if h is None:  # reading GPU 0 instead could describe another card than the one measured
             return {"power_mode": None, "power_mode_facts": {
                 **facts, "reason": "the runtime did not say which GPU it runs on"}}
         unread = {}
@@ -245,7 +256,7 @@ def gpu_power_mode(gpu: dict, nvml=None) -> dict:
         facts["reason"] = "power limit or its default unreadable: " + "; ".join(
             f"{k}: {v}" for k, v in unread.items())
         return {"power_mode": None, "power_mode_facts": facts}
-    label = "default" if limit == default else f"{limit / 1000:g}W-limit"
+    label = gpu_limit_label(limit, default)
     apps = [(facts[f"app_clock_{c}_mhz"], facts[f"app_clock_{c}_default_mhz"])
             for c in ("sm", "mem")]
     if any(a is not None and d is not None and a != d for a, d in apps):
