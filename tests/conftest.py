@@ -31,9 +31,11 @@ GUARD = textwrap.dedent(f"""
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
-    """Never touch the user's ~/.cache/edgerob or ./edgerob.db from a test."""
+    """Never touch the user's ~/.cache/edgerob, ./edgerob.db or device locks from a test."""
     monkeypatch.setenv("EDGEROB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.delenv("EDGEROB_STORE", raising=False)
+    # device locks of this session's sweeps only (not the machine's: other test runs, users)
+    monkeypatch.setenv("EDGEROB_LOCK_DIR", str(tmp_path_factory.getbasetemp() / "locks"))
 
 
 @pytest.fixture(scope="session")
