@@ -14,6 +14,7 @@ from edgerob.catalog.targets import load_target, resolve_target, verify_target
 from edgerob.cli.common import (ModelOpt, ProfileOpt, StoreOpt, TargetOpt, ThreadsOpt,
                                 err, out, prepare_workload, user_errors)
 from edgerob.cli.tables import print_failures, print_measurements, print_versus_clean
+from edgerob.device.lock import device_key, refuse_if_busy
 from edgerob.device.sweep import cells, run_profile
 from edgerob.errors import EdgerobError
 from edgerob.fleet.bundle import ingest as ingest_results, load_bundle, results_url, write_bundle
@@ -59,12 +60,16 @@ def profile(
     run, and its results ingested here."""
     if bundle is not None:
         tgt, prof, work = load_bundle(bundle)  # verifies every file first
+        if no_wait:
+            refuse_if_busy(device_key(tgt))
         db = Store(store or results_url(bundle))
         store = store or results_url(bundle)
     else:
         tgt, prof = resolve_target(target), load_profile(profile_name)
         if tgt.is_local:
             verify_target(tgt, force=force_target)  # refuse before any training
+            if no_wait:
+                refuse_if_busy(device_key(tgt))
         elif force_target:
             raise EdgerobError("--force-target is for local targets: a remote device verifies "
                                "its own target when it runs the bundle")

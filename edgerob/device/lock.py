@@ -115,6 +115,18 @@ def holder(key: str) -> dict | None:
         os.close(fd)
 
 
+def refuse_if_busy(key: str) -> None:
+    """Raise what `device_lock(key, wait=False)` raises if the device is busy now: a check
+    before slow preparations, not a reservation (the sweep takes the lock itself)."""
+    held = holder(key)
+    if held is not None:
+        raise _refusal(holder_line(held, key))
+
+
+def _refusal(line: str) -> EdgerobError:
+    return EdgerobError(f"{line}; run again when it is done, or without --no-wait to wait")
+
+
 @contextlib.contextmanager
 def device_lock(key: str, *, wait: bool = True,
                 on_wait: Callable[[str], None] | None = None) -> Iterator[dict]:
@@ -131,8 +143,7 @@ def device_lock(key: str, *, wait: bool = True,
             except BlockingIOError:
                 line = holder_line(_read_holder(fd), key)
                 if not wait:
-                    raise EdgerobError(f"{line}; run again when it is done, or without "
-                                       f"--no-wait to wait") from None
+                    raise _refusal(line) from None
                 if on_wait and line != shown:
                     on_wait(f"waiting: {line}")
                     shown = line
