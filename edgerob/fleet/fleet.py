@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -58,12 +58,12 @@ class _Entry(_Strict):
 class FleetFile(_Strict):
     name: str = "fleet"
     defaults: _Defaults = Field(default_factory=_Defaults)
-    targets: list[Union[str, _Entry]] = Field(min_length=1)
+    targets: list[_Entry] = Field(min_length=1)
 
-    @field_validator("targets")
+    @field_validator("targets", mode="before")
     @classmethod
-    def _entries(cls, v):
-        return [_Entry(target=e) if isinstance(e, str) else e for e in v]
+    def _names(cls, v):  # a bare name is an entry with the defaults
+        return [{"target": e} if isinstance(e, str) else e for e in v] if isinstance(v, list) else v
 
 
 @dataclass
