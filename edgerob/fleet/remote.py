@@ -109,8 +109,11 @@ def profile_remote(target, profile, work: Workload, store, *, new_run: bool = Fa
                                f"run the same command again to resume")
 
         step("fetching results")
-        fetched = subprocess.run([*ssh, shlex.join(["cat", f"{remote}/{RESULTS_DB}"])],
-                                 capture_output=True)
+        for _ in range(2):  # reading is harmless to repeat: once more after a dropped connection
+            fetched = subprocess.run([*ssh, shlex.join(["cat", f"{remote}/{RESULTS_DB}"])],
+                                     capture_output=True)
+            if fetched.returncode == 0:
+                break
         if fetched.returncode != 0:
             raise EdgerobError(f"fetching results from {ssh[-1]} failed: "
                                f"{_last_line(fetched.stderr)}")
