@@ -20,6 +20,7 @@ import shlex
 import subprocess
 import tarfile
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +31,9 @@ from edgerob.fleet.bundle import RESULTS_DB, ingest, write_bundle
 
 
 CONNECT_TIMEOUT_S = 15
+# One ingest at a time in this process (a fleet's threads): two threads' SQLite transactions that
+# read then write can refuse each other at once (SQLITE_BUSY, no wait); ingesting is short.
+_INGESTING = threading.Lock()
 
 
 def ssh_command(target, connect_timeout_s: int = CONNECT_TIMEOUT_S) -> list[str]:
@@ -120,4 +124,5 @@ def profile_remote(target, profile, work: Workload, store, *, new_run: bool = Fa
         db = Path(tmp) / "results.db"
         db.write_bytes(fetched.stdout)
         step("ingesting")
-        return ingest(db, store)
+        with _INGESTING:
+            return ingest(db, store)
