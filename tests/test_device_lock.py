@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 
@@ -58,7 +59,7 @@ def test_the_lock_dies_with_its_process_and_a_waiter_is_told_who_holds_it():
         assert proc.stdout.readline().strip() == "held"
         lines = []
         # SIGKILL: no cleanup runs; the kernel releases the flock as the process dies
-        killer = __import__("threading").Timer(0.5, lambda: os.kill(proc.pid, signal.SIGKILL))
+        killer = threading.Timer(0.5, lambda: os.kill(proc.pid, signal.SIGKILL))
         killer.start()
         with device_lock("machine", on_wait=lines.append):
             assert proc.poll() is not None  # got it only once the holder was gone
@@ -78,14 +79,29 @@ def _profile(tmp_path, tiny_model, *extra):
 
 
 def test_two_profiles_at_once_take_turns(tmp_path, tiny_model):
-    """Started together, both finish; the second waits (saying for whom), so their measured
-    sessions never overlap; no cell is stored twice."""
+    """Two profiles let go at the same moment (both waiting on a lock this test holds, then
+    released): both finish, one waits for the other (saying so), their measured sessions never
+    overlap, and no cell is stored twice."""
     (tmp_path / "tiny.yaml").write_text(TINY_PROFILE)
-    procs = [_profile(tmp_path, tiny_model, "--new-run") for _ in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
-    waited = [err for _, err in outs if "waiting: device machine is busy: held by pid" in err]
-    assert len(waited) == 1
+    lines = [[], []]
+    with device_lock("machine"):
+        procs = [_profile(tmp_path, tiny_model, "--new-run") for _ in range(2)]
+        readers = [threading.Thread(target=lambda p=p, out=out: out.extend(p.stderr))
+                   for p, out in zip(procs, lines)]
+        for t in readers:
+            t.start()
+        deadline = time.monotonic() + 300
+        while not all(any(f"held by pid {os.getpid()} " in x for x in out) for out in lines):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), lines
+            time.sleep(0.05)
+    for p, t in zip(procs, readers):
+        p.wait(timeout=300)
+        t.join()
+    assert [p.returncode for p in procs] == [0, 0], lines
+    # the one that lost the race says who won
+    told = [any(f"held by pid {other.pid} " in x for x in out)
+            for out, other in zip(lines, procs[::-1])]
+    assert sorted(told) == [False, True], lines
     rows = Store(f"sqlite:///{tmp_path}/r.db").measurements()
     keys = [(r["run_id"], r["precision"], r["batch_size"], r["input_set"]) for r in rows]
     assert len(keys) == len(set(keys)) == 4 and len({r["run_id"] for r in rows}) == 2
