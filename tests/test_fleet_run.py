@@ -24,8 +24,9 @@ from test_remote import Server  # noqa: E402 (skips this module where test_remot
 pytestmark = [pytest.mark.filterwarnings("ignore:coroutine .Queue.join. was never awaited"),
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
+# cells of at least 0.5 s: the killed device is killed well before its second cell is stored
 PROFILE = {"name": "f", "precisions": ["fp32"], "batch_sizes": [1, 2], "samples": 16,
-           "timing": {"warmup_s": 0.01, "min_duration_s": 0.05, "min_iterations": 5}}
+           "timing": {"warmup_s": 0.01, "min_duration_s": 0.5, "min_iterations": 5}}
 
 # A device whose edgerob is killed (SIGKILL) right after its first cell is stored, once: the
 # marker file says it happened, and the next run goes through.
@@ -61,7 +62,7 @@ def device(server, tmp_path, name: str, remote_command=None) -> Target:
     return Target.model_validate(base)
 
 
-def test_a_fleet_goes_on_past_failed_devices_and_resumes(tmp_path, tiny_model):
+def test_a_fleet_goes_on_past_failed_devices_and_resumes(tmp_path, tiny_model, monkeypatch):
     server = Server(tmp_path)
     try:
         (tmp_path / "killer.py").write_text(KILLER)
@@ -99,14 +100,9 @@ def test_a_fleet_goes_on_past_failed_devices_and_resumes(tmp_path, tiny_model):
         assert (status["good"].cells, status["good"].reachable, status["good"].holder) == (
             2, True, None)
         assert status["gone"].reachable is False and status["gone"].cells == 0
-        with device_lock("machine"):  # this process holds "good"'s lock, on its lock dir
-            os.environ["EDGEROB_LOCK_DIR"], saved = str(tmp_path / "locks-good"), os.environ[
-                "EDGEROB_LOCK_DIR"]
-            try:
-                with device_lock("machine"):
-                    held = {s.name: s for s in fleet_status(members[:1], store)}["good"]
-            finally:
-                os.environ["EDGEROB_LOCK_DIR"] = saved
+        monkeypatch.setenv("EDGEROB_LOCK_DIR", str(tmp_path / "locks-good"))
+        with device_lock("machine"):  # as if a sweep on device "good" held it
+            held = fleet_status(members[:1], store)[0]
         assert held.reachable and f"held by pid {os.getpid()} " in held.holder
     finally:
         server.close()
