@@ -239,18 +239,19 @@ class TargetStatus:
 
 
 def fleet_status(members: list[Member], store, *, timeout_s: int = 5) -> list[TargetStatus]:
-    """Per member: its stored cells, last run and power modes (from `store`), whether its host
-    answers (ssh BatchMode, `timeout_s` to connect) and whether its device lock is free (read
-    here for local targets; on the device, with `edgerob fleet holder KEY`, for remote ones).
-    Remote checks run concurrently."""
+    """Per member: its stored cells, last run and power modes (its target's runs of its
+    profile, in `store`), whether its host answers (ssh BatchMode, `timeout_s` to connect) and
+    whether its device lock is free (read here for local targets; on the device, with `edgerob
+    fleet holder KEY`, for remote ones). Remote checks run concurrently."""
     rows, attack, runs_ = store.measurements(), store.attack_cells(), store.runs()
 
     def one(name: str, m: Member) -> TargetStatus:
         t = m.target
-        mine = [r for r in rows if r["target"] == t.name]
-        started = [r["started_at"] for r in runs_ if r["target"] == t.name]
-        st = TargetStatus(name, t.host, len(mine) + sum(a["target"] == t.name for a in attack),
-                          max(started) if started else None,
+        ids = {r["run_id"]: r["started_at"] for r in runs_
+               if r["target"] == t.name and r["profile"] == m.profile.name}
+        mine = [r for r in rows if r["run_id"] in ids]
+        st = TargetStatus(name, t.host, len(mine) + sum(a["run_id"] in ids for a in attack),
+                          max(ids.values()) if ids else None,
                           sorted({r["power_mode"] for r in mine if r.get("power_mode")}),
                           None, None)
         key = device_key(t)
