@@ -31,12 +31,14 @@ GUARD = textwrap.dedent(f"""
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
-    """Never touch the user's ~/.cache/edgerob, ~/.local/state/edgerob or ./edgerob.db from a
-    test."""
+    """Never touch the user's ~/.cache/edgerob, ~/.local/state/edgerob, ./edgerob.db or device
+    locks from a test."""
     monkeypatch.setenv("EDGEROB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     # nor a power mode state file (edgerob.device.power_mode.switch) of this machine
     monkeypatch.setenv("EDGEROB_STATE_DIR", str(tmp_path_factory.getbasetemp() / "state"))
     monkeypatch.delenv("EDGEROB_STORE", raising=False)
+    # device locks of this session's sweeps only (not the machine's: other test runs, users)
+    monkeypatch.setenv("EDGEROB_LOCK_DIR", str(tmp_path_factory.getbasetemp() / "locks"))
 
 
 @pytest.fixture(scope="session")

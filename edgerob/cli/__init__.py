@@ -2,8 +2,8 @@
 
 One module per command group over a shared core (`common`: consoles, errors, option aliases;
 `tables`: tables several commands print): `prepare` (train, export, attack), `measure` (profile,
-bundle, ingest), `catalog` (targets, doctor), `results` (results, compare, cost, report, fit), `predict`,
-`search` (arch-score, optimize). Modules a device lacks the libraries for (torch, pandas,
+bundle, ingest), `fleet` (fleet run, fleet status), `catalog` (targets, doctor), `results`
+(results, compare, cost, report, fit), `predict`, `search` (arch-score, optimize). Modules a device lacks the libraries for (torch, pandas,
 lifelines, optuna) are imported inside the commands that need them, so `edgerob profile
 --bundle` runs on a device with numpy and the runtime only.
 
@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from edgerob import __version__
-from edgerob.cli import catalog, measure, predict, prepare, results, search
+from edgerob.cli import catalog, fleet, measure, predict, prepare, results, search
 from edgerob.cli.common import out
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -44,6 +44,7 @@ app.command("export")(prepare.export_cmd)
 app.command()(measure.profile)
 app.command("bundle")(measure.bundle_cmd)
 app.command()(measure.ingest)
+app.add_typer(fleet.fleet_app, name="fleet")
 app.add_typer(catalog.targets_app, name="targets")
 app.command()(results.results)
 app.command()(prepare.attack)

@@ -101,3 +101,24 @@ def epoch_progress(total: int) -> tuple[Progress, callable]:
                         status=f"loss {r.loss:.3f}  test acc {r.test_accuracy:.2%}")
 
     return progress, on_epoch
+
+
+def prepare_workload(profile, model: Path | None):
+    """The host's half of the pipeline: the workload (artifacts, input sets) of a model folder
+    (None: the default model, trained on first use), with a status line."""
+    from edgerob.host.workload import prepare_workload as prepare  # torch: not on devices
+
+    folder = model or _default_model()
+    with err.status("preparing the workload (export, input sets)"):
+        return prepare(profile, folder)
+
+
+def _default_model() -> Path:
+    from edgerob.host.train import TrainConfig, default_model  # torch: not on devices
+
+    config = TrainConfig()
+    progress, on_epoch = epoch_progress(config.epochs)
+    with progress:
+        folder, trained = default_model(config, on_epoch=on_epoch)
+    err.print(f"{'trained' if trained else 'reusing'} default model {folder}")
+    return folder

@@ -12,14 +12,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from edgerob.catalog.profiles import load_profile
 from edgerob.catalog.targets import load_target, resolve_target, verify_target
 from edgerob.cli.common import (ModelOpt, ProfileOpt, StoreOpt, TargetOpt, ThreadsOpt,
-                                epoch_progress, err, out, user_errors)
+                                err, out, prepare_workload, user_errors)
 from edgerob.cli.tables import print_failures, print_measurements, print_versus_clean
+from edgerob.device.lock import device_key, refuse_if_busy
 from edgerob.device.power_mode.switch import preflight
 from edgerob.device.sweep import cells, run_profile
 from edgerob.errors import EdgerobError
 from edgerob.fleet.bundle import ingest as ingest_results, load_bundle, results_url, write_bundle
 from edgerob.fleet.mlperf import ingest_mlperf
-from edgerob.fleet.remote import profile_remote
+from edgerob.fleet.remote import cell_line, profile_remote
 from edgerob.store import DEFAULT_URL, Store
 
 BundleOpt = Annotated[Optional[Path], typer.Option(
@@ -43,6 +44,12 @@ def profile(
                                "(its detect rules); the run is marked forced, resumes only a "
                                "forced run, and cost, predictions and fits leave it out unless "
                                "--include-forced.")] = False,
+    no_wait: Annotated[bool, typer.Option(
+        "--no-wait", help="Where another sweep holds the device's lock, exit 2 saying who "
+                          "holds it instead of waiting.")] = False,
+    cell_lines: Annotated[bool, typer.Option(
+        "--cell-lines", hidden=True, help="One plain line per cell on stderr (read by a "
+                                          "remote host driving this run).")] = False,
 ):
     """Measure a model on a target over a profile's sweep and store the results.
 
@@ -54,22 +61,26 @@ def profile(
     run, and its results ingested here."""
     if bundle is not None:
         tgt, prof, work = load_bundle(bundle)  # verifies every file first
+        if no_wait:
+            refuse_if_busy(device_key(tgt))
         db = Store(store or results_url(bundle))
         store = store or results_url(bundle)
     else:
         tgt, prof = resolve_target(target), load_profile(profile_name)
         if tgt.is_local:
             verify_target(tgt, force=force_target)  # refuse before any training
+            if no_wait:
+                refuse_if_busy(device_key(tgt))
         elif force_target:
             raise EdgerobError("--force-target is for local targets: a remote device verifies "
                                "its own target when it runs the bundle")
         preflight(tgt, prof)  # power modes: names, privileges
         store = store or DEFAULT_URL
         db = Store(store)  # open early: a bad URL fails before any training
-        work = _prepare(prof, model)
+        work = prepare_workload(prof, model)
     if not tgt.is_local and bundle is None:
         with err.status("remote profiling") as status:
-            counts = profile_remote(tgt, prof, work, db, new_run=new_run,
+            counts = profile_remote(tgt, prof, work, db, new_run=new_run, wait=not no_wait,
                                     on_step=lambda s: status.update(f"{tgt.name}: {s}"))
         rows = [r for r in db.measurements(target=tgt.name)]
         print_measurements(rows, f"{tgt.name} ({tgt.host}) / {prof.name}")
@@ -81,6 +92,8 @@ def profile(
     task = progress.add_task(f"profiling on {tgt.name}", total=len(cells(prof)))
 
     def on_cell(i, n, cell, m):
+        if cell_lines:
+            err.print(cell_line(i, n, m is not None), highlight=False, markup=False)
         progress.update(task, completed=i, total=n, description=(
             (f"{cell.power_mode} " if cell.power_mode else "")
             + f"{cell.precision} b{cell.batch_size} {cell.input_set}"
@@ -89,7 +102,9 @@ def profile(
 
     with progress:
         result = run_profile(tgt, prof, work, db, new_run=new_run, threads=threads,
-                             on_cell=on_cell, force_target=force_target,
+                             on_cell=on_cell, force_target=force_target, wait=not no_wait,
+                             on_wait=lambda line: err.print(line, highlight=False,
+                                                            markup=False, soft_wrap=True),
                              on_note=lambda line: progress.console.print(line, markup=False))
     forced = {r["run_id"] for r in db.runs() if r.get("forced_target")}
     print_measurements(result.rows, f"{tgt.name} / {prof.name}", forced)
@@ -110,26 +125,6 @@ def profile(
         err.print(f"throttling unknown: {result.rows[0]['throttle_note']}")
 
 
-def _prepare(profile, model: Path | None):
-    """The host's half of the pipeline: the workload (artifacts, input sets) of a model folder."""
-    from edgerob.host.workload import prepare_workload  # torch: not on devices
-
-    folder = model or _default_model()
-    with err.status("preparing the workload (export, input sets)"):
-        return prepare_workload(profile, folder)
-
-
-def _default_model() -> Path:
-    from edgerob.host.train import TrainConfig, default_model  # torch: not on devices
-
-    config = TrainConfig()
-    progress, on_epoch = epoch_progress(config.epochs)
-    with progress:
-        folder, trained = default_model(config, on_epoch=on_epoch)
-    err.print(f"{'trained' if trained else 'reusing'} default model {folder}")
-    return folder
-
-
 @user_errors
 def bundle_cmd(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write.")],
@@ -139,7 +134,7 @@ def bundle_cmd(
 ):
     """Write a bundle for a device: artifacts, input sets, target, profile, hashed manifest."""
     tgt, prof = load_target(target), load_profile(profile_name)
-    folder = write_bundle(tgt, prof, _prepare(prof, model), out_dir)
+    folder = write_bundle(tgt, prof, prepare_workload(prof, model), out_dir)
     out.print(f"bundle for {tgt.name} / {prof.name} -> {folder}\n"
               f"on the device: edgerob profile --bundle {folder.name}; then here: "
               f"edgerob ingest {folder.name}")

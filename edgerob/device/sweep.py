@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -26,6 +27,7 @@ from edgerob import __version__
 from edgerob.device.bench import Measurement, idle_baseline, measure_sets
 from edgerob.device.clocks import cpu_state
 from edgerob.device.failures import AttackCell, square_attack
+from edgerob.device.lock import device_key, device_lock
 from edgerob.device.machine import verify_target
 from edgerob.device.paired import paired_ratio
 from edgerob.device.power_mode import read_power_mode
@@ -133,11 +135,20 @@ def pick_runtime(target) -> tuple[str, dict]:
     raise EdgerobError(f"no runtime of target {target.name!r} can run here ({'; '.join(reasons)})")
 
 
-def run_profile(target, profile, work: Workload, store: Store, *,
-                new_run: bool = False, threads: int | None = None,
-                on_cell: Callable[[int, int, Cell, object | None], None] | None = None,
-                force_target: bool = False,
-                on_note: Callable[[str], None] | None = None) -> SweepResult:
+def run_profile(target, profile, work: Workload, store: Store, *, wait: bool = True,
+                on_wait: Callable[[str], None] | None = None, **options) -> SweepResult:
+    """`sweep` holding the device's lock (`edgerob.device.lock`) throughout, so no other sweep
+    measures this device meanwhile: a busy device is waited for (`on_wait(line)` says who holds
+    it and since when) or, with `wait=False`, refused with that line."""
+    with device_lock(device_key(target), wait=wait, on_wait=on_wait):
+        return sweep(target, profile, work, store, **options)
+
+
+def sweep(target, profile, work: Workload, store: Store, *,
+          new_run: bool = False, threads: int | None = None,
+          on_cell: Callable[[int, int, Cell, object | None], None] | None = None,
+          force_target: bool = False,
+          on_note: Callable[[str], None] | None = None) -> SweepResult:
     """Measure every cell of `profile` (a catalog Profile) on `target` (a catalog Target: this
     machine) for the prepared workload `work`.
 
@@ -290,11 +301,14 @@ def _measure_group(store, run_id, target, runtime_name, group, stored, rt, input
         raise EdgerobError(f"the device left power mode {asked}: it reads "
                            f"{mode['power_mode'] or mode['power_mode_facts'].get('reason')} "
                            f"before {group[0].precision} b{group[0].batch_size}; nothing stored")
+    started = _instant()
     ms = measure_sets(rt, {n: (inputs[n].images, inputs[n].labels) for n in names},
                       group[0].batch_size, timing, profiler=profiler,
                       profiler_name=target.profiler,
                       profiler_note=None if profiler else prof_reason,
                       state=lambda: machine_state(profiler))
+    # the session's span (idle baseline, warm-up, timed rounds): what the device lock keeps apart
+    window = {"window_start": started, "window_end": _instant()}
     rows = {}
     for cell in group:
         if stored(cell):
@@ -306,7 +320,7 @@ def _measure_group(store, run_id, target, runtime_name, group, stored, rt, input
                    artifact_sha256=art.sha256, power_mode=mode["power_mode"],
                    fingerprint={**machine, **info, "artifact_sha256": art.sha256,
                                 "power_mode_facts": mode["power_mode_facts"],
-                                "precision": cell.precision, "timestamp": now(),
+                                "precision": cell.precision, "timestamp": now(), **window,
                                 "interleaved_with": [n for n in names if n != cell.input_set],
                                 # the physical GPU the power sensor read (NVML)
                                 **getattr(profiler, "identity", {})})
@@ -438,6 +452,10 @@ def _sequential_columns(inputs) -> dict:
             "seq_rule": {**seq["rule"], "stopped_by": seq["stopped_by"],
                          "method": seq["method"], "wall_s": seq["wall_s"],
                          "projected_saved_s": seq["projected_saved_s"]}}
+
+
+def _instant() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _versions(runtime: str) -> dict:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 import subprocess
-import sys
 import tarfile
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -29,10 +30,24 @@ from edgerob.errors import EdgerobError
 from edgerob.fleet.bundle import RESULTS_DB, ingest, write_bundle
 
 
-def ssh_command(target) -> list[str]:
+CONNECT_TIMEOUT_S = 15
+# One ingest at a time in this process (a fleet's threads): two threads' SQLite transactions that
+# read then write can refuse each other at once (SQLITE_BUSY, no wait); ingesting is short.
+_INGESTING = threading.Lock()
+
+
+def ssh_command(target, connect_timeout_s: int = CONNECT_TIMEOUT_S) -> list[str]:
     dest, port = parse_ssh_host(target.host)
+    # a timeout for hosts that never answer (the user's own -o ConnectTimeout comes first: wins)
     return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-            *(["-p", str(port)] if port else []), *target.ssh_options, dest]
+            *(["-p", str(port)] if port else []), *target.ssh_options,
+            "-o", f"ConnectTimeout={connect_timeout_s}", dest]
+# What `edgerob profile --cell-lines` prints per cell, read back here for the host's progress.
+CELL_LINE = re.compile(r"^edgerob-cell (\d+)/(\d+) (measured|stored)$")
+
+
+def cell_line(done: int, total: int, measured: bool) -> str:
+    return f"edgerob-cell {done}/{total} {'measured' if measured else 'stored'}"
 
 
 def _last_line(data: bytes) -> str:
@@ -41,9 +56,13 @@ def _last_line(data: bytes) -> str:
 
 
 def profile_remote(target, profile, work: Workload, store, *, new_run: bool = False,
-                   on_step: Callable[[str], None] | None = None) -> dict:
+                   wait: bool = True, on_step: Callable[[str], None] | None = None,
+                   on_cell: Callable[[int, int, bool], None] | None = None) -> dict:
     """Bundle the prepared workload, copy, run on the device, fetch and ingest. Returns the
-    ingest counts."""
+    ingest counts. `on_step(text)`: each step, and the device's line while it waits for its
+    lock (`wait=False`: the device refuses instead, and this raises with its line);
+    `on_cell(done, total, measured)`: after each cell on the device (measured False: it was
+    stored already)."""
     step = on_step or (lambda s: None)
     ssh = ssh_command(target)
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,21 +92,37 @@ def profile_remote(target, profile, work: Workload, store, *, new_run: bool = Fa
                                f" {_last_line(err)}")
 
         step("profiling on the device")
-        cmd = [*target.remote_command, "profile", "--bundle", remote] + (
-            ["--new-run"] if new_run else [])
-        run = subprocess.run([*ssh, shlex.join(cmd)], stdout=sys.stderr, stderr=subprocess.PIPE)
-        if run.returncode != 0:
+        cmd = [*target.remote_command, "profile", "--bundle", remote, "--cell-lines",
+               *(["--new-run"] if new_run else []), *([] if wait else ["--no-wait"])]
+        # the device's tables are not needed: its rows are ingested and shown here
+        run = subprocess.Popen([*ssh, shlex.join(cmd)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, errors="replace")
+        last = "no message"
+        for line in run.stderr:
+            line = line.strip()
+            if m := CELL_LINE.match(line):
+                if on_cell:
+                    on_cell(int(m[1]), int(m[2]), m[3] == "measured")
+                continue
+            if line.startswith("waiting: "):
+                step(line)
+            last = line or last
+        if run.wait() != 0:
             raise EdgerobError(f"profiling on {ssh[-1]} failed (exit {run.returncode}): "
-                               f"{_last_line(run.stderr)}; its finished cells are kept there: "
+                               f"{last}; its finished cells are kept there: "
                                f"run the same command again to resume")
 
         step("fetching results")
-        fetched = subprocess.run([*ssh, shlex.join(["cat", f"{remote}/{RESULTS_DB}"])],
-                                 capture_output=True)
+        for _ in range(2):  # reading is harmless to repeat: once more after a dropped connection
+            fetched = subprocess.run([*ssh, shlex.join(["cat", f"{remote}/{RESULTS_DB}"])],
+                                     capture_output=True)
+            if fetched.returncode == 0:
+                break
         if fetched.returncode != 0:
             raise EdgerobError(f"fetching results from {ssh[-1]} failed: "
                                f"{_last_line(fetched.stderr)}")
         db = Path(tmp) / "results.db"
         db.write_bytes(fetched.stdout)
         step("ingesting")
-        return ingest(db, store)
+        with _INGESTING:
+            return ingest(db, store)
