@@ -96,32 +96,41 @@ def compare(
     out_dir: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Folder for the Pareto and Kaplan-Meier plots (PNG + SVG).")] = None,
     json_out: JsonOpt = False,
+    latency_budget_ms: Annotated[Optional[float], typer.Option(
+        "--latency-budget-ms", help="Also pick, per target, precision and batch size, the power "
+                                    "mode with the least energy per inference whose p99 latency "
+                                    "is within this bound (ms per batch).")] = None,
 ):
-    """Compare targets per precision and batch size, with Pareto fronts.
+    """Compare targets per power mode, precision and batch size, with Pareto fronts.
 
     Latency (ties within noise), throughput, power, energy, accuracy under attack, time and
-    energy to failure; Pareto fronts as tables and plots."""
-    result = compare_fleet(Store(store), targets, out_dir)
+    energy to failure; Pareto fronts as tables and plots; with --latency-budget-ms the most
+    energy-efficient power mode that meets the bound."""
+    result = compare_fleet(Store(store), targets, out_dir, latency_budget_ms)
     rows, fronts = result["rows"], result["fronts"]
     if json_out:
         print_json({"rows": public_rows(rows), "fronts": [
             {**{k: v for k, v in f.items() if k != "front"},
-             "front": [config_label(r) for r in f["front"]]} for f in fronts]})
+             "front": [config_label(r) for r in f["front"]]} for f in fronts],
+            **({"mode_choice": result["mode_choice"]} if latency_budget_ms is not None else {})})
         return
     adv = sorted({k for r in rows for k in r if k.startswith("accuracy@")})
     runtimes = len({r["runtime"] for r in rows}) > 1
     sourced = any(r["source_label"] != "measured" for r in rows)  # imported rows: say which
+    moded = any(r["power_mode"] for r in rows)  # the power mode where some row has one
     table = Table(title=f"fleet ({store}): latency rank within batch size, =N tied within noise; "
                         f"accuracy per input set; Kaplan-Meier medians to failure")
-    for col in ("target", *(["source"] if sourced else []), *(["runtime"] if runtimes else []),
-                "prec", "batch", "rank", "p50 ms", "p99 ms", "samples/s", "W", "J/inf", "clean", *[a[9:] for a in adv],
+    for col in ("target", *(["source"] if sourced else []), *(["mode"] if moded else []),
+                *(["runtime"] if runtimes else []), "prec", "batch", "rank", "p50 ms", "p99 ms", "samples/s", "W", "J/inf", "clean", *[a[9:] for a in adv],
                 "s to fail", "J to fail", "records", "clean wrong"):
-        table.add_column(col, justify="left" if col in ("target", "source", "runtime", "prec")
-                         else "right", no_wrap=col in ("target", "runtime"))
+        table.add_column(col, justify="left" if col in ("target", "source", "mode", "runtime",
+                                                        "prec") else "right",
+                         no_wrap=col in ("target", "runtime"))
     for r in rows:
         rank = r["latency_rank"]
         table.add_row(target_cell(r["target"], r["forced"]),
                       *([r["source_label"]] if sourced else []),
+                      *([r["power_mode"] or "—"] if moded else []),
                       *([r["runtime"]] if runtimes else []), r["precision"],
                       str(r["batch_size"]),
                       "—" if rank is None else f"{'=' if r['latency_tie'] else ''}{rank}",
@@ -153,8 +162,29 @@ def compare(
             err.print(f"{f['name']}: {len(f['excluded'])} configuration(s) left out, e.g. "
                       f"{f['excluded'][0]['config']}: {f['excluded'][0]['reason']}",
                       highlight=False)
+    if result["mode_choice"] is not None:
+        _print_mode_choice(result["mode_choice"], latency_budget_ms)
     if result["plots"]:
         err.print(f"wrote {len(result['plots'])} plot files to {out_dir}")
+
+
+def _print_mode_choice(choice: list[dict], budget: float) -> None:
+    table = Table(title=f"most energy-efficient power mode with p99 latency <= {budget:g} ms "
+                        f"(per batch; forced runs left out)")
+    for col in ("target", "runtime", "prec", "batch", "mode", "p99 ms", "J/inf",
+                "modes within the bound"):
+        table.add_column(col, justify="right" if col in ("batch", "p99 ms", "J/inf")
+                         else "left")
+    for c in choice:
+        mode = c["power_mode"] or ("(not recorded)" if c["reason"] is None else "none")
+        table.add_row(c["target"], c["runtime"], c["precision"], str(c["batch_size"]), mode,
+                      fmt(c["latency_p99_ms"], ".4g"), fmt(c["energy_per_inference_j"], ".3g"),
+                      ", ".join(c["meeting"]) or "—")
+    out.print(table)
+    for c in choice:
+        if c["reason"]:
+            err.print(f"{c['target']} {c['precision']} b{c['batch_size']}: {c['reason']}",
+                      highlight=False, markup=False)
 
 
 def _workload(inferences_per_s, hours_per_day, years, usd_per_kwh, utilisation):
@@ -204,21 +234,23 @@ def cost(
     table = Table(title=f"cost of ownership: {w.inferences_per_s:g} inferences/s, "
                         f"{w.hours_per_day:g} h/day, {w.years:g} years ({w.service_h:,.0f} h), "
                         f"utilisation {w.utilisation:.0%}, {w.electricity_usd_per_kwh:g} USD/kWh")
-    for col in ("target", "source", "prec", "batch", "pricing", "devices", "capital USD",
+    for col in ("target", "source", "mode", "prec", "batch", "pricing", "devices", "capital USD",
                 "energy kWh", "energy USD", "total USD", "USD / M inferences",
                 "kWh / M inferences"):
-        table.add_column(col, justify="left" if col in ("target", "source", "prec", "pricing")
-                         else "right", no_wrap=col == "target")
+        table.add_column(col, justify="left" if col in ("target", "source", "mode", "prec",
+                                                        "pricing") else "right",
+                         no_wrap=col == "target")
     attacker = Table(title="attacker's side: what a failure costs the target (Kaplan-Meier "
                            "medians of each sample's share of the queries; E[T] restricted to "
                            "the attack budget)")
-    for col in ("target", "prec", "batch", "attack", "s to failure", "USD to failure",
+    for col in ("target", "mode", "prec", "batch", "attack", "s to failure", "USD to failure",
                 "J to failure", "E[T] s", "TRASH"):
-        attacker.add_column(col, justify="left" if col in ("target", "prec", "attack")
+        attacker.add_column(col, justify="left" if col in ("target", "mode", "prec", "attack")
                             else "right", no_wrap=col == "target")
     for c in costs:
         trash = c.get("trash_score")
-        key = (c["target"], c.get("precision") or "—", str(c.get("batch_size")))
+        key = (c["target"], c.get("power_mode") or "—", c.get("precision") or "—",
+               str(c.get("batch_size")))
         table.add_row(key[0], c.get("source_label") or "measured", *key[1:],
                       c.get("pricing") or "—", fmt(c.get("devices_needed"), "d"),
                       fmt(c.get("capital_usd"), ",.2f"), fmt(c.get("energy_kwh"), ",.1f"),
