@@ -237,3 +237,19 @@ def test_real_system_jsons_state_no_mode(tmp_path):
     rows = store.measurements()
     assert rows and all(r["power_mode"] is None for r in rows)
     assert all(json.loads(r["fingerprint"])["power_mode_facts"]["reason"] for r in rows)
+
+
+def test_cold_device_from_a_reference_measured_in_a_slower_mode():
+    """A reference device measured only at half its GPU clock (row "B (LOW)", its figures
+    scaled to the mode) predicts a device with twice B's peak at twice B's full-clock speed,
+    not at twice its half-clock speed."""
+    from edgerob.analysis.predict.matrix import Matrix, cold_fill
+
+    y = np.array([[math.log(5), math.log(10)], [np.nan, np.nan]])
+    mat = Matrix(["B (LOW)", "D"], ["B", "D"], ["w1", "w2"], ["f", "f"], y)
+    specs = {"B": {"peak_tops": 20, "memory_bandwidth_gbs": 100},
+             "B (LOW)": {"peak_tops": 10, "memory_bandwidth_gbs": 100},
+             "D": {"peak_tops": 40, "memory_bandwidth_gbs": 100}}
+    held = np.array([[False, False], [True, True]])
+    est = cold_fill(mat, held, "D", specs, "nearest")
+    assert np.exp(est[1]).tolist() == pytest.approx([20, 40])
