@@ -1,5 +1,6 @@
-"""Fleet comparison: one row per target x runtime x precision x batch size, ties within noise,
-Pareto fronts and Kaplan-Meier summaries of the failure records (prediction: `predict`).
+"""Fleet comparison: one row per target x power mode x runtime x precision x batch size, ties
+within noise, Pareto fronts, the most energy-efficient power mode within a latency budget and
+Kaplan-Meier summaries of the failure records (prediction: `predict`).
 
 Everything here reads the store and the target YAMLs; nothing is estimated silently. A value the
 store does not hold (no power sensor, no adversarial input set, over half the samples surviving
@@ -50,7 +51,8 @@ def batch_text(row: dict) -> str:
 
 
 def config_label(row: dict) -> str:
-    return f"{row['target']}/{row['runtime']}/{row['precision']}/{batch_text(row)}"
+    mode = f"@{row['power_mode']}" if row.get("power_mode") else ""
+    return f"{row['target']}{mode}/{row['runtime']}/{row['precision']}/{batch_text(row)}"
 
 
 def _num(v) -> bool:
@@ -198,18 +200,33 @@ FAILURE_KEYS = ("failure_attack", "failure_records", "failure_events", "failure_
                 "median_energy_share_to_failure_j", "mean_time_share_to_failure_restricted_s")
 
 
+def failure_modes(store) -> dict[tuple, str | None]:
+    """(run_id, precision, batch_size) -> the power mode the failure records of that cell ran in.
+    Failure records carry no mode of their own: they were measured in the run's session of that
+    precision and batch size, so they take the mode of its measurement rows where those name
+    exactly one; None (not recorded, or several modes: which one is not said, never guessed)."""
+    seen: dict[tuple, set] = {}
+    for m in store.measurements():
+        seen.setdefault((m["run_id"], m["precision"], m["batch_size"]), set()).add(
+            m.get("power_mode"))
+    return {k: next(iter(v)) if len(v) == 1 else None for k, v in seen.items()}
+
+
 def _failure_groups(store, wanted: set[str] | None, include_forced: bool = True
                     ) -> dict[tuple, dict[str, list[dict]]]:
-    """(target, runtime, precision, batch) -> {"attack@eps": records of the latest run that has
-    records for that cell}. The runtime comes from the run (failure records have none)."""
+    """(target, power mode, runtime, precision, batch) -> {"attack@eps": records of the latest
+    run that has records for that cell}. The runtime comes from the run and the mode from the
+    run's measurements (`failure_modes`): failure records have neither."""
     runs = {r["run_id"]: r for r in store.runs()}
+    modes = failure_modes(store)
     by_run: dict[tuple, dict[str, list[dict]]] = {}
     for f in store.failures():
         run = runs.get(f["run_id"], {})
         if (wanted is not None and f["target"] not in wanted
                 or run.get("forced_target") and not include_forced):
             continue
-        key = (f["target"], run.get("runtime") or "?", f["precision"], f["batch_size"],
+        key = (f["target"], modes.get((f["run_id"], f["precision"], f["batch_size"])),
+               run.get("runtime") or "?", f["precision"], f["batch_size"],
                f"{f['attack']}@{f['eps']:g}")
         by_run.setdefault(key, {}).setdefault(f["run_id"], []).append(f)
     out: dict[tuple, dict[str, list[dict]]] = {}
@@ -330,8 +347,10 @@ def _published_order(r: dict) -> tuple:
 
 def fleet_table(store, targets=None, include_forced: bool = True,
                 published: str = "all") -> list[dict]:
-    """One row per target x runtime x precision x batch size x provenance (own measurements,
-    or one MLPerf version x system x scenario: published rows never replace own ones).
+    """One row per target x power mode x runtime x precision x batch size x provenance (own
+    measurements, or one MLPerf version x system x scenario: published rows never replace own
+    ones). Two power modes of one target are two rows, never merged; `power_mode` is None where
+    the mode was not recorded (a row of its own, not pooled with a recorded mode).
 
     Measurement fields come from the clean input set (the latest stored row of each cell, with
     its run_id); `accuracy@ATTACK@EPS` from each white-box input set, `robust_accuracy` is the
@@ -369,7 +388,7 @@ def fleet_table(store, targets=None, include_forced: bool = True,
     latest: dict[tuple, dict[str, dict]] = {}
     for m in meas:  # ordered by id: a later row of the same cell replaces an earlier one
         prov = run_info.get(m["run_id"], provenance(None))
-        key = (m["target"], m["runtime"], m["precision"], m["batch_size"],
+        key = (m["target"], m.get("power_mode"), m["runtime"], m["precision"], m["batch_size"],
                *(prov[k] for k in PROVENANCE_KEYS))
         latest.setdefault(key, {})[m["input_set"]] = m
     attack_cells = {(c["run_id"], c["precision"], c["batch_size"], f"{c['attack']}@{c['eps']:g}"): c
@@ -378,10 +397,10 @@ def fleet_table(store, targets=None, include_forced: bool = True,
     cache = TargetCache()
     rows = []
     for key in sorted(set(latest) | set(fails), key=lambda k: tuple(str(x or "") for x in k)):
-        target, runtime, precision, batch = key[:4]
+        target, mode, runtime, precision, batch = key[:5]
         sets = latest.get(key, {})
         clean = sets.get("clean")
-        row = {"target": target, "runtime": runtime, "precision": precision,
+        row = {"target": target, "power_mode": mode, "runtime": runtime, "precision": precision,
                "batch_size": batch, "run_id": clean["run_id"] if clean else None}
         row.update(run_info.get(row["run_id"]) or provenance(None))
         row["source_label"] = source_label(row)
@@ -562,6 +581,69 @@ def pareto_fronts(rows: list[dict], specs: tuple[FrontSpec, ...] = FRONTS) -> li
     return out
 
 
+# --- the power mode for a latency budget ---------------------------------------------------------
+
+BUDGET_PERCENTILE = "latency_p99_ms"  # the tail a latency bound holds (MLPerf's Server bound)
+
+
+def _mode_name(row: dict) -> str:
+    return row.get("power_mode") or "(not recorded)"
+
+
+def mode_choice(rows: list[dict], latency_budget_ms: float) -> list[dict]:
+    """For each target x runtime x precision x batch size x source: the power mode with the
+    least energy per inference among those whose p99 latency (per batch) is within
+    `latency_budget_ms`, with that energy. Where none is chosen, `power_mode` is None and
+    `reason` says why: no mode meets the bound (the fastest named), or none that meets it had
+    energy measured (no sensor: never read as 0). Rows of forced runs are left out (a
+    decision). `meeting` lists the modes within the bound, "(not recorded)" for a NULL mode."""
+    if not (_num(latency_budget_ms) and latency_budget_ms > 0):
+        raise EdgerobError(f"--latency-budget-ms must be a positive number of milliseconds, "
+                           f"got {latency_budget_ms!r}")
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("forced") or r.get("run_id") is None:
+            continue
+        key = (r["target"], r["runtime"], r["precision"], r["batch_size"],
+               r.get("source_label") or MEASURED)
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (target, runtime, precision, batch, source), group in sorted(
+            groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        timed = [r for r in group if _num(r.get(BUDGET_PERCENTILE))]
+        meeting = sorted((r for r in timed if r[BUDGET_PERCENTILE] <= latency_budget_ms),
+                         key=lambda r: r[BUDGET_PERCENTILE])
+        metered = [r for r in meeting if _num(r.get("energy_per_inference_j"))]
+        best = min(metered, key=lambda r: (r["energy_per_inference_j"], r[BUDGET_PERCENTILE]),
+                   default=None)
+        if best is not None:
+            reason = None
+        elif not timed:
+            reason = "no p99 latency stored"
+        elif not meeting:
+            fastest = min(timed, key=lambda r: r[BUDGET_PERCENTILE])
+            reason = (f"no power mode meets p99 <= {latency_budget_ms:g} ms (fastest: "
+                      f"{_mode_name(fastest)}, {fastest[BUDGET_PERCENTILE]:.4g} ms)")
+        else:
+            why = sorted({r["power_note"] for r in meeting if r.get("power_note")})
+            reason = (f"no energy measured in the mode(s) that meet it "
+                      f"({', '.join(_mode_name(r) for r in meeting)})"
+                      + (f": {'; '.join(why)}" if why else ""))
+        out.append({"target": target, "runtime": runtime, "precision": precision,
+                    "batch_size": batch, "source_label": source,
+                    "latency_budget_ms": latency_budget_ms,
+                    "power_mode": best.get("power_mode") if best else None,
+                    "mode_recorded": bool(best and best.get("power_mode")),
+                    "latency_p99_ms": best[BUDGET_PERCENTILE] if best else None,
+                    "energy_per_inference_j": best["energy_per_inference_j"] if best else None,
+                    "run_id": best["run_id"] if best else None,
+                    "meeting": [_mode_name(r) for r in meeting],
+                    "without_energy": [_mode_name(r) for r in meeting
+                                       if not _num(r.get("energy_per_inference_j"))],
+                    "modes_compared": len(group), "reason": reason})
+    return out
+
+
 # --- plots ----------------------------------------------------------------------------------------
 
 def _new_figure(w: float = 6.4, h: float = 4.4):
@@ -623,15 +705,16 @@ def km_figures(store, targets=None) -> dict[str, object]:
     groups = _failure_groups(store, wanted)
     if not groups:
         return {}
-    precisions = sorted({k[2] for k in groups})
+    precisions = sorted({k[3] for k in groups})
     colors = _colors([k[0] for k in groups])
     fig = _new_figure(max(6.4, 5.2 * len(precisions)), 4.2)
     axes = fig.subplots(1, len(precisions), squeeze=False)[0]
     styles = ["-", "--", ":", "-."]
-    batch_styles = {b: styles[i % 4] for i, b in enumerate(sorted({k[3] for k in groups}))}
+    batch_styles = {b: styles[i % 4] for i, b in enumerate(sorted({k[4] for k in groups}))}
     all_t = []
     for ax, prec in zip(axes, precisions):
-        for (target, runtime, p, batch), per_attack in sorted(groups.items()):
+        for (target, mode, runtime, p, batch), per_attack in sorted(
+                groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
             if p != prec:
                 continue
             for attack, recs in per_attack.items():
@@ -641,8 +724,9 @@ def km_figures(store, targets=None) -> dict[str, object]:
                 t = np.append(t, max(dur))
                 s = np.append(s, s[-1])
                 all_t += [d for d in dur if d > 0]
+                where = f"{target}@{mode}" if mode else target
                 ax.step(t, s, where="post", color=colors[target], ls=batch_styles[batch],
-                        label=f"{target} b{batch} {attack}")
+                        label=f"{where} b{batch} {attack}")
                 cens = [d for d, e in zip(dur, ev) if not e]
                 if cens:
                     ax.plot(cens, [s[-1]] * len(cens), "|", color=colors[target], ms=6)
@@ -657,7 +741,7 @@ def km_figures(store, targets=None) -> dict[str, object]:
     out = {"km_time_by_target": fig}
 
     pooled: dict[tuple, list[dict]] = {}
-    for (target, runtime, p, batch), per_attack in groups.items():
+    for (target, mode, runtime, p, batch), per_attack in groups.items():
         for attack, recs in per_attack.items():
             pooled.setdefault((p, attack), []).extend(recs)
     fig2 = _new_figure(6.4, 4.0)
@@ -709,13 +793,17 @@ def plot_fleet(store, rows: list[dict], fronts: list[dict], out_dir: str | Path,
 
 
 def compare_fleet(store, targets=None, out_dir: str | Path | None = None,
-                  published: str = "latest") -> dict:
-    """The whole comparison: {"rows", "fronts", "plots"} (plots only when out_dir is given);
-    own rows first, published ones as `published` says (`select_published`)."""
+                  published: str = "latest", latency_budget_ms: float | None = None) -> dict:
+    """The whole comparison: {"rows", "fronts", "plots", "mode_choice"} (plots only when out_dir
+    is given; the choice of power mode, `mode_choice`, only with a latency budget); own rows
+    first, published ones as `published` says (`select_published`)."""
+    if latency_budget_ms is not None:
+        mode_choice([], latency_budget_ms)  # a bad budget fails before anything is read
     rows = fleet_table(store, targets, published=published)
     if not rows:
         raise EdgerobError(f"no measurements in {getattr(store, 'url', 'the store')}: run "
                            f"`edgerob profile` first")
     fronts = pareto_fronts(rows)
+    choice = mode_choice(rows, latency_budget_ms) if latency_budget_ms is not None else None
     plots = plot_fleet(store, rows, fronts, out_dir, targets) if out_dir is not None else []
-    return {"rows": rows, "fronts": fronts, "plots": plots}
+    return {"rows": rows, "fronts": fronts, "plots": plots, "mode_choice": choice}

@@ -148,8 +148,9 @@ def tco(target, row: dict, workload: Workload, train_time_s: float | None = None
     notes = []
     w = workload
     out = {
-        "target": target.name, "runtime": row.get("runtime"), "precision": row.get("precision"),
-        "batch_size": row.get("batch_size"), "pricing": pricing,
+        "target": target.name, "power_mode": row.get("power_mode"), "runtime": row.get("runtime"),
+        "precision": row.get("precision"), "batch_size": row.get("batch_size"),
+        "pricing": pricing,
         "purchase_usd_per_device": price.purchase_usd, "cloud_usd_per_h": price.cloud_usd_per_h,
         "workload_inferences_per_s": w.inferences_per_s, "utilisation": w.utilisation,
         "service_h": w.service_h, "inferences_total": w.inferences,
@@ -293,7 +294,8 @@ def attacker_side(target, row: dict, workload: Workload, train_time_s: float | N
 def cost_table(rows: list[dict], workload: Workload, train_time_s: float | None = None,
                pricing: str = "auto", n_train_samples: int | None = None,
                include_forced: bool = False) -> list[dict]:
-    """`tco` for every fleet row that has a clean measurement (published rows: ResNet-50 on
+    """`tco` for every fleet row that has a clean measurement, one per power mode of a target
+    (fleet rows keep modes apart; published rows: ResNet-50 on
     one accelerator, `single_device_resnet50`, as a catalog price is per device); a target
     whose YAML cannot be loaded gives a row with only a note. A row marked `forced` (measured
     on a machine that is not its target) is priced only with `include_forced`: build the rows with
@@ -309,7 +311,8 @@ def cost_table(rows: list[dict], workload: Workload, train_time_s: float | None 
             continue
         tgt = cache.get(r["target"])
         if tgt is None:
-            out.append({"target": r["target"], "runtime": r.get("runtime"),
+            out.append({"target": r["target"], "power_mode": r.get("power_mode"),
+                        "runtime": r.get("runtime"),
                         "precision": r.get("precision"), "batch_size": r.get("batch_size"),
                         **{k: r.get(k) for k in ("source", "source_label", "mlperf_version",
                                                  "scenario", "samples_per_query")},

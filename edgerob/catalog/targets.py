@@ -38,6 +38,23 @@ class Specs(_Strict):
     memory_gb: PositiveFloat | None = None
 
 
+class ModeSpec(_Strict):
+    """Figures NVIDIA publishes for one power mode (nvpmodel.conf, data sheets); absent where
+    it publishes none. `gpu_max_mhz` is the mode's GPU frequency cap, `gpu_tpcs` the GPU's
+    texture processor clusters left on (nvpmodel gates the others), `power_w` the module power
+    budget the mode is named for."""
+
+    gpu_max_mhz: PositiveFloat | None = None
+    gpu_tpcs: PositiveInt | None = None
+    power_w: PositiveFloat | None = None
+
+
+def mode_base(label: str) -> str:
+    """A stored power_mode label without its suffixes: "MAXN+jetson_clocks" -> "MAXN"
+    (jetson_clocks pins the clocks at the mode's caps; the caps are the mode's)."""
+    return label.split("+", 1)[0]
+
+
 _MONTH = r"^\d{4}-\d{2}(-\d{2})?$"  # YYYY-MM or YYYY-MM-DD
 
 
@@ -121,6 +138,9 @@ class Target(_Strict):
     profiler_options: dict = Field(default_factory=dict)  # e.g. interval_s, gpu_index
     power_modes: list[str] = Field(default_factory=list)
     specs: Specs = Field(default_factory=Specs)
+    # per-mode figures (keys from power_modes) and the mode the peak figures in `specs` assume
+    modes: dict[str, ModeSpec] = Field(default_factory=dict)
+    peak_mode: str | None = None
     price: Price = Field(default_factory=Price)
     detect: Detect | None = None  # None: a generic target (cpu), the fallback
     families: list[str] = Field(default_factory=list)  # names that resolve to it on its device
@@ -151,9 +171,48 @@ class Target(_Strict):
             raise ValueError(f"unknown profiler {v!r}; allowed: {', '.join(sorted(PROFILERS))}")
         return v
 
+    @model_validator(mode="after")
+    def _modes_known(self):
+        unknown = sorted(set(self.modes) - set(self.power_modes))
+        if unknown:
+            raise ValueError(f"modes: {unknown[0]!r} is not in power_modes "
+                             f"({', '.join(self.power_modes) or 'none'})")
+        if self.peak_mode is not None and self.peak_mode not in self.modes:
+            raise ValueError(f"peak_mode {self.peak_mode!r} has no entry under modes")
+        if any(m.gpu_max_mhz for m in self.modes.values()):
+            peak = self.modes.get(self.peak_mode) if self.peak_mode else None
+            if peak is None or not peak.gpu_max_mhz:
+                raise ValueError("modes with gpu_max_mhz need peak_mode: the mode whose GPU "
+                                 "clock the peak figures assume, with its gpu_max_mhz")
+        return self
+
     @property
     def is_local(self) -> bool:
         return self.host in ("local", "localhost")
+
+    def mode_scale(self, mode: str | None) -> float | None:
+        """The factor the peak figures take in power mode `mode` (a stored label): its GPU clock
+        cap over the peak mode's, times its TPCs left on over the peak mode's where both are
+        given (peak throughput is proportional to clock x units). None where the catalog has
+        no figure for the mode (unknown, unlisted, or the target has no per-mode figures)."""
+        m = self.modes.get(mode_base(mode)) if mode else None
+        peak = self.modes.get(self.peak_mode) if self.peak_mode else None
+        if m is None or peak is None or not (m.gpu_max_mhz and peak.gpu_max_mhz):
+            return None
+        tpcs = m.gpu_tpcs / peak.gpu_tpcs if m.gpu_tpcs and peak.gpu_tpcs else 1.0
+        return m.gpu_max_mhz / peak.gpu_max_mhz * tpcs
+
+    def specs_in(self, mode: str | None) -> Specs:
+        """The spec sheet in power mode `mode`: peak figures scaled by `mode_scale` and the
+        mode's power budget as tdp_w where the catalog has them; else the catalog's own."""
+        scale = self.mode_scale(mode)
+        m = self.modes.get(mode_base(mode)) if mode else None
+        if scale is None and not (m and m.power_w):
+            return self.specs
+        peak = {p: v * scale for p, v in self.specs.peak_tops.items()} if scale else \
+            self.specs.peak_tops
+        return self.specs.model_copy(update={"peak_tops": peak, "tdp_w": (
+            m.power_w if m and m.power_w else self.specs.tdp_w)})
 
 
 def parse_ssh_host(host: str) -> tuple[str, int | None]:

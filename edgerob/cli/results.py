@@ -198,16 +198,22 @@ def compare(
     wide: WideOpt = False,
     json_out: JsonOpt = False,
     csv_out: CsvOpt = None,
+    latency_budget_ms: Annotated[Optional[float], typer.Option(
+        "--latency-budget-ms", help="Also pick, per target, precision and batch size, the power "
+                                    "mode with the least energy per inference whose p99 latency "
+                                    "is within this bound (ms per batch).")] = None,
 ):
-    """Compare targets per precision and batch size, with Pareto fronts.
+    """Compare targets per power mode, precision and batch size, with Pareto fronts.
 
     Your measurements first, published MLPerf rows after them for reference. Latency (ties
     within noise), throughput, power, energy, accuracy under attack, time and energy to
-    failure; Pareto fronts as tables and plots. --plot FILE: latency and throughput against
-    batch size, one panel per target (and energy against latency per power mode, where
+    failure; Pareto fronts as tables and plots; with --latency-budget-ms the most
+    energy-efficient power mode that meets the bound. --plot FILE: latency and throughput
+    against batch size, one panel per target (and energy against latency per power mode, where
     measured, beside it)."""
     published = published_choice(published, all_published)
-    result = compare_fleet(Store(store), targets, out_dir, published=published)
+    result = compare_fleet(Store(store), targets, out_dir, published=published,
+                           latency_budget_ms=latency_budget_ms)
     rows, fronts = result["rows"], result["fronts"]
     if plot:
         for path in write_fleet_plots(rows, plot):
@@ -215,7 +221,8 @@ def compare(
     if json_out:
         print_json({"rows": public_rows(rows), "fronts": [
             {**{k: v for k, v in f.items() if k != "front"},
-             "front": [config_label(r) for r in f["front"]]} for f in fronts]})
+             "front": [config_label(r) for r in f["front"]]} for f in fronts],
+            **({"mode_choice": result["mode_choice"]} if latency_budget_ms is not None else {})})
         return
     if csv_out:
         _write_csv(public_rows(rows), csv_out)
@@ -245,8 +252,29 @@ def compare(
             err.print(f"{f['name']}: {len(f['excluded'])} configuration(s) left out, e.g. "
                       f"{f['excluded'][0]['config']}: {f['excluded'][0]['reason']}",
                       highlight=False)
+    if result["mode_choice"] is not None:
+        _print_mode_choice(result["mode_choice"], latency_budget_ms)
     if result["plots"]:
         err.print(f"wrote {len(result['plots'])} plot files to {out_dir}")
+
+
+def _print_mode_choice(choice: list[dict], budget: float) -> None:
+    table = Table(title=f"most energy-efficient power mode with p99 latency <= {budget:g} ms "
+                        f"(per batch; forced runs left out)")
+    for col in ("target", "runtime", "prec", "batch", "mode", "p99 ms", "J/inf",
+                "modes within the bound"):
+        table.add_column(col, justify="right" if col in ("batch", "p99 ms", "J/inf")
+                         else "left")
+    for c in choice:
+        mode = c["power_mode"] or ("(not recorded)" if c["reason"] is None else "none")
+        table.add_row(c["target"], c["runtime"], c["precision"], str(c["batch_size"]), mode,
+                      fmt(c["latency_p99_ms"], ".4g"), fmt(c["energy_per_inference_j"], ".3g"),
+                      ", ".join(c["meeting"]) or "—")
+    out.print(table)
+    for c in choice:
+        if c["reason"]:
+            err.print(f"{c['target']} {c['precision']} b{c['batch_size']}: {c['reason']}",
+                      highlight=False, markup=False)
 
 
 def _workload(inferences_per_s, hours_per_day, years, usd_per_kwh, utilisation):
@@ -310,14 +338,17 @@ def cost(
     if ref:
         _print_costs(ref, f"cost of ownership from published MLPerf ResNet-50 results, for "
                           f"reference ({published}; --published none|latest|all)", wide)
+    moded = any(c.get("power_mode") for c in own)  # the mode where some row has one
     attacker = new_table("attacker's side: what a failure costs the target (Kaplan-Meier "
                          "medians of each sample's share of the queries; E[T] restricted to the "
                          "attack budget)",
-                         ["target", "prec", "batch", "attack", "s to failure", "USD to failure",
-                          "J to failure", "E[T] s", "TRASH"], {"target", "prec", "attack"})
+                         ["target", *(["mode"] if moded else []), "prec", "batch", "attack",
+                          "s to failure", "USD to failure", "J to failure", "E[T] s", "TRASH"],
+                         {"target", "mode", "prec", "attack"})
     for c in own:
         trash = c.get("trash_score")
-        attacker.add_row(c["target"], c.get("precision") or "—", _batch(c),
+        attacker.add_row(c["target"], *([c.get("power_mode") or "—"] if moded else []),
+                         c.get("precision") or "—", _batch(c),
                          c.get("failure_attack") or "—",
                          fmt(c.get("attacker_s_to_failure"), ".3g"),
                          fmt(c.get("attacker_usd_to_failure"), ".3g"),
@@ -348,10 +379,12 @@ def _print_costs(costs: list[dict], title: str, wide: bool) -> None:
     """Costs of ownership. --wide: bought devices under "buy USD", rented ones under "rent USD"
     (the hourly price over the service hours); a rented device's electricity is in its rent."""
     ref = any((c.get("source") or MEASURED) != MEASURED for c in costs)
-    cols = ["target", *(["round", "scenario"] if ref else []), "prec", "batch", "price",
+    moded = any(c.get("power_mode") for c in costs)  # the mode where some row has one
+    cols = ["target", *(["round", "scenario"] if ref else []), *(["mode"] if moded else []),
+            "prec", "batch", "price",
             "devices", *(["buy USD", "rent USD", "energy kWh", "energy USD"] if wide else []),
             "total USD", "USD/M inf", "kWh/M inf"]
-    table = new_table(title, cols, {"target", "round", "scenario", "prec", "price"})
+    table = new_table(title, cols, {"target", "round", "scenario", "mode", "prec", "price"})
     for c in costs:
         capital = fmt(c.get("capital_usd"), ",.0f")
         rented = c.get("pricing") == "cloud"
@@ -360,6 +393,7 @@ def _print_costs(costs: list[dict], title: str, wide: bool) -> None:
         sc = c.get("scenario")
         table.add_row(c["target"], *([c.get("mlperf_version") or "—",
                                       SCENARIO_SHORT.get(sc, sc or "—")] if ref else []),
+                      *([c.get("power_mode") or "—"] if moded else []),
                       c.get("precision") or "—", _batch(c), _price(c),
                       fmt(c.get("devices_needed"), "d"),
                       *(["—" if rented else capital, capital if rented else "—",

@@ -43,6 +43,14 @@ window would fall 7 h outside the samples). The analyser's samples must span the
 else no power. Energy = mean power x window length; per inference = / (result_query_count x
 samples_per_query). It is wall power of the whole system (board, host, fans), not GPU power, and
 idle is not subtracted.
+
+Power mode (measurements.power_mode): MaxQ/MaxP is MLPerf's category, not a device setting, so a
+row gets a mode only where its system description (system_name, hw_notes, sw_notes,
+power_management) states one: a name from the target's nvpmodel modes (a bare wattage name such
+as "15W" only beside "nvpmodel" or "power mode"), or a GPU power limit ("power limit 250 W",
+"nvidia-smi -pl 250") as "250W-limit". Else NULL and the reason in the fingerprint: NVIDIA's
+Jetson MaxQ runs set a custom nvpmodel mode their harness writes and the system JSONs do not
+name, and "TGP 700W" is the board's rating (in the MaxP and MaxQ files alike), not a limit set.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from edgerob.catalog.targets import load_target
 from edgerob.errors import EdgerobError
 from edgerob.store import measurements, now, runs
 
@@ -321,6 +330,38 @@ def describe_device(system_name: str, system: dict | None, benchmark: str,
     return Device(target, n * nodes, engines, ", ".join([power, engines, *extras]), note)
 
 
+MODE_FIELDS = ("system_name", "hw_notes", "sw_notes", "power_management")
+_LIMIT = re.compile(r"power[ -]limit(?:ed)?(?: of| to| at|:)?\s*(\d+(?:\.\d+)?)\s*W\b"
+                    r"|(\d+(?:\.\d+)?)\s*W\s+power[ -]limit|nvidia-smi\b[^|]*?\s-pl\s+"
+                    r"(\d+(?:\.\d+)?)", re.I)
+_MODE_CONTEXT = re.compile(r"nvpmodel|power[ _-]mode", re.I)
+
+
+def stated_power_mode(system: dict | None, target: str) -> tuple[str | None, str]:
+    """The power mode a system description states for `target` (module docstring), and where
+    it says so; (None, reason) where it states none or several."""
+    text = " | ".join(str((system or {}).get(k) or "") for k in MODE_FIELDS)
+    found: set[str] = set()
+    try:
+        names = [] if target.startswith("ref:") else load_target(target).power_modes
+    except EdgerobError:
+        names = []
+    for name in names:
+        if re.fullmatch(r"\d+W", name) and not _MODE_CONTEXT.search(text):
+            continue  # "30W" alone may be a power supply's rating, not a mode
+        if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.I):
+            found.add(name)
+    found |= {f"{float(next(g for g in m.groups() if g)):g}W-limit"
+              for m in _LIMIT.finditer(text)}
+    if len(found) == 1:
+        mode = found.pop()
+        return mode, f"stated in the system description ({', '.join(MODE_FIELDS)})"
+    if found:
+        return None, f"the system description names several modes ({', '.join(sorted(found))})"
+    return None, (f"the system description ({', '.join(MODE_FIELDS)}) states no power mode or "
+                  f"power limit; MaxQ/MaxP is MLPerf's category, not a mode")
+
+
 def power_from_logs(run_dir: Path, samples_per_query: int) -> dict:
     """Mean wall power over loadgen's run window and energy per inference, from run_1/spl.txt
     and run_1/mlperf_log_detail.txt (module docstring: how clocks are aligned). Without logs
@@ -489,8 +530,11 @@ def _one_result(summary: Path) -> dict | None:
     m.update(power_from_logs(summary.parent, spq))
     detail = read_detail(summary.parent / DETAIL) if (summary.parent / DETAIL).is_file() else {}
     m["iterations"] = detail.get("result_query_count")
+    mode, why = stated_power_mode(system, dev.target)
+    m["power_mode"] = mode
     m["fingerprint"] = {"mlperf_summary": kv, "system": system,
                         "source_file": str(summary.resolve()),
+                        "power_mode_facts": {"source": why} if mode else {"reason": why},
                         **({"inferred_from": inferred, "inferred_rule": INFERRED_RULE[inferred]}
                            if inferred else {})}
     run_id = _run_id("mlperf", version, loc.division, loc.submitter, loc.system, loc.benchmark,

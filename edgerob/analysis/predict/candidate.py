@@ -85,7 +85,7 @@ def _blank(p: dict, metric: str, meta: dict) -> dict:
 
 def _failures(row: dict, fails: dict) -> None:
     pooled: dict[str, list[dict]] = {}
-    for (t, _rt, p, b), per_attack in fails.items():
+    for (t, _mode, _rt, p, b), per_attack in fails.items():
         if p == row["precision"] and b == row["batch_size"] and t != row["candidate"]:
             for attack, recs in per_attack.items():
                 pooled.setdefault(attack, []).extend(recs)

@@ -6,8 +6,11 @@ per MLPerf version (software drifts between versions), and its value the scenari
 metric (Offline/Server throughput per accelerator where the store has it). An own measurement's
 workload is model x precision x batch size and its value the throughput. A device configuration
 is the target with the run's configuration (else its engines label) and accelerator count; own
-rows share the target's default configuration (MaxP on the GPU). Rows of forced runs are left
-out.
+rows share the target's default configuration (MaxP on the GPU) when measured in the mode the
+catalog's peak figures assume (or "default", or no mode recorded); own rows of another power
+mode are a configuration of their own, "TARGET (MODE)", whose spec figures are the catalog's
+scaled to that mode (`Target.mode_scale`: GPU clock cap x TPCs on). Rows of forced runs are
+left out.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 from edgerob.analysis.compare import forced_runs
 from edgerob.analysis.predict.matrix import (Matrix, cold_fill, cold_validate, cross_validate,
                                              fill, support)
-from edgerob.catalog.targets import load_target
+from edgerob.catalog.targets import load_target, mode_base
 from edgerob.errors import EdgerobError
 
 HEADLINE = {"SingleStream": "latency_p90_ms", "MultiStream": "latency_p99_ms",
@@ -47,7 +50,21 @@ def _workload(run: dict, m: dict) -> tuple[str, str, str, float | None]:
 DEFAULT_CONFIGURATIONS = (None, "GPU", "MaxP, GPU")  # where own measurements join the target
 
 
-def _config(run: dict) -> str:
+def _own_mode(target: str, mode: str | None) -> str | None:
+    """The power mode that makes an own row a configuration of its own: None for no mode,
+    "default" (a GPU at its default power limit) and the catalog's peak mode."""
+    if mode is None or mode == "default":
+        return None
+    try:
+        peak = load_target(target).peak_mode
+    except EdgerobError:
+        peak = None
+    return None if peak is not None and mode_base(mode) == peak else mode
+
+
+def _config(run: dict, mode: str | None = None) -> str:
+    if run.get("source") != "mlperf" and mode:
+        return f"{run['target']} ({mode})"
     label = run.get("configuration") or run.get("accelerators")
     n = run.get("n_accelerators")
     if n not in (None, 1):  # per-accelerator figures of a bigger system: its own configuration
@@ -76,13 +93,23 @@ class Cells:
         self.family: dict[str, str] = {}
         self.target: dict[str, str] = {}
         self.meta: dict[str, dict] = {}  # column: source, scenario, precision, batch size
+        self.mode: dict[str, str] = {}  # configuration row: its power mode, where it has one
+        own_modes: dict[tuple, str | None] = {}
         for m in store.measurements():
             run = runs.get(m["run_id"])
             if (run is None or m["input_set"] != "clean" or m["run_id"] in forced
                     or targets is not None and m["target"] not in targets):
                 continue
             col, fam, metric, value = _workload({**run, "target": m["target"]}, m)
-            row = _config({**run, "target": m["target"]})
+            mode = m.get("power_mode")
+            if run.get("source") != "mlperf":
+                key = (m["target"], mode)
+                if key not in own_modes:
+                    own_modes[key] = _own_mode(m["target"], mode)
+                mode = own_modes[key]
+            row = _config({**run, "target": m["target"]}, mode)
+            if mode:
+                self.mode[row] = mode
             for q, met, v in (("speed", metric, value), ("energy", ENERGY, m.get(ENERGY))):
                 if met and v and v > 0 and math.isfinite(v):
                     s = _speed(met, v)
@@ -109,16 +136,28 @@ class Cells:
                       [self.family[c] for c in cols], y)
 
 
-def _specs(target: str, cache: dict) -> dict | None:
-    """Peak INT8 TOPS (else FP16) and memory bandwidth from the catalog; None off-catalog."""
-    if target not in cache:
+def _specs(target: str, cache: dict, mode: str | None = None) -> dict | None:
+    """Peak INT8 TOPS (else FP16) and memory bandwidth from the catalog, in power mode `mode`
+    where the catalog has its figures (`Target.specs_in`); None off-catalog."""
+    if (target, mode) not in cache:
         try:
-            s = load_target(target).specs
-            cache[target] = {"peak_tops": s.peak_tops.get("int8") or s.peak_tops.get("fp16"),
-                             "memory_bandwidth_gbs": s.memory_bandwidth_gbs}
+            s = load_target(target).specs_in(mode)
+            cache[(target, mode)] = {
+                "peak_tops": s.peak_tops.get("int8") or s.peak_tops.get("fp16"),
+                "memory_bandwidth_gbs": s.memory_bandwidth_gbs}
         except EdgerobError:
-            cache[target] = None
-    return cache[target]
+            cache[(target, mode)] = None
+    return cache[(target, mode)]
+
+
+def _row_specs(cells: Cells, mat: Matrix, cache: dict) -> dict:
+    """Spec figures by device (the catalog's, at its peak mode) and, for configuration rows of
+    another power mode, by row name (scaled to the mode)."""
+    specs = {g: _specs(g, cache) for g in set(mat.groups)}
+    for row, g in zip(mat.rows, mat.groups):
+        if row in cells.mode and row not in specs:
+            specs[row] = _specs(g, cache, cells.mode[row])
+    return specs
 
 
 def families(cells: Cells, *, mlperf: str | None = None, scenario: str | None = None,
@@ -186,7 +225,7 @@ def _predict_quantity(cells, mat, quantity, target, family, cols, level, cache):
         return []
     held = mat.held_mask(target, family)
     warm = bool(rows) and (~np.isnan(np.where(held, np.nan, mat.y))[rows]).any()
-    specs = {g: _specs(g, cache) for g in set(mat.groups)}
+    specs = _row_specs(cells, mat, cache)
     # the target's own cells of the workload are hidden from the method choice and the interval
     # as well as from the fit
     seen = Matrix(mat.rows, mat.groups, mat.cols, mat.families, np.where(held, np.nan, mat.y))

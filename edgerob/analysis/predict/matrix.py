@@ -285,7 +285,9 @@ def cold_fill(mat: Matrix, held: np.ndarray, cold: str, specs: dict, method: str
     peak TOPS and log memory bandwidth that have the workload (devices alike on paper deviate
     alike); `nearest` is the device nearest in peak TOPS with the workload (in the same
     configuration where one has it), scaled by the TOPS ratio; `spec+nearest` the mean of
-    `spec` and `nearest`. None where the spec sheets cannot say."""
+    `spec` and `nearest`. A row of a power mode other than its device's peak figures'
+    (`TARGET (MODE)`) counts with its figures scaled to the mode (specs keyed by the row).
+    None where the spec sheets cannot say."""
     train = np.where(held, np.nan, mat.y)
     if np.isnan(train).all() or not _specs_ok(specs.get(cold)):
         return None
@@ -296,12 +298,17 @@ def cold_fill(mat: Matrix, held: np.ndarray, cold: str, specs: dict, method: str
     cfg = [configuration(mat, i) for i in range(len(mat.rows))]
     lr = fit_lowrank(train, 0)
     warm = np.flatnonzero(~np.isnan(train).all(1))
+    # a row in another power mode than its device's peak figures (`TARGET (MODE)`), brought to
+    # them by its spec figures (scaled to the mode), as `nearest` scales by its TOPS
+    shift = [math.log(_row_spec(specs, mat, i)["peak_tops"] / specs[g]["peak_tops"])
+             if _specs_ok(specs.get(g)) and _specs_ok(_row_spec(specs, mat, i)) else 0.0
+             for i, g in enumerate(mat.groups)]
     best: dict[str, float] = {}  # a device's effect: its best configuration's
     for i in warm:
-        best[mat.groups[i]] = max(best.get(mat.groups[i], -math.inf), lr.a[i])
+        best[mat.groups[i]] = max(best.get(mat.groups[i], -math.inf), lr.a[i] - shift[i])
     gaps: dict[str, list[float]] = {}
     for i in warm:
-        gaps.setdefault(cfg[i], []).append(lr.a[i] - best[mat.groups[i]])
+        gaps.setdefault(cfg[i], []).append(lr.a[i] - shift[i] - best[mat.groups[i]])
     effect = {c: float(np.median(v)) for c, v in gaps.items()}
     eff = spec_effect(best, specs, cold) if method != "nearest" else 0.0
     if eff is None:
@@ -314,7 +321,7 @@ def cold_fill(mat: Matrix, held: np.ndarray, cold: str, specs: dict, method: str
         same = [r for r in refs if cfg[r] == cfg[i]]
         r = (same or refs)[0]
         nearest = (train[r, j] + math.log(specs[cold]["peak_tops"]
-                                          / specs[mat.groups[r]]["peak_tops"])
+                                          / _row_spec(specs, mat, r)["peak_tops"])
                    + effect.get(cfg[i], 0.0) - effect.get(cfg[r], 0.0))
         spec = lr.mu + eff + effect.get(cfg[i], 0.0) + lr.b[j]
         if method == "spec+neighbours":
@@ -322,6 +329,11 @@ def cold_fill(mat: Matrix, held: np.ndarray, cold: str, specs: dict, method: str
             spec += float(np.mean([train[r, j] - lr.full()[r, j] for r in near]))
         est[i, j] = {"nearest": nearest, "spec+nearest": (spec + nearest) / 2}.get(method, spec)
     return est
+
+
+def _row_spec(specs: dict, mat: Matrix, i: int) -> dict | None:
+    """Row i's spec figures: its own (a configuration in another power mode) or its device's."""
+    return specs.get(mat.rows[i]) or specs.get(mat.groups[i])
 
 
 def _log_specs(s: dict) -> np.ndarray:

@@ -14,8 +14,14 @@ from edgerob.errors import EdgerobError
 
 # --- what can be fitted ---------------------------------------------------------------------
 
-DEFAULT_COVARIATES = ("precision", "target", "attack", "eps", "log2_batch_size")
-CATEGORICAL = ("precision", "target", "attack", "model")
+DEFAULT_COVARIATES = ("precision", "target", "power_mode", "attack", "eps", "log2_batch_size")
+CATEGORICAL = ("precision", "target", "power_mode", "attack", "model")
+# A power mode is a mode of one target (MAXN of an Orin Nano is not MAXN of an AGX Orin): its
+# levels are "TARGET/MODE", and a record whose mode was not recorded is "TARGET/unknown", a level
+# of its own (which mode it ran in is not known, so it is pooled with none). With the target a
+# covariate too, each target's modes are effects relative to one of its modes (the other is
+# dropped as collinear, with a note). One level in the data: dropped as constant, as any other.
+UNKNOWN_MODE = "unknown"
 NUMERIC = ("eps", "log2_batch_size", "batch_size")
 # joined from the target catalog (targets/NAME.yaml specs); peak_tops at the record's precision
 SPEC_COVARIATES = ("tdp_w", "memory_bandwidth_gbs", "memory_gb", "peak_tops")
@@ -79,14 +85,31 @@ def _split_column(col: str) -> tuple[str, str | None]:
     return col, None
 
 
-def _target_specs(names) -> dict:
-    specs = {}
+def _catalog_targets(names) -> dict:
+    out = {}
     for name in names:
         try:
-            specs[name] = load_target(name).specs
+            out[name] = load_target(name)
         except EdgerobError as e:
             raise EdgerobError(f"spec covariates need target {name!r} in the catalog: {e}") from None
-    return specs
+    return out
+
+
+def _mode_of(target: str, mode) -> str | None:
+    """A record's plain mode label (None: not recorded) from a plain or qualified label."""
+    if mode is None or isinstance(mode, float) and math.isnan(mode) or mode == UNKNOWN_MODE:
+        return None
+    mode = str(mode)
+    return mode.split("/", 1)[1] if mode.startswith(f"{target}/") else mode
+
+
+def _qualified_modes(frame: pd.DataFrame) -> np.ndarray:
+    """power_mode levels "TARGET/MODE" ("TARGET/unknown" where not recorded)."""
+    if "target" not in frame:
+        raise EdgerobError("covariate 'power_mode' needs the target (a mode is a target's)")
+    modes = frame["power_mode"] if "power_mode" in frame else [None] * len(frame)
+    return np.array([f"{t}/{_mode_of(t, m) or UNKNOWN_MODE}"
+                     for t, m in zip(frame["target"].astype(str), modes)], dtype=object)
 
 
 def _raw_covariates(frame: pd.DataFrame, covariates) -> dict:
@@ -94,7 +117,9 @@ def _raw_covariates(frame: pd.DataFrame, covariates) -> dict:
     out = {}
     specs = None
     for c in covariates:
-        if c in CATEGORICAL:
+        if c == "power_mode":
+            out[c] = _qualified_modes(frame)
+        elif c in CATEGORICAL:
             if c not in frame:
                 raise EdgerobError(f"covariate {c!r} needs a column {c!r}")
             out[c] = frame[c].astype(str).to_numpy()
@@ -117,11 +142,12 @@ def _raw_covariates(frame: pd.DataFrame, covariates) -> dict:
             if "target" not in frame:
                 raise EdgerobError(f"covariate {c!r} needs the target")
             if specs is None:
-                specs = _target_specs(sorted(set(frame["target"].astype(str))))
+                specs = _catalog_targets(sorted(set(frame["target"].astype(str))))
             vals = []
-            for t, p in zip(frame["target"].astype(str), frame.get(
-                    "precision", pd.Series([None] * len(frame))).astype(str)):
-                s = specs[t]
+            modes = frame["power_mode"] if "power_mode" in frame else [None] * len(frame)
+            for t, p, mode in zip(frame["target"].astype(str), frame.get(
+                    "precision", pd.Series([None] * len(frame))).astype(str), modes):
+                s = specs[t].specs_in(_mode_of(t, mode))  # the figures of the record's mode
                 v = s.peak_tops.get(p) if c == "peak_tops" else getattr(s, c)
                 if v is None:
                     where = f"peak_tops.{p}" if c == "peak_tops" else c

@@ -439,7 +439,12 @@ class FitResult:
     def _frame(self, config: dict) -> pd.DataFrame:
         row = dict(config)
         for c, t in self.design.terms.items():
-            if t["kind"] == "categorical":
+            if c == "power_mode" and c not in row:  # the mode with most records of the target
+                target = row.get("target", self.design.terms.get("target", {}).get(
+                    "reference", self.design.constants.get("target")))
+                row[c] = next((lv for lv in t["levels"] if lv.startswith(f"{target}/")),
+                              t["reference"])
+            elif t["kind"] == "categorical":
                 row.setdefault(c, t["reference"])
         for c, v in self.design.constants.items():
             if c in CATEGORICAL:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from edgerob.analysis.compare import LEFT_OUT_FORCED
+from edgerob.analysis.compare import LEFT_OUT_FORCED, failure_modes
 from edgerob.analysis.survival.design_matrix import DURATIONS, _split_column
 from edgerob.errors import EdgerobError
 from edgerob.files import cache_dir
@@ -25,8 +25,10 @@ def load_failures(store, duration: str = "time", include_forced: bool = False,
     `targets` (default all), without the records of forced runs (measured with --force-target
     on a machine that is not the target) unless `include_forced`; a note says how many.
 
-    Columns: run_id, model, model_sha256, target, precision, batch_size, log2_batch_size, attack,
-    eps, sample_id, queries, budget_queries, duration_s, energy_j, event, and `duration` (the one
+    Columns: run_id, model, model_sha256, target, power_mode (the mode of the run's measurements
+    of that precision and batch size, `compare.failure_modes`; None where not recorded or not
+    one), precision, batch_size, log2_batch_size, attack, eps, sample_id, queries,
+    budget_queries, duration_s, energy_j, event, and `duration` (the one
     being modelled: `duration_s` for "time", `energy_j` for "energy"). `df.attrs` holds
     `duration`, `unit` and `notes`.
     """
@@ -51,6 +53,14 @@ def load_failures(store, duration: str = "time", include_forced: bool = False,
                               if forced.any() else ": profile with a profile that has a "
                                                    "query_attack first (edgerob profile)"))
     df["model"] = df["model"].fillna("unknown")
+    if "power_mode" not in df:  # records without a mode of their own: their session's
+        modes = failure_modes(store)
+        df["power_mode"] = [modes.get((r, p, b)) for r, p, b in
+                            zip(df["run_id"], df["precision"], df["batch_size"])]
+    unmoded = df["power_mode"].isna()
+    if unmoded.any() and not unmoded.all():
+        notes.append(f"{int(unmoded.sum())} of {len(df)} records have no recorded power mode: "
+                     f"their own power_mode level (TARGET/unknown), pooled with no mode")
     col, unit = DURATIONS[duration]
     if duration == "energy":
         has = df["energy_j"].notna()
