@@ -106,17 +106,20 @@ def _failures(row: dict, fails: dict) -> None:
                         "measured on the other targets at this precision and batch size")
 
 
-def held_out(store, targets=None, level: float = 0.9, include_forced: bool = False
-             ) -> list[dict]:
+def held_out(store, targets=None, level: float = 0.9, include_forced: bool = False,
+             devices=None) -> list[dict]:
     """Each device's results of each workload hidden and predicted from the rest by the
     predictor (its method choice and interval included): per device, cells predicted, median and
     max |relative error|, the fraction inside the interval, energy's median |relative error| and
-    the methods chosen; `details` has the cells."""
+    the methods chosen; `details` has the cells. `devices`: the devices held out (default every
+    device of `targets`; each costs a cross-validation per workload)."""
     names = target_names(targets)
     cells = Cells(store, include_forced, None if names is None else set(names))
     fams = sorted(set(cells.family.values()))
     out = []
     for dev in sorted(set(cells.target.values())):
+        if devices is not None and dev not in devices:
+            continue
         mine = {c for (_q, r, c) in cells.values if cells.target[r] == dev}
         details = []
         for f in fams:
