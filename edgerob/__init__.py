@@ -5,7 +5,7 @@ from importlib.metadata import PackageNotFoundError, version
 try:
     __version__ = version("edgerob")  # the installed distribution's
 except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0.3.0"
+    __version__ = "0.4.0"
 
 from edgerob.errors import EdgerobError  # noqa: E402
 

@@ -235,11 +235,12 @@ def _cost_section(rows: list[dict], workload, train_time_s, n_train_samples=None
     costs = cost_table(rows, workload, train_time_s, n_train_samples=n_train_samples,
                        include_forced=include_forced)
     w = workload
-    headers = ["target", "source", "precision", "batch", "price", "devices", "buy USD", "rent USD",
+    headers = ["target", "source", "mode", "precision", "batch", "price", "devices", "buy USD",
+               "rent USD",
                "energy kWh", "energy USD", "total USD", "USD / M inferences",
                "kWh / M inferences", "attacker s to failure", "attacker USD to failure",
                "attacker J to failure", "E[T] s (restricted)", "TRASH"]
-    body = []
+    body, published = [], []
     costs = ([c for c in costs if c.get("source", "measured") == "measured"]
              + [c for c in costs if c.get("source", "measured") != "measured"])
     for c in costs:
@@ -249,7 +250,9 @@ def _cost_section(rows: list[dict], workload, train_time_s, n_train_samples=None
         if trash is not None and c.get("cheaper_to_break_than_build"):
             trash_html = (f'<span class="flag" title="cheaper to break than to build">'
                           f'{trash:.3g} ⚑</span>')
-        body.append([_cell(c["target"]), _cell(c.get("source_label") or "measured"),
+        (body if c.get("source", "measured") == "measured" else published).append([
+                     _cell(c["target"]), _cell(c.get("source_label") or "measured"),
+                     _cell(c.get("power_mode")),
                      _cell(c.get("precision")), _cell(c.get("batch_size")),
                      _cell(_price(c)), _cell(c.get("devices_needed")),
                      _cell(None if rented else c.get("capital_usd"), ",.2f"),
@@ -275,7 +278,13 @@ def _cost_section(rows: list[dict], workload, train_time_s, n_train_samples=None
             f"budget); ⚑ above 1: cheaper to break than to build"
             f"{'' if train_time_s else ' (no train time given: TRASH not computed)'}."
             f"</p>" + _forced(note)
-            + _table(headers, body, set(range(5, len(headers))))
+            + (_table(headers, body, set(range(6, len(headers)))) if body else
+               "<p class='note'>No cost of your own measurements: none has a throughput or "
+               "failure records.</p>")
+            + (f"<details><summary>published MLPerf ResNet-50 rows, for reference "
+               f"({len(published)})</summary>"
+               + _table(headers, published, set(range(6, len(headers)))) + "</details>"
+               if published else "")
             + (("<details><summary>how each figure is computed and what is missing</summary><ul>"
                 + "".join(f"<li class='note'>{_e(n)}</li>" for n in bases + notes)
                 + "</ul></details>") if bases or notes else ""))
