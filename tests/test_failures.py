@@ -371,7 +371,8 @@ def test_attack_cell_row_and_records_in_one_transaction(tmp_path):
     assert not store.add_failures([rec, rec], cell=other)  # a bad record: no cell row either
     assert store.attack_cells(precision="int8") == []
     assert store.add_attack_cell(dict(other, n_clean_wrong=5, n_attacked=0))  # nothing attacked
-    assert store.failure_cells(run_id) == {("fp32", 4, "square", 0.1), ("int8", 4, "square", 0.1)}
+    assert store.failure_cells(run_id) == {("fp32", 4, "square", 0.1, None),
+                                           ("int8", 4, "square", 0.1, None)}
     assert [c["n_clean_wrong"] for c in store.attack_cells(run_id=run_id)] == [4, 5]
 
 
