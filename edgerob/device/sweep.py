@@ -363,7 +363,8 @@ PAIRED_METHOD = "paired rounds: Hodges-Lehmann ratio, exact signed-rank interval
 
 def _failure_cell(store, run_id, target, cell, rt, clean, qa, timing, profiler):
     """Attack the clean samples the artifact gets right; store the records and the cell's
-    counts (`attack_cells`) in one transaction. Returns the AttackCell. Energy to failure is net
+    counts (`attack_cells`) in one transaction, under the power mode read before (`cell_mode`,
+    which refuses a mode the device left). Returns the AttackCell. Energy to failure is net
     of the idle power measured (settled) before the attack, as energy per inference is."""
     attack, eps = cell.input_set.split("@")
     mode = cell_mode(target, cell, rt.info())
