@@ -190,8 +190,9 @@ failures = sa.Table(
     # before hold their gross energy here instead (idle was not measured), never beside net
     sa.Column("energy_gross_j", sa.Float),
     sa.Column("energy_share_gross_j", sa.Float),
-    sa.UniqueConstraint("run_id", "precision", "batch_size", "attack", "eps", "sample_id",
-                        name="one_row_per_attacked_sample"),
+    # revision 0007: the power mode the record was measured in, as on measurements (NULL: not
+    # readable, or a record stored before 0007, whose mode compare derives from its run)
+    sa.Column("power_mode", sa.String),
 )
 
 attack_cells = sa.Table(
@@ -224,9 +225,18 @@ attack_cells = sa.Table(
     sa.Column("created_at", sa.String),
     sa.Column("power_idle_w", sa.Float),  # settled idle power subtracted from failure energy
     sa.Column("power_note", sa.Text),
-    sa.UniqueConstraint("run_id", "precision", "batch_size", "attack", "eps",
-                        name="one_row_per_attack_cell"),
+    sa.Column("power_mode", sa.String),  # revision 0007, as failures.power_mode
 )
+
+# A query-attack cell of a run; its power mode is part of it (0007), NULL one mode of its own
+# (COALESCE, as measurements' key)
+ATTACK_KEY = ("precision", "batch_size", "attack", "eps", "power_mode")
+sa.Index("one_row_per_attacked_sample_and_mode", failures.c.run_id,
+         *(failures.c[k] for k in ATTACK_KEY[:-1]), failures.c.sample_id,
+         sa.func.coalesce(failures.c.power_mode, ""), unique=True)
+sa.Index("one_row_per_attack_cell_and_mode", attack_cells.c.run_id,
+         *(attack_cells.c[k] for k in ATTACK_KEY[:-1]),
+         sa.func.coalesce(attack_cells.c.power_mode, ""), unique=True)
 
 
 def now() -> str:
@@ -489,12 +499,13 @@ class Store:
     # --- failure records -------------------------------------------------------------------
 
     def failure_cells(self, run_id: str) -> set[tuple]:
-        """(precision, batch_size, attack, eps) of the query-attack cells stored for the run:
-        those with an `attack_cells` row (even with no sample attacked) or with records."""
+        """(precision, batch_size, attack, eps, power_mode) of the query-attack cells stored for
+        the run: those with an `attack_cells` row (even with no sample attacked) or with
+        records."""
         out = set()
         with self.engine.connect() as c:
             for table in (failures, attack_cells):
-                cols = [table.c[k] for k in ("precision", "batch_size", "attack", "eps")]
+                cols = [table.c[k] for k in ATTACK_KEY]
                 out |= {tuple(r) for r in c.execute(sa.select(*cols).distinct()
                                                     .where(table.c.run_id == run_id))}
         return out

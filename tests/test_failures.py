@@ -371,7 +371,8 @@ def test_attack_cell_row_and_records_in_one_transaction(tmp_path):
     assert not store.add_failures([rec, rec], cell=other)  # a bad record: no cell row either
     assert store.attack_cells(precision="int8") == []
     assert store.add_attack_cell(dict(other, n_clean_wrong=5, n_attacked=0))  # nothing attacked
-    assert store.failure_cells(run_id) == {("fp32", 4, "square", 0.1), ("int8", 4, "square", 0.1)}
+    assert store.failure_cells(run_id) == {("fp32", 4, "square", 0.1, None),
+                                           ("int8", 4, "square", 0.1, None)}
     assert [c["n_clean_wrong"] for c in store.attack_cells(run_id=run_id)] == [4, 5]
 
 
@@ -464,3 +465,21 @@ def test_ingest_copies_attack_cells_with_their_records(tmp_path):
         ("fp32", 1), ("int8", 2)]
     assert ingest(tmp_path / "device.db", host)["failures"] == 0
     assert len(host.attack_cells()) == 2 and len(host.failures()) == 1
+
+
+def test_ingest_keeps_each_power_mode_of_a_query_attack_cell(tmp_path):
+    """Two modes of one cell (a sweep over modes) travel as two cells, each with its counts."""
+    from edgerob.fleet.bundle import ingest
+
+    device, _, key, rec = _store_with_run(tmp_path / "device.db")
+    for mode, wrong in (("MAXN", 1), ("MODE_15W", 0)):
+        k = dict(key, power_mode=mode)
+        assert device.add_failures([dict(rec, **k)],
+                                   cell=dict(k, n_available=2, n_clean_wrong=wrong, n_attacked=1))
+    host = Store(f"sqlite:///{tmp_path}/host.db")
+    assert ingest(tmp_path / "device.db", host)["failures"] == 2
+    assert sorted((c["power_mode"], c["n_clean_wrong"]) for c in host.attack_cells()) == [
+        ("MAXN", 1), ("MODE_15W", 0)]
+    assert sorted(f["power_mode"] for f in host.failures()) == ["MAXN", "MODE_15W"]
+    assert ingest(tmp_path / "device.db", host) == {"runs": 0, "measurements": 0, "failures": 0,
+                                                     "skipped": 2}

@@ -171,6 +171,32 @@ def test_load_failures_takes_the_mode_of_the_session(moded):
     assert f"{ORIN}/unknown" in set(X) and f"{ORIN}/MAXN" in set(X)
 
 
+def test_records_with_their_own_mode_are_grouped_by_it(moded):
+    """Since 0007 a sweep over modes stores failure records and attack cells under the mode
+    each ran in: one run whose measurements name two modes (which the fallback could not
+    tell apart) keeps their records apart, each with its own cell's counts."""
+    run = _run(moded, ORIN, "recorded-sweep")
+    for mode, q, wrong in (("MAXN", 10, 1), ("MODE_15W", 40, 3)):
+        _measure(moded, run, ORIN, mode, 2.0, 0.5, precision="int8")
+        key = {"run_id": run, "target": ORIN, "precision": "int8", "batch_size": 1,
+               "attack": "square", "eps": 0.1, "power_mode": mode}
+        assert moded.add_failures(
+            [{**key, "sample_id": j, "queries": q + j, "budget_queries": 100,
+              "duration_s": (q + j) * 1e-3, "energy_j": None, "event": 1} for j in range(5)],
+            cell={**key, "n_available": 8, "n_clean_wrong": wrong, "n_attacked": 5})
+    rows = {(r["power_mode"], r["precision"]): r for r in fleet_table(moded)
+            if r["target"] == ORIN}
+    assert rows[("MAXN", "int8")]["median_queries_to_failure"] == 12
+    assert rows[("MODE_15W", "int8")]["median_queries_to_failure"] == 42
+    assert rows[("MAXN", "int8")]["failure_clean_wrong"] == 1
+    assert rows[("MODE_15W", "int8")]["failure_clean_wrong"] == 3
+    df = sv.load_failures(moded)
+    assert df[df["precision"] == "int8"].groupby("power_mode")["queries"].median().to_dict() \
+        == {"MAXN": 12.0, "MODE_15W": 42.0}
+    # records stored before 0007 (NULL) still take their session's mode
+    assert rows[("MAXN", "fp32")]["median_queries_to_failure"] == 12
+
+
 def test_catalog_mode_figures_scale_the_peak(tmp_path):
     orin = load_target(ORIN)
     # nvpmodel_p3701_0004.conf: MODE_30W caps the GPU at 612 MHz with 4 of 8 TPCs on; MAXN is

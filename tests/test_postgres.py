@@ -49,7 +49,9 @@ def test_store_behaves_as_on_sqlite(pg_url):
     assert s.add_failures(_failures(run)) and not s.add_failures(_failures(run))
     assert s.measured_cells(run) == {("onnxruntime", "fp32", 1, "clean", None),
                                      ("onnxruntime", "fp32", 8, "clean", None)}
-    assert s.failure_cells(run) == {("fp32", 1, "square", 0.15)}
+    maxn = [{**f, "power_mode": "MAXN"} for f in _failures(run)]  # another mode: another cell
+    assert s.add_failures(maxn) and not s.add_failures(maxn)
+    assert s.failure_cells(run) == {("fp32", 1, "square", 0.15, m) for m in (None, "MAXN")}
     assert [r["throttled"] for r in s.measurements(run)] == [None, True]
     s.finish_run(run, "done")
     assert s.runs()[0]["status"] == "done" and s.runs()[0]["finished_at"]

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgerob.catalog.profiles import Profile
+from edgerob.catalog.profiles import Profile, QueryAttackSpec
 from edgerob.catalog.targets import load_target
 from edgerob.cli import app
 from edgerob.device.clocks import cpu_state
@@ -163,6 +163,57 @@ def test_a_mode_changed_under_the_sweep_is_refused(orin, tiny_model):
     with pytest.raises(EdgerobError, match="left power mode MAXN: it reads MODE_15W"):
         run_profile(TARGET, prof, prepare_workload(prof, tiny_model), store, on_cell=meddle)
     assert [r["power_mode"] for r in store.measurements()] == ["MAXN"]  # the first group only
+    assert mode_now(orin) == "MODE_30W"
+
+
+# a tiny query attack: one cell of 4 samples, 8 queries each at most
+QUERY_ATTACK = QueryAttackSpec(eps=[0.2], budget_queries=8, samples=4)
+
+
+def test_query_attack_cells_run_in_every_mode_under_their_mode(orin, tiny_model):
+    store = Store(f"sqlite:///{orin['tmp']}/s.db")
+    prof = profile().model_copy(update={"query_attack": QUERY_ATTACK})
+    seen = []
+
+    def on_cell(i, n, cell, m):
+        seen.append((cell.kind, cell.power_mode, mode_now(orin)))
+
+    res = run_profile(TARGET, prof, prepare_workload(prof, tiny_model), store, on_cell=on_cell)
+    assert seen == [("measure", "MAXN", "MAXN"), ("failures", "MAXN", "MAXN"),
+                    ("measure", "MODE_50W", "MODE_50W"), ("failures", "MODE_50W", "MODE_50W")]
+    assert res.measured == 4
+    cells = {c["power_mode"]: c for c in res.attack_cells}
+    assert sorted(cells) == MODES
+    for mode, cell in cells.items():  # each cell's records stored under its own mode
+        assert sum(f["power_mode"] == mode for f in res.failures) == cell["n_attacked"]
+    assert len(res.failures) == sum(c["n_attacked"] for c in cells.values()) > 0
+    assert store.failure_cells(res.run_id) == {("fp32", 1, "square", 0.2, m) for m in MODES}
+    assert mode_now(orin) == "MODE_30W"
+    # resumed: every cell stored for its mode, nothing set or attacked again
+    again = run_profile(TARGET, prof, prepare_workload(prof, tiny_model), store)
+    assert again.resumed and again.measured == 0 and again.skipped == 4
+    assert len(nvpmodel_calls(orin)) == 3 and len(store.failures()) == len(res.failures)
+    # a third mode: only its cells, its query attack included
+    more = prof.model_copy(update={"power_modes": [*MODES, "MODE_15W"]})
+    grown = run_profile(TARGET, more, prepare_workload(more, tiny_model), store)
+    assert grown.measured == 2 and nvpmodel_calls(orin)[3:] == ["-m 1", "-m 2"]
+    assert sorted(c["power_mode"] for c in store.attack_cells()) == sorted([*MODES, "MODE_15W"])
+
+
+def test_a_query_attack_cell_whose_mode_changed_is_refused(orin, tiny_model):
+    """The mode changes after the measurement cell: the query-attack cell of that mode is
+    refused, no record or attack cell stored under it."""
+    store = Store(f"sqlite:///{orin['tmp']}/s.db")
+    prof = profile().model_copy(update={"query_attack": QUERY_ATTACK})
+
+    def meddle(i, n, cell, m):
+        if i == 1:
+            write(orin["root"] / "var/lib/nvpmodel/status", "pmode:0001\n")  # MODE_15W
+
+    with pytest.raises(EdgerobError, match="left power mode MAXN: it reads MODE_15W"):
+        run_profile(TARGET, prof, prepare_workload(prof, tiny_model), store, on_cell=meddle)
+    assert [r["power_mode"] for r in store.measurements()] == ["MAXN"]
+    assert store.attack_cells() == [] and store.failures() == []
     assert mode_now(orin) == "MODE_30W"
 
 

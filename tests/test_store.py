@@ -72,6 +72,41 @@ def test_one_row_per_cell_and_power_mode(tmp_path, start):
                                      for m in (None, "MAXN", "MODE_30W")}
 
 
+def record(run_id, sample_id=0, **extra):
+    return {"run_id": run_id, "target": "cpu", "precision": "fp32", "batch_size": 1,
+            "attack": "square", "eps": 0.1, "sample_id": sample_id, "queries": 3,
+            "budget_queries": 10, "duration_s": 0.1, "event": 1, **extra}
+
+
+@pytest.mark.parametrize("start", ["new", "0.1.0"])
+def test_one_failure_cell_per_power_mode(tmp_path, start):
+    """Since 0007 the mode is part of a query-attack cell's key (records and attack_cells):
+    each mode's cell is stored once, a cell without a mode (NULL, as the 0.1.0 store's records
+    are after the upgrade) once too."""
+    url = v010_store(tmp_path / "r.db") if start == "0.1.0" else f"sqlite:///{tmp_path}/r.db"
+    s = Store(url)
+    old = {(f["run_id"], f["precision"], f["batch_size"], f["attack"], f["eps"], None)
+           for f in s.failures()}
+    assert all(f["power_mode"] is None for f in s.failures()) and len(old) == (start != "new")
+    run, _ = begin(s, new=True)
+    cell = {k: v for k, v in record(run).items()
+            if k in ("run_id", "target", "precision", "batch_size", "attack", "eps")}
+    counts = {"n_available": 2, "n_clean_wrong": 0, "n_attacked": 2}
+    assert s.add_failures([record(run), record(run, 1)], cell={**cell, **counts})
+    assert not s.add_failures([record(run)])  # NULL mode: one mode, not distinct NULLs
+    assert not s.add_attack_cell({**cell, **counts})
+    for mode in ("MAXN", "MODE_30W"):
+        assert s.add_failures([record(run, power_mode=mode), record(run, 1, power_mode=mode)],
+                              cell={**cell, **counts, "power_mode": mode})
+    assert not s.add_failures([record(run, power_mode="MAXN")])
+    assert not s.add_attack_cell({**cell, **counts, "power_mode": "MAXN"})
+    assert s.failure_cells(run) == {("fp32", 1, "square", 0.1, m)
+                                    for m in (None, "MAXN", "MODE_30W")}
+    assert len(s.failures(run)) == 6 and len(s.attack_cells(run_id=run)) == 3
+    assert {(f["run_id"], f["precision"], f["batch_size"], f["attack"], f["eps"], None)
+            for f in s.failures() if f["run_id"] != run} == old  # the old rows, as they were
+
+
 def test_status_and_timestamps(tmp_path):
     s = Store(f"sqlite:///{tmp_path}/r.db")
     run, _ = begin(s)

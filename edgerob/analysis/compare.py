@@ -201,10 +201,10 @@ FAILURE_KEYS = ("failure_attack", "failure_records", "failure_events", "failure_
 
 
 def failure_modes(store) -> dict[tuple, str | None]:
-    """(run_id, precision, batch_size) -> the power mode the failure records of that cell ran in.
-    Failure records carry no mode of their own: they were measured in the run's session of that
-    precision and batch size, so they take the mode of its measurement rows where those name
-    exactly one; None (not recorded, or several modes: which one is not said, never guessed)."""
+    """(run_id, precision, batch_size) -> the power mode of failure records stored without one
+    (before revision 0007): they were measured in the run's session of that precision and
+    batch size, so they take the mode of its measurement rows where those name exactly one;
+    None (not recorded, or several modes: which one is not said, never guessed)."""
     seen: dict[tuple, set] = {}
     for m in store.measurements():
         seen.setdefault((m["run_id"], m["precision"], m["batch_size"]), set()).add(
@@ -212,11 +212,18 @@ def failure_modes(store) -> dict[tuple, str | None]:
     return {k: next(iter(v)) if len(v) == 1 else None for k, v in seen.items()}
 
 
+def record_mode(row: dict, modes: dict[tuple, str | None]) -> str | None:
+    """The power mode of a failure record or `attack_cells` row: its own where recorded (since
+    0007), else its run's (`failure_modes(store)` is `modes`)."""
+    return row.get("power_mode") or modes.get((row["run_id"], row["precision"],
+                                               row["batch_size"]))
+
+
 def _failure_groups(store, wanted: set[str] | None, include_forced: bool = True
                     ) -> dict[tuple, dict[str, list[dict]]]:
     """(target, power mode, runtime, precision, batch) -> {"attack@eps": records of the latest
-    run that has records for that cell}. The runtime comes from the run and the mode from the
-    run's measurements (`failure_modes`): failure records have neither."""
+    run that has records for that cell}. The runtime comes from the run, the mode from the
+    record (`record_mode`: its own, or its run's measurements' for records stored before)."""
     runs = {r["run_id"]: r for r in store.runs()}
     modes = failure_modes(store)
     by_run: dict[tuple, dict[str, list[dict]]] = {}
@@ -225,9 +232,8 @@ def _failure_groups(store, wanted: set[str] | None, include_forced: bool = True
         if (wanted is not None and f["target"] not in wanted
                 or run.get("forced_target") and not include_forced):
             continue
-        key = (f["target"], modes.get((f["run_id"], f["precision"], f["batch_size"])),
-               run.get("runtime") or "?", f["precision"], f["batch_size"],
-               f"{f['attack']}@{f['eps']:g}")
+        key = (f["target"], record_mode(f, modes), run.get("runtime") or "?", f["precision"],
+               f["batch_size"], f"{f['attack']}@{f['eps']:g}")
         by_run.setdefault(key, {}).setdefault(f["run_id"], []).append(f)
     out: dict[tuple, dict[str, list[dict]]] = {}
     for (*cell, attack), per_run in by_run.items():
@@ -391,8 +397,9 @@ def fleet_table(store, targets=None, include_forced: bool = True,
         key = (m["target"], m.get("power_mode"), m["runtime"], m["precision"], m["batch_size"],
                *(prov[k] for k in PROVENANCE_KEYS))
         latest.setdefault(key, {})[m["input_set"]] = m
-    attack_cells = {(c["run_id"], c["precision"], c["batch_size"], f"{c['attack']}@{c['eps']:g}"): c
-                    for c in store.attack_cells()}
+    modes = failure_modes(store)
+    attack_cells = {(c["run_id"], record_mode(c, modes), c["precision"], c["batch_size"],
+                     f"{c['attack']}@{c['eps']:g}"): c for c in store.attack_cells()}
     fails = {(*k, *own): v for k, v in fails.items()}  # failure records are always our own
     cache = TargetCache()
     rows = []
@@ -421,8 +428,8 @@ def fleet_table(store, targets=None, include_forced: bool = True,
         row["robust_accuracy"], row["robust_input_set"] = min(scored) if scored else (None, None)
         groups = fails.get(key, {})
         row["failures_by_attack"] = {
-            a: {**failure_summary(rs, cell := attack_cells.get((rs[0]["run_id"], precision, batch,
-                                                                 a))),
+            a: {**failure_summary(rs, cell := attack_cells.get((rs[0]["run_id"], mode, precision,
+                                                                 batch, a))),
                 **sequential_summary(cell)} for a, rs in sorted(groups.items())}
         if groups:
             main = max(groups, key=lambda a: (len(groups[a]), a))

@@ -142,18 +142,21 @@ def print_attack_cells(cells: list[dict]) -> None:
     the KM median time to failure and the time not spent."""
     if not cells:
         return
+    moded = any(c.get("power_mode") for c in cells)  # the power mode where some cell has one
     table = new_table("query-attack cells (interval: anytime-valid where the cell stopped "
                       "sequentially; KM interval: Brookmeyer-Crowley, fixed-sample)",
-                      ["prec", "batch", "attack", "samples used", "stopped by", "failure rate",
-                       "interval", "KM median s [interval]", "attack s", "saved s"],
-                      {"prec", "attack", "stopped by"})
+                      [*(["power mode"] if moded else []), "prec", "batch", "attack",
+                       "samples used", "stopped by", "failure rate", "interval",
+                       "KM median s [interval]", "attack s", "saved s"],
+                      {"power mode", "prec", "attack", "stopped by"})
     for c in cells:
         used = f"{c['n_sampled']}/{c['n_available']}" if c["n_sampled"] is not None else "—"
         ci = (f"[{c['failure_ci_low']:.3f}, {c['failure_ci_high']:.3f}]"
               if c["failure_ci_low"] is not None else "—")
         km = (f"{fmt(c['km_median_s'], '.3g')} [{fmt(c['km_median_low_s'], '.3g')}, "
               f"{fmt(c['km_median_high_s'], '.3g')}]")
-        table.add_row(c["precision"], str(c["batch_size"]), f"{c['attack']}@{c['eps']:g}", used,
+        table.add_row(*([c.get("power_mode") or "—"] if moded else []), c["precision"],
+                      str(c["batch_size"]), f"{c['attack']}@{c['eps']:g}", used,
                       c["stopped_by"] or "every sample", fmt(c["failure_rate"], ".3f"), ci, km,
                       fmt(c["attack_wall_s"], ".1f"), fmt(c["projected_saved_s"], ".1f"))
     show(table)
@@ -165,7 +168,7 @@ def print_failures(records: list[dict], cells: list[dict]) -> None:
     if not records and not cells:
         return
     def key(r: dict) -> tuple:
-        return r["precision"], r["batch_size"], f"{r['attack']}@{r['eps']:g}"
+        return r.get("power_mode"), r["precision"], r["batch_size"], f"{r['attack']}@{r['eps']:g}"
 
     groups: dict[tuple, list[dict]] = {}
     for r in records:
@@ -174,16 +177,19 @@ def print_failures(records: list[dict], cells: list[dict]) -> None:
     for c in cells:
         groups.setdefault(key(c), [])
         clean_wrong[key(c)] = clean_wrong.get(key(c), 0) + c["n_clean_wrong"]
+    moded = any(k[0] for k in groups)  # the power mode where some record has one
     table = new_table("failure records (clean-misclassified samples are not attacked; "
                       "Kaplan-Meier medians of the wall time and energy of the queries; — "
                       "where over half survive)",
-                      ["prec", "batch", "attack", "clean wrong", "attacked", "failed",
-                       "censored", "median queries", "median time s", "median energy J"],
-                      {"prec", "attack"})
-    for (prec, bs, name), rs in groups.items():
+                      [*(["power mode"] if moded else []), "prec", "batch", "attack",
+                       "clean wrong", "attacked", "failed", "censored", "median queries",
+                       "median time s", "median energy J"],
+                      {"power mode", "prec", "attack"})
+    for (mode, prec, bs, name), rs in groups.items():
         ev = [r["event"] for r in rs]
         energy = [r["energy_j"] for r in rs]
-        table.add_row(prec, str(bs), name, fmt(clean_wrong.get((prec, bs, name)), "d"),
+        table.add_row(*([mode or "—"] if moded else []), prec, str(bs), name,
+                      fmt(clean_wrong.get((mode, prec, bs, name)), "d"),
                       str(len(rs)), str(sum(ev)), str(len(rs) - sum(ev)),
                       fmt(km_median([r["queries"] for r in rs], ev), ".0f"),
                       fmt(km_median([r["duration_s"] for r in rs], ev), ".3g"),

@@ -156,8 +156,8 @@ def sweep(target, profile, work: Workload, store: Store, *,
     stored, skipped). This machine must be the one `target` describes (`verify_target`) unless
     `force_target`, which marks the run forced.
 
-    A profile with `power_modes`/`power_limits_w` measures every cell in each mode (failure
-    records in the first only), setting, verifying and finally restoring the mode
+    A profile with `power_modes`/`power_limits_w` measures every cell (failure records too) in
+    each mode, setting, verifying and finally restoring the mode
     (`edgerob.device.power_mode.switch`); `on_note(line)` hears of each change, and of a mode
     put back for a sweep that was killed.
     """
@@ -197,9 +197,7 @@ def sweep(target, profile, work: Workload, store: Store, *,
     timing = profile.timing
     restore_pending(on_note, settle_s=timing.settle_max_s, poll_s=timing.idle_s)
     settings = plan(target, profile, gpu)  # refuses before anything is stored
-    # every measurement cell in each mode; failure records (no mode column) in the first
-    todo = [replace(c, power_mode=s.label) for s in settings for c in base
-            if c.kind == "measure" or s is settings[0]] if settings else base
+    todo = [replace(c, power_mode=s.label) for s in settings for c in base] if settings else base
     run_id, resumed = store.begin_run(
         target=target.name, profile=profile.name, model=work.model,
         model_sha256=work.model_sha256, runtime=runtime_name, host=socket.gethostname(),
@@ -212,11 +210,12 @@ def sweep(target, profile, work: Workload, store: Store, *,
     def stored(cell: Cell) -> bool:
         if cell.kind == "failures":
             attack, eps = cell.input_set.split("@")
-            return (cell.precision, cell.batch_size, attack, float(eps)) in done_failures
-        key = (runtime_name, cell.precision, cell.batch_size, cell.input_set)
+            key, have = (cell.precision, cell.batch_size, attack, float(eps)), done_failures
+        else:
+            key, have = (runtime_name, cell.precision, cell.batch_size, cell.input_set), done
         if cell.power_mode is None:  # the mode the device is in is the cell's
-            return (*key, now_mode) in done
-        return any(d[:4] == key and same_mode(d[4], cell.power_mode) for d in done)
+            return (*key, now_mode) in have
+        return any(d[:-1] == key and same_mode(d[-1], cell.power_mode) for d in have)
 
     modes = ModeSweep(settings, gpu=gpu, on_note=on_note, settle_s=timing.settle_max_s,
                       poll_s=timing.idle_s)
@@ -294,13 +293,7 @@ def _measure_group(store, run_id, target, runtime_name, group, stored, rt, input
     if "clean" not in names and any(n != "clean" for n in names):
         names = ["clean", *names]  # the reference of the comparison
     info = rt.info()
-    # the operating point these rows run in (a GPU's only where the runtime runs on one)
-    mode = read_power_mode(gpu=info if on_accelerator(target) else None)
-    asked = group[0].power_mode
-    if asked is not None and not same_mode(mode["power_mode"], asked):  # changed under the sweep
-        raise EdgerobError(f"the device left power mode {asked}: it reads "
-                           f"{mode['power_mode'] or mode['power_mode_facts'].get('reason')} "
-                           f"before {group[0].precision} b{group[0].batch_size}; nothing stored")
+    mode = cell_mode(target, group[0], info)
     started = _instant()
     ms = measure_sets(rt, {n: (inputs[n].images, inputs[n].labels) for n in names},
                       group[0].batch_size, timing, profiler=profiler,
@@ -332,6 +325,19 @@ def _measure_group(store, run_id, target, runtime_name, group, stored, rt, input
     return {n: ms[n] for n in rows}
 
 
+def cell_mode(target, cell: Cell, info: dict) -> dict:
+    """The operating point a cell runs in (`read_power_mode`: a GPU's only where the runtime
+    runs on one, `info` its `rt.info()`), read before it is measured; refused, nothing stored,
+    where a sweep over modes asked another (the device left it under the sweep)."""
+    mode = read_power_mode(gpu=info if on_accelerator(target) else None)
+    asked = cell.power_mode
+    if asked is not None and not same_mode(mode["power_mode"], asked):
+        raise EdgerobError(f"the device left power mode {asked}: it reads "
+                           f"{mode['power_mode'] or mode['power_mode_facts'].get('reason')} "
+                           f"before {cell.precision} b{cell.batch_size}; nothing stored")
+    return mode
+
+
 def versus_clean(m: Measurement, clean: Measurement, confidence: float = 0.95) -> dict:
     """An input set against clean, measured in the same rounds: paired ratios of per-round
     median latency and, where a sensor measured both, of energy per inference (net of idle;
@@ -357,9 +363,11 @@ PAIRED_METHOD = "paired rounds: Hodges-Lehmann ratio, exact signed-rank interval
 
 def _failure_cell(store, run_id, target, cell, rt, clean, qa, timing, profiler):
     """Attack the clean samples the artifact gets right; store the records and the cell's
-    counts (`attack_cells`) in one transaction. Returns the AttackCell. Energy to failure is net
+    counts (`attack_cells`) in one transaction, under the power mode read before (`cell_mode`,
+    which refuses a mode the device left). Returns the AttackCell. Energy to failure is net
     of the idle power measured (settled) before the attack, as energy per inference is."""
     attack, eps = cell.input_set.split("@")
+    mode = cell_mode(target, cell, rt.info())
     idle_w = idle_note = None
     if profiler is not None:
         idle, idle_note = idle_baseline(profiler, timing)
@@ -391,7 +399,8 @@ def _failure_cell(store, run_id, target, cell, rt, clean, qa, timing, profiler):
         seq = run_sequential(n, outcomes, qa.stop.rule(), cell.batch_size, seed=qa.seed)
         wall = seq.wall_s
     key = {"run_id": run_id, "target": target.name, "precision": cell.precision,
-           "batch_size": cell.batch_size, "attack": attack, "eps": float(eps)}
+           "batch_size": cell.batch_size, "attack": attack, "eps": float(eps),
+           "power_mode": mode["power_mode"]}
     store.add_failures([{**asdict(r), **key} for r in records],
                        cell={**key, **_attack_cell_columns(n, clean.sample_ids, records,
                                                            clean_wrong, seq, wall),

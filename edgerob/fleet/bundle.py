@@ -31,7 +31,7 @@ from edgerob.device.inputs import InputSet
 from edgerob.device.sweep import Workload, sweep_precisions
 from edgerob.errors import EdgerobError
 from edgerob.files import atomic_write_bytes, atomic_write_json, file_sha256
-from edgerob.store import Store, attack_cells, failures, measurements, runs
+from edgerob.store import ATTACK_KEY, Store, attack_cells, failures, measurements, runs
 
 MANIFEST = "manifest.json"
 FORMAT = "edgerob-bundle"
@@ -149,12 +149,11 @@ def ingest(source: str | Path, store) -> dict[str, int]:
     cells: dict[tuple, list[dict]] = {}
     for row in f_rows:
         row.pop("id")
-        cells.setdefault((row["run_id"], row["precision"], row["batch_size"], row["attack"],
-                          row["eps"]), []).append(row)
+        cells.setdefault((row["run_id"], *(row[k] for k in ATTACK_KEY)), []).append(row)
     counted = {}  # each query-attack cell's counts go in with its records
     for row in a_rows:
         row.pop("id")
-        key = (row["run_id"], row["precision"], row["batch_size"], row["attack"], row["eps"])
+        key = (row["run_id"], *(row[k] for k in ATTACK_KEY))  # a cell per power mode
         counted[key] = row
         cells.setdefault(key, [])
     for key, rows in cells.items():

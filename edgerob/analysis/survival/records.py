@@ -25,10 +25,11 @@ def load_failures(store, duration: str = "time", include_forced: bool = False,
     `targets` (default all), without the records of forced runs (measured with --force-target
     on a machine that is not the target) unless `include_forced`; a note says how many.
 
-    Columns: run_id, model, model_sha256, target, power_mode (the mode of the run's measurements
-    of that precision and batch size, `compare.failure_modes`; None where not recorded or not
-    one), precision, batch_size, log2_batch_size, attack, eps, sample_id, queries,
-    budget_queries, duration_s, energy_j, event, and `duration` (the one
+    Columns: run_id, model, model_sha256, target, power_mode (the record's own, or for records
+    stored before 0007 the mode of the run's measurements of that precision and batch size,
+    `compare.failure_modes`; None where not recorded or not one), precision, batch_size,
+    log2_batch_size, attack, eps, sample_id, queries, budget_queries, duration_s, energy_j,
+    event, and `duration` (the one
     being modelled: `duration_s` for "time", `energy_j` for "energy"). `df.attrs` holds
     `duration`, `unit` and `notes`.
     """
@@ -53,10 +54,9 @@ def load_failures(store, duration: str = "time", include_forced: bool = False,
                               if forced.any() else ": profile with a profile that has a "
                                                    "query_attack first (edgerob profile)"))
     df["model"] = df["model"].fillna("unknown")
-    if "power_mode" not in df:  # records without a mode of their own: their session's
-        modes = failure_modes(store)
-        df["power_mode"] = [modes.get((r, p, b)) for r, p, b in
-                            zip(df["run_id"], df["precision"], df["batch_size"])]
+    modes = failure_modes(store)  # for records stored without a mode (before 0007)
+    df["power_mode"] = [m if isinstance(m, str) else modes.get((r, p, b)) for m, r, p, b in
+                        zip(df["power_mode"], df["run_id"], df["precision"], df["batch_size"])]
     unmoded = df["power_mode"].isna()
     if unmoded.any() and not unmoded.all():
         notes.append(f"{int(unmoded.sum())} of {len(df)} records have no recorded power mode: "
