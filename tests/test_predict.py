@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from edgerob.analysis.predict import predict
 from edgerob.analysis.predict.matrix import (COLD_METHODS, Matrix, Validation, cold_fill,
                                              cold_validate,
-                                             cross_validate, fill, ratio_predict)
+                                             cross_validate, fill, ratio_predict,
+                                             workload_weights)
 from edgerob.cli import app
 from edgerob.store import Store, measurements, now, runs
 
@@ -168,6 +169,20 @@ def test_nearest_tops_is_a_cold_method_and_wins_where_devices_pair_up_on_paper()
     held[2] = True
     est = cold_fill(_matrix(y), held, "d2", specs, "nearest")
     assert np.allclose(est[2], y[3] + math.log(40 / 44))
+
+
+def test_ratio_leans_on_the_workloads_that_scale_like_the_one_predicted():
+    # w0 and w1 scale alike across devices (effect a), w2 otherwise (effect b): device 0's
+    # w0 is its w1 ratio to the others, not the mean of its w1 and w2 ratios
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0, 1, 8), rng.normal(0, 1, 8)
+    y = np.column_stack([a, a + 0.5, b])
+    held = np.zeros(y.shape, bool)
+    held[0, 0] = True
+    est = fill(y, held, "ratio")[0][0, 0]
+    assert est == pytest.approx(y[0, 0], abs=0.03)  # uniform weights: off by 1.3 here
+    w = workload_weights(y, 0, 0)
+    assert w[0] == 0 and w[1] > 100 * w[2]
 
 
 def test_a_cold_device_is_predicted_configuration_by_configuration():

@@ -4,8 +4,9 @@ Values are log "speeds" (log throughput, -log latency, -log energy): one orienta
 workload, so a faster device is larger everywhere and one device effect fits all columns.
 
 Methods (each fills held-out cells from the observed ones):
-- `ratio`: y(d, w) = y(r, w) + median over shared workloads v of y(d, v) - y(r, v), from the
-  references r most consistent on those shared workloads (smallest spread), weighted by it.
+- `ratio`: y(d, w) = y(r, w) + the mean over shared workloads v of y(d, v) - y(r, v), each v
+  weighted by how alike it scales with w on the other devices, from the references r most
+  consistent on those shared workloads (smallest spread), weighted by it.
 - `additive`, `rank1`, `rank2`: y = mu + a_d + b_w (+ u_d . v_w), alternating ridge least squares.
 - `ratio+additive`: the mean of the two.
 - `spec`: for a device with no results, its device effect a_d regressed on the catalog's peak TOPS
@@ -33,6 +34,7 @@ import numpy as np
 WARM_METHODS = ("ratio", "additive", "rank1", "rank2", "ratio+additive")
 N_REFERENCES = 3  # references averaged by the ratio method
 RATIO_PRIOR = 0.3  # log spread assumed of a ratio seen on one shared workload only
+WORKLOAD_PRIOR = 0.3  # log spread assumed of two workloads' ratio seen on one device only
 RIDGE = 1.0  # on the low-rank factors (biases get RIDGE / 100): a few cells per row is common
 ALS_ITERATIONS = 60
 FOLDS = 10
@@ -59,7 +61,10 @@ class Matrix:
 
 def ratio_predict(y: np.ndarray, i: int, j: int) -> tuple[float, list[dict]]:
     """Cell (i, j) from the rows that have column j; nan and no references where none shares a
-    column with row i. References: {"row", "log_ratio", "shared", "spread"}."""
+    column with row i. A reference's log ratio to row i is the mean over the workloads both
+    share, each weighted by how alike it scales with workload j across the other rows
+    (`workload_weights`: item-item similarity, so BERT Server leans on BERT Offline more than
+    on ResNet-50). References: {"row", "log_ratio", "shared", "spread"}."""
     d = y[i][None, :] - y  # log ratios of row i to every row, per workload
     d[:, j] = np.nan
     shared = (~np.isnan(d)).sum(1)
@@ -68,15 +73,32 @@ def ratio_predict(y: np.ndarray, i: int, j: int) -> tuple[float, list[dict]]:
     rows = np.flatnonzero(ok)
     if not len(rows):
         return float("nan"), []
-    med = np.nanmedian(d[rows], axis=1)
-    sq = np.nansum((d[rows] - med[:, None]) ** 2, axis=1)
-    spread = np.sqrt((sq + RATIO_PRIOR ** 2) / shared[rows])
-    cands = [{"row": int(r), "log_ratio": float(m), "shared": int(shared[r]), "spread": float(s)}
-             for r, m, s in zip(rows, med, spread)]
+    dr = d[rows]
+    wr = np.where(np.isnan(dr), 0.0, workload_weights(y, i, j)[None, :])
+    dr = np.nan_to_num(dr)
+    mean = (wr * dr).sum(1) / wr.sum(1)
+    var = (wr * (dr - mean[:, None]) ** 2).sum(1) / wr.sum(1)
+    n = shared[rows]
+    spread = np.sqrt((n * var + RATIO_PRIOR ** 2) / n)
+    cands = [{"row": int(r), "log_ratio": float(m), "shared": int(k), "spread": float(s)}
+             for r, m, k, s in zip(rows, mean, n, spread)]
     refs = sorted(cands, key=lambda c: (c["spread"], -c["shared"], c["row"]))[:N_REFERENCES]
-    w = np.array([1 / c["spread"] ** 2 for c in refs])
+    wt = np.array([1 / c["spread"] ** 2 for c in refs])
     vals = np.array([y[c["row"], j] + c["log_ratio"] for c in refs])
-    return float(w @ vals / w.sum()), refs
+    return float(wt @ vals / wt.sum()), refs
+
+
+def workload_weights(y: np.ndarray, i: int, j: int) -> np.ndarray:
+    """Per workload v, 1 / the mean squared spread of y(., j) - y(., v) over the rows other than
+    i that have both, shrunk by WORKLOAD_PRIOR (a pair seen on few rows is not trusted to be
+    alike); 0 for j itself."""
+    diff = y[:, [j]] - y
+    diff[i] = np.nan
+    n = (~np.isnan(diff)).sum(0)
+    centred = diff - np.nanmean(np.where(n[None, :] > 0, diff, 0.0), axis=0)[None, :]
+    w = np.maximum(n, 1) / (np.nansum(centred ** 2, axis=0) + WORKLOAD_PRIOR ** 2)
+    w[j] = 0.0
+    return w
 
 
 @dataclass
