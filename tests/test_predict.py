@@ -269,7 +269,7 @@ def test_predict_json_shape_and_the_chosen_method(tmp_path):
     assert {"target", "workload", "metric", "predicted", "interval", "level", "method",
             "references", "measured"} <= set(row)
     assert row["target"] == "l4" and row["metric"] == "throughput_sps" and row["level"] == 0.9
-    assert row["workload"] == "mlperf:bert-99 Offline v3.0"
+    assert row["workload"] == "mlperf:bert-99 Offline v3.0" and row["unit"] == "sequences/s"
     assert row["interval"][0] < row["predicted"] < row["interval"][1]
     assert abs(math.log(row["predicted"] / math.exp(1))) < 0.1
     assert row["method"] in row["why"] and row["references"]
@@ -305,3 +305,14 @@ def test_user_errors_end_with_one_line_and_exit_2(tmp_path, args, match):
     r = CliRunner().invoke(app, ["predict", *args, "--store", f"sqlite:///{tmp_path}/p.db"])
     assert r.exit_code == 2, r.output
     assert match in r.output and "Traceback" not in r.output
+
+
+def test_each_benchmark_has_its_own_unit():
+    from edgerob.analysis.predict.cells import unit
+
+    assert unit("throughput_sps", "mlperf:bert-99 Offline v3.0") == "sequences/s"
+    assert unit("throughput_sps", "mlperf:3d-unet-99.9 Offline v2.1") == "volumes/s"
+    assert unit("energy_per_inference_j", "mlperf:rnnt Server v2.0") == "J per utterance"
+    assert unit("throughput_sps", "mlperf:gptj-99 Offline v3.1") == "samples/s"  # not named
+    assert unit("throughput_sps", "resnet8 fp32 b8") == "images/s"  # own models: images
+    assert unit("latency_p90_ms", "mlperf:resnet50 SingleStream v3.0") == "p90 ms"

@@ -74,7 +74,8 @@ def predict(
     for r in rows:
         iv = r["interval"]
         table.add_row(short_workload(r["workload"]), *([r["configuration"]] if wide else []),
-                      METRIC_SHORT.get(r["metric"], r["metric"]), fmt(r["predicted"], ".4g"),
+                      r.get("unit") or METRIC_SHORT.get(r["metric"], r["metric"]),
+                      fmt(r["predicted"], ".4g"),
                       f"{iv[0]:.4g}–{iv[1]:.4g}" if iv else "—", fmt(r["measured"], ".4g"),
                       r["method"] or "—", *([_leaned_on(r["references"])] if wide else []))
     show(table)

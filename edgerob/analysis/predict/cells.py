@@ -28,6 +28,23 @@ from edgerob.errors import EdgerobError
 HEADLINE = {"SingleStream": "latency_p90_ms", "MultiStream": "latency_p99_ms",
             "Offline": "throughput_sps", "Server": "throughput_sps"}
 ENERGY = "energy_per_inference_j"
+# What one sample of an MLPerf benchmark is (a benchmark is its own unit); own models: images.
+# Benchmarks not named here count "samples".
+SAMPLE_NOUNS = {"resnet50": "images", "retinanet": "images", "ssd-mobilenet": "images",
+                "ssd-resnet34": "images", "bert-99": "sequences", "bert-99.9": "sequences",
+                "rnnt": "utterances", "3d-unet-99": "volumes", "3d-unet-99.9": "volumes"}
+_UNITS = {"latency_p90_ms": "p90 ms", "latency_p99_ms": "p99 ms",
+          ENERGY: "J per {noun_1}"}
+
+
+def unit(metric: str, workload: str) -> str:
+    """The unit of a prediction: "sequences/s" for BERT's throughput, "J per image", "p90 ms"."""
+    bench = workload.split(" ")[0]
+    noun = (SAMPLE_NOUNS.get(bench.removeprefix("mlperf:"), "samples")
+            if bench.startswith("mlperf:") else "images")
+    if metric == "throughput_sps":
+        return f"{noun}/s"
+    return _UNITS.get(metric, metric).format(noun_1=noun.removesuffix("s"))
 
 
 def _workload(run: dict, m: dict) -> tuple[str, str, str, float | None]:
@@ -251,7 +268,8 @@ def _predict_quantity(cells, mat, quantity, target, family, cols, level, cache):
                    "metric": metric, "predicted": None, "interval": None, "level": level,
                    "method": method, "why": why, "references": [],
                    "devices_with_workload": None if sup[j] is None else int(sup[j]),
-                   "measured": None if np.isnan(truth) else _value(metric, truth)}
+                   "measured": None if np.isnan(truth) else _value(metric, truth),
+                   "unit": unit(metric, mat.cols[j])}
             if method is not None:
                 s, half = est[method][0][i, j], val.half_width(level, sup[j])
                 res.update(predicted=_value(metric, s), interval=sorted(
