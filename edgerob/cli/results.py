@@ -259,18 +259,17 @@ def compare(
 
 
 def _print_mode_choice(choice: list[dict], budget: float) -> None:
-    table = Table(title=f"most energy-efficient power mode with p99 latency <= {budget:g} ms "
-                        f"(per batch; forced runs left out)")
-    for col in ("target", "runtime", "prec", "batch", "mode", "p99 ms", "J/inf",
-                "modes within the bound"):
-        table.add_column(col, justify="right" if col in ("batch", "p99 ms", "J/inf")
-                         else "left")
+    table = new_table(f"most energy-efficient power mode with p99 latency <= {budget:g} ms "
+                      f"(per batch; forced runs left out)",
+                      ["target", "runtime", "prec", "batch", "mode", "p99 ms", "J/inf",
+                       "modes within the bound"],
+                      {"target", "runtime", "prec", "mode", "modes within the bound"})
     for c in choice:
         mode = c["power_mode"] or ("(not recorded)" if c["reason"] is None else "none")
         table.add_row(c["target"], c["runtime"], c["precision"], str(c["batch_size"]), mode,
                       fmt(c["latency_p99_ms"], ".4g"), fmt(c["energy_per_inference_j"], ".3g"),
                       ", ".join(c["meeting"]) or "—")
-    out.print(table)
+    show(table)
     for c in choice:
         if c["reason"]:
             err.print(f"{c['target']} {c['precision']} b{c['batch_size']}: {c['reason']}",
