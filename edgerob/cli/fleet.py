@@ -12,6 +12,7 @@ from rich.table import Table
 
 from edgerob.cli.common import (ModelOpt, ProfileOpt, StoreOpt, csv_list, err, out,
                                 prepare_workload, user_errors)
+from edgerob.cli.tables import new_table, show
 from edgerob.device.lock import holder, holder_line
 from edgerob.errors import EdgerobError
 from edgerob.fleet.fleet import fleet_from_names, fleet_status, load_fleet, prepare_all, run_fleet
@@ -64,13 +65,14 @@ def run(
     with Live(console=err, get_renderable=lambda: _table(shown.values()), refresh_per_second=4):
         runs = run_fleet(members, db, workloads, new_run=new_run, wait=not no_wait,
                          on_update=lambda r: shown.setdefault(r.name, r))
-    summary = Table("device", "measured", "resumed", "skipped", "failed", "elapsed",
-                    title=f"fleet -> {store}")
+    summary = new_table(f"fleet -> {store}", ["device", "measured", "resumed", "skipped",
+                                               "failed", "elapsed"],
+                        {"device", "resumed", "failed"})
     for r in runs:
         summary.add_row(r.name, str(r.measured), "yes" if r.resumed else "no", str(r.skipped),
                         r.error or "no", f"{r.elapsed_s:.0f} s",
                         style="red" if r.failed else None)
-    out.print(summary)
+    show(summary)
     failed = [r.name for r in runs if r.failed]
     if failed:
         err.print(f"{len(failed)} of {len(runs)} devices failed ({', '.join(failed)}): run the "
@@ -88,7 +90,9 @@ def status(
     """Per target: cells stored, last run, power modes; whether its host answers (ssh, 5 s)
     and its device is free (not being profiled)."""
     members = _members(fleet_file, targets, "quick", None)
-    table = Table("target", "host", "cells", "last run", "power modes", "reachable", "free")
+    table = new_table(f"fleet status ({store})", ["target", "host", "cells", "last run",
+                                                  "power modes", "reachable", "free"],
+                      {"target", "host", "last run", "power modes", "reachable", "free"})
     for s in fleet_status(members, Store(store)):
         reach = "local" if s.reachable is None else "yes" if s.reachable else "no"
         free = ("?" if s.reachable is False or s.note else "yes" if s.holder is None
@@ -96,7 +100,7 @@ def status(
         table.add_row(s.name, s.host, str(s.cells), s.last_run or "never",
                       ", ".join(s.power_modes) or "—", reach + (f" ({s.note})" if s.note else ""),
                       free)
-    out.print(table)
+    show(table)
 
 
 @fleet_app.command("holder", hidden=True)
