@@ -239,8 +239,9 @@ sa.Index("one_row_per_attack_cell_and_mode", attack_cells.c.run_id,
          sa.func.coalesce(attack_cells.c.power_mode, ""), unique=True)
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def now(timespec: str = "seconds") -> str:
+    """UTC now, ISO 8601 ("microseconds": a measurement window's edges)."""
+    return datetime.now(timezone.utc).isoformat(timespec=timespec)
 
 
 def normalize_url(url: str) -> str:

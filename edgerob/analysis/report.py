@@ -17,8 +17,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from edgerob.analysis.compare import (config_label, figure_bytes, fleet_table, forced_note,
-                                      front_figure, km_figures, pareto_fronts,
+from edgerob.analysis.compare import (MEASURED, config_label, figure_bytes, fleet_table,
+                                      forced_note, front_figure, km_figures, pareto_fronts,
                                       side_by_side_notes, target_names)
 from edgerob.analysis.cost import Workload, cost_table
 from edgerob.analysis.plots import fleet_batch_figure, power_mode_figure, ratio_forest_figure
@@ -299,14 +299,12 @@ def _price(c: dict) -> str | None:
     return None
 
 
-def _prediction_section(store, targets, include_forced: bool = False,
+def _prediction_section(store, targets, own: set[str], include_forced: bool = False,
                         note: str | None = None) -> str:
     head = "<h2 id='prediction'>Pre-purchase prediction: each device's results held out</h2>" + (
         _forced(note))
     # the user's own devices where there are some: what the report's reader asks about (every
     # published device held out is scripts/bench_predict.py's work, minutes on a full import)
-    published = {r["run_id"] for r in store.runs() if r.get("source") == "mlperf"}
-    own = {m["target"] for m in store.measurements() if m["run_id"] not in published}
     rows = held_out(store, targets, include_forced=include_forced, devices=own or None)
     if not rows:
         return head + "<p class='note'>No clean results in the store.</p>"
@@ -474,7 +472,9 @@ def render_report(store, targets=None, workload=None, train_time_s: float | None
     sections = [_own_and_published(rows, store, published), _pareto_section(rows, fronts),
                 _cost_section(decide, workload, train_time_s, n_train_samples, include_forced,
                               note),
-                _prediction_section(store, targets, include_forced, note),
+                _prediction_section(store, targets, {r["target"] for r in rows
+                                                     if r["source"] == MEASURED},
+                                    include_forced, note),
                 _survival_section(store, rows, targets, aft, include_forced),
                 _fingerprint_section(store, targets)]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

@@ -17,7 +17,6 @@ import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -294,14 +293,14 @@ def _measure_group(store, run_id, target, runtime_name, group, stored, rt, input
         names = ["clean", *names]  # the reference of the comparison
     info = rt.info()
     mode = cell_mode(target, group[0], info)
-    started = _instant()
+    started = now("microseconds")
     ms = measure_sets(rt, {n: (inputs[n].images, inputs[n].labels) for n in names},
                       group[0].batch_size, timing, profiler=profiler,
                       profiler_name=target.profiler,
                       profiler_note=None if profiler else prof_reason,
                       state=lambda: machine_state(profiler))
     # the session's span (idle baseline, warm-up, timed rounds): what the device lock keeps apart
-    window = {"window_start": started, "window_end": _instant()}
+    window = {"window_start": started, "window_end": now("microseconds")}
     rows = {}
     for cell in group:
         if stored(cell):
@@ -461,10 +460,6 @@ def _sequential_columns(inputs) -> dict:
             "seq_rule": {**seq["rule"], "stopped_by": seq["stopped_by"],
                          "method": seq["method"], "wall_s": seq["wall_s"],
                          "projected_saved_s": seq["projected_saved_s"]}}
-
-
-def _instant() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _versions(runtime: str) -> dict:

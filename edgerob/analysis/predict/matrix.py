@@ -335,6 +335,7 @@ def cold_fill(mat: Matrix, held: np.ndarray, cold: str, specs: dict, method: str
     eff = spec_effect(best, specs, cold) if method != "nearest" else 0.0
     if eff is None:
         return None
+    resid = train - lr.full()  # the spec model's misses, for spec+neighbours
     est = np.full(mat.y.shape, np.nan)
     for i, j in zip(*np.nonzero(held)):
         refs = [r for r in order if not np.isnan(train[r, j])]
@@ -348,7 +349,7 @@ def cold_fill(mat: Matrix, held: np.ndarray, cold: str, specs: dict, method: str
         spec = lr.mu + eff + effect.get(cfg[i], 0.0) + lr.b[j]
         if method == "spec+neighbours":
             near = (same + [r for r in refs if r not in same])[:N_NEIGHBOURS]
-            spec += float(np.mean([train[r, j] - lr.full()[r, j] for r in near]))
+            spec += float(np.mean(resid[near, j]))
         est[i, j] = {"nearest": nearest, "spec+nearest": (spec + nearest) / 2}.get(method, spec)
     return est
 
