@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerob.analysis.predict.cells import Cells, _specs
-from edgerob.analysis.predict.matrix import (Matrix, cold_fill, cold_validate, cross_validate,
+from edgerob.analysis.predict.matrix import (cold_fill, cold_validate, cross_validate,
                                              fill, support)
 from edgerob.analysis.predict.spec import LATENCY_COVARIATES, fit_loglinear
 from edgerob.fleet.mlperf import ingest_mlperf
@@ -114,10 +114,10 @@ class Tally:
 def predictor(mat, held, specs, chosen_log):
     """The predictor as `edgerob predict` runs it: CV on what is left, chosen method, interval
     (per column: from held-out cells whose workload was known on as many devices)."""
-    masked = Matrix(mat.rows, mat.groups, mat.cols, mat.families, np.where(held, np.nan, mat.y))
+    masked = mat.masked(held)
     val = cross_validate(masked)
     chosen_log[val.chosen] = chosen_log.get(val.chosen, 0) + 1
-    est = fill(mat.y, held, val.chosen)[0]
+    est = fill(mat.y, held, val.chosen, mat.networks)[0]
     half = [val.half_width(LEVEL, s) for s in support(masked.y, mat.groups)]
     return est, np.broadcast_to(np.array(half)[None, :], mat.y.shape)
 
@@ -185,8 +185,7 @@ def main() -> None:
         held = (np.array(mat.groups) == g)[:, None] & have
         if not specs.get(g):
             continue
-        val = cold_validate(Matrix(mat.rows, mat.groups, mat.cols, mat.families,
-                                   np.where(held, np.nan, mat.y)), specs)
+        val = cold_validate(mat.masked(held), specs)
         est = cold_fill(mat, held, g, specs, val.chosen)
         if est is None or not val.cells:
             continue

@@ -478,6 +478,9 @@ def test_multi_accelerator_system_is_stored_with_its_count(tmp_path):
     [col] = [j for j, f in enumerate(mat.families) if f == "mlperf:resnet50 Offline"]
     val = {r: math.exp(mat.y[i, col]) for i, r in enumerate(mat.rows)}
     assert val["a30"] == pytest.approx(800.5)
+    # each column knows its network: a scenario or version of it is a priori alike
+    assert sorted(set(mat.networks)) == ["mlperf:bert-99", "mlperf:resnet50"]
+    assert mat.networks[col] == "mlperf:resnet50"
     assert val[next(r for r in val if "x8" in r)] == pytest.approx(6438.1 / 8)
     rows = fleet_table(store)
     # nor do the price-vs-throughput fronts put them on one axis

@@ -227,6 +227,7 @@ def test_predictor_rows_of_another_mode_are_their_own_configuration_with_scaled_
     # the peak mode (MAXN) and a GPU's default join the device; the others are configurations
     assert rows == sorted([L4, ORIN, f"{ORIN} (MODE_15W)", f"{ORIN} (MODE_30W)"])
     mat = cells.matrix("speed")
+    assert set(mat.networks) == {"m"}  # one's own model's columns run it
     specs = _row_specs(cells, mat, {})
     ratio = specs[f"{ORIN} (MODE_30W)"]["peak_tops"] / specs[ORIN]["peak_tops"]
     assert ratio == pytest.approx(612 / 930 * 4 / 7)

@@ -47,8 +47,8 @@ def unit(metric: str, workload: str) -> str:
     return _UNITS.get(metric, metric).format(noun_1=noun.removesuffix("s"))
 
 
-def _workload(run: dict, m: dict) -> tuple[str, str, str, float | None]:
-    """(column, family, metric, value) of one clean measurement."""
+def _workload(run: dict, m: dict) -> tuple[str, str, str, str, float | None]:
+    """(column, family, network, metric, value) of one clean measurement."""
     if run.get("source") == "mlperf":
         model = run["model"] if run["model"].startswith("mlperf:") else f"mlperf:{run['model']}"
         family = f"{model} {run.get('scenario')}"
@@ -56,12 +56,12 @@ def _workload(run: dict, m: dict) -> tuple[str, str, str, float | None]:
         value = m.get(metric) if metric else None
         if metric == "throughput_sps" and m.get("throughput_per_accelerator_sps"):
             value = m["throughput_per_accelerator_sps"]
-        return f"{family} {run.get('mlperf_version')}", family, metric, value
+        return f"{family} {run.get('mlperf_version')}", family, model, metric, value
     family = f"{run['model']} {m['precision']} b{m['batch_size']}"
     value = m.get("throughput_sps")
     if not value and m.get("latency_p50_ms"):
         value = m["batch_size"] * 1e3 / m["latency_p50_ms"]
-    return family, family, "throughput_sps", value
+    return family, family, run["model"], "throughput_sps", value
 
 
 DEFAULT_CONFIGURATIONS = (None, "GPU", "MaxP, GPU")  # where own measurements join the target
@@ -108,6 +108,7 @@ class Cells:
         best: dict[tuple, float] = {}
         self.metric: dict[str, str] = {}
         self.family: dict[str, str] = {}
+        self.network: dict[str, str] = {}  # column: the network it runs (resnet50, own model)
         self.target: dict[str, str] = {}
         self.meta: dict[str, dict] = {}  # column: source, scenario, precision, batch size
         self.mode: dict[str, str] = {}  # configuration row: its power mode, where it has one
@@ -117,7 +118,7 @@ class Cells:
             if (run is None or m["input_set"] != "clean" or m["run_id"] in forced
                     or targets is not None and m["target"] not in targets):
                 continue
-            col, fam, metric, value = _workload({**run, "target": m["target"]}, m)
+            col, fam, net, metric, value = _workload({**run, "target": m["target"]}, m)
             mode = m.get("power_mode")
             if run.get("source") != "mlperf":
                 key = (m["target"], mode)
@@ -132,6 +133,7 @@ class Cells:
                     s = _speed(met, v)
                     best[(q, row, col)] = max(s, best.get((q, row, col), -math.inf))
             self.metric[col], self.family[col], self.target[row] = metric, fam, m["target"]
+            self.network[col] = net
             mlperf = run.get("source") == "mlperf"
             self.meta[col] = {"source": "mlperf" if mlperf else "measured",
                               "mlperf_version": run.get("mlperf_version") if mlperf else None,
@@ -150,7 +152,7 @@ class Cells:
             if _q == quantity:
                 y[ri[r], ci[c]] = s
         return Matrix(rows, [self.target.get(r, r) for r in rows], cols,
-                      [self.family[c] for c in cols], y)
+                      [self.family[c] for c in cols], y, [self.network[c] for c in cols])
 
 
 def _specs(target: str, cache: dict, mode: str | None = None) -> dict | None:
@@ -245,7 +247,7 @@ def _predict_quantity(cells, mat, quantity, target, family, cols, level, cache):
     specs = _row_specs(cells, mat, cache)
     # the target's own cells of the workload are hidden from the method choice and the interval
     # as well as from the fit
-    seen = Matrix(mat.rows, mat.groups, mat.cols, mat.families, np.where(held, np.nan, mat.y))
+    seen = mat.masked(held)
     val = cross_validate(seen) if warm else cold_validate(seen, specs)
     if not val.cells:
         return []
@@ -256,7 +258,7 @@ def _predict_quantity(cells, mat, quantity, target, family, cols, level, cache):
     if not warm:
         why = f"{target} has no results for any workload; " + why.replace(
             "(device, workload) cells", "cells of devices held out whole")
-    est = {m: fill(mat.y, held, m) if warm else
+    est = {m: fill(mat.y, held, m, mat.networks) if warm else
            (_or_nan(cold_fill(mat, held, target, specs, m), mat), {}) for m in order}
     out = []
     for i in rows:
