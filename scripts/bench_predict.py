@@ -23,11 +23,14 @@ Server throughput per accelerator). Then:
 
 Truth and prediction are always in one MLPerf version (a column is benchmark x scenario x
 version). Baselines on the same cells: nearest-TOPS (the device with the cell nearest in peak
-INT8 TOPS, scaled by the TOPS ratio) and the spec regression `cost --candidate` used before
+INT8 TOPS, scaled by the TOPS ratio), nearest reference (issue 21's quick method: the device
+whose log ratios to this one vary least over their shared results, scaled by their mean;
+cells it cannot fill are left out of its row) and the spec regression `cost --candidate` used before
 issue 21 (per column, log metric on log peak TOPS / memory bandwidth, covariates by
 leave-one-target-out, its 90% t interval). Errors are |log(predicted / published)|: median,
 mean (what the predictor's cross-validation minimises: the tails matter to a buyer) and p90.
-Deterministic: seeded draws, sorted iteration.
+"plain rows": the cells of one accelerator in its default configuration only (no MaxQ, DLA,
+Triton, MIG or multi-accelerator system). Deterministic: seeded draws, sorted iteration.
 """
 
 from __future__ import annotations
@@ -68,6 +71,20 @@ def nearest_tops(mat, held, i, j, specs) -> float:
     r = min(refs, key=lambda r: (abs(math.log(specs[mat.groups[r]]["peak_tops"] / mine)),
                                  mat.rows[r]))
     return mat.y[r, j] + math.log(mine / specs[mat.groups[r]]["peak_tops"])
+
+
+def nearest_reference(mat, held, i, j) -> float:
+    """The issue's quick method: log speed of (i, j) from the training row with column j whose
+    log ratios to row i over their shared workloads (at least 2) vary least, scaled by their
+    mean."""
+    train = np.where(held, np.nan, mat.y)
+    best = (math.inf, float("nan"))
+    for r in np.flatnonzero(~np.isnan(train[:, j])):
+        d = train[i] - train[r]
+        d = d[~np.isnan(d)]
+        if r != i and len(d) >= 2 and d.std(ddof=1) < best[0]:
+            best = (d.std(ddof=1), train[r, j] + d.mean())
+    return best[1]
 
 
 def spec_column(mat, held, i, j, specs) -> tuple[float, float, float]:
@@ -130,8 +147,13 @@ def score(t: Tally, mat, held, specs, est, half):
         if not (math.isfinite(est[i, j]) and math.isfinite(base)):
             continue
         h = half[i, j] if np.ndim(half) else half
+        near = nearest_reference(mat, held, i, j)
         t.add("predictor", est[i, j], truth, est[i, j] - h, est[i, j] + h)
         t.add("nearest-TOPS", base, truth)
+        t.add("nearest reference", near, truth)
+        if mat.rows[i] == mat.groups[i]:  # one accelerator in its default configuration
+            t.add("predictor, plain rows", est[i, j], truth, est[i, j] - h, est[i, j] + h)
+            t.add("nearest ref., plain rows", near, truth)
         sc = spec_column(mat, held, i, j, specs)
         t.add("spec regression (before)", sc[0], truth, sc[1], sc[2])
 

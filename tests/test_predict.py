@@ -14,6 +14,7 @@ from edgerob.analysis.predict import predict
 from edgerob.analysis.predict.matrix import (COLD_METHODS, Matrix, Validation, cold_fill,
                                              cold_validate,
                                              cross_validate, fill, ratio_predict,
+                                             device_speeds, workload_slopes,
                                              workload_weights)
 from edgerob.cli import app
 from edgerob.store import Store, measurements, now, runs
@@ -83,7 +84,24 @@ def test_cross_validation_picks_ratios_where_devices_copy_archetypes():
     y = arch[kind] + rng.normal(0, 1, 24)[:, None]
     val = cross_validate(_matrix(y))
     assert val.chosen == "ratio"
-    assert val.scores["ratio"] < 0.05 < val.scores["rank2"]
+    assert val.scores["ratio"] < 0.25 * val.scores["rank2"]
+
+
+def test_ratio_scales_a_device_gap_by_how_it_shows_on_the_workload():
+    # y(d, w) = b_w + g_w s_d: a one-sample latency (g 0.2) spreads the devices less than
+    # throughput (g 1.2); device 0's gap to a reference on w1..w3 is rescaled to w0's g
+    g = np.array([0.2, 1.2, 0.9, 0.5])
+    b = np.array([0.3, -1.0, 2.0, 0.5])
+    y = b[None, :] + np.arange(0.0, 12.0, 2.0)[:, None] * g[None, :]  # devices 2 apart
+    y[0, 0] = np.nan
+    truth = b[0]
+    unscaled = ratio_predict(y, 0, 0, speed=np.zeros(6))[0]  # no speed: every slope 1
+    assert unscaled < truth - 0.5  # the gap as it shows on throughput: far too large
+    # six devices: the slopes are shrunk to 1 (SLOPE_PRIOR), most of the way there
+    assert abs(ratio_predict(y, 0, 0)[0] - truth) < 0.5 * abs(unscaled - truth)
+    s = np.random.default_rng(7).normal(0, 1.5, 2000)  # many devices: the slopes themselves
+    big = b[None, :] + s[:, None] * g[None, :]
+    assert workload_slopes(big, 0, device_speeds(big)) == pytest.approx(g[0] / g, rel=0.05)
 
 
 def test_a_held_out_cell_hides_every_configuration_and_version_of_the_pair():

@@ -4,10 +4,12 @@ Values are log "speeds" (log throughput, -log latency, -log energy): one orienta
 workload, so a faster device is larger everywhere and one device effect fits all columns.
 
 Methods (each fills held-out cells from the observed ones):
-- `ratio`: y(d, w) = y(r, w) + the mean over shared workloads v of y(d, v) - y(r, v), each v
-  weighted by how alike it scales with w on the other devices (and more where v runs the same
-  network as w), from the references r most consistent on those shared workloads (smallest
-  spread), weighted by it.
+- `ratio`: y(d, w) = y(r, w) + the mean over shared workloads v of beta_wv (y(d, v) - y(r, v)),
+  each v weighted by how alike it scales with w on the other devices (and more where v runs the
+  same network as w), from the references r most consistent on those shared workloads (smallest
+  spread), weighted by it. beta_wv is how much of a device gap on v shows on w (the slope of w
+  on v across the other devices, shrunk to 1): a one-image latency (SingleStream) spreads the
+  devices far less than throughput does (slope 0.2-0.6 on ResNet-50 Offline in MLPerf v2.1).
 - `additive`, `rank1`, `rank2`: y = mu + a_d + b_w (+ u_d . v_w), alternating ridge least squares.
 - `ratio+additive`: the mean of the two.
 - `spec`: for a device with no results, its device effect a_d regressed on the catalog's peak TOPS
@@ -41,6 +43,9 @@ WORKLOAD_PRIOR = 0.3  # log spread assumed of two workloads' ratio seen on one d
 # workload is known on few devices and its likeness to others is seen on those few only.
 # bench_predict (b), k = 2 median: 0.126 at 1, 0.117 at 2, 0.114 at 3 and 5, 0.119 at 10.
 SAME_NETWORK_WEIGHT = 3.0
+# Shrinkage of a workload's slope on device speed to 1 (`workload_slopes`), in squared log
+# device speed: 10 devices a factor e apart. Set on bench_predict, see the README.
+SLOPE_PRIOR = 3.0
 RIDGE = 1.0  # on the low-rank factors (biases get RIDGE / 100): a few cells per row is common
 ALS_ITERATIONS = 60
 FOLDS = 10
@@ -71,27 +76,29 @@ class Matrix:
 
 # --- the methods ---------------------------------------------------------------------------------
 
-def ratio_predict(y: np.ndarray, i: int, j: int,
-                  networks: list[str] | None = None) -> tuple[float, list[dict]]:
+def ratio_predict(y: np.ndarray, i: int, j: int, networks: list[str] | None = None,
+                  speed: np.ndarray | None = None) -> tuple[float, list[dict]]:
     """Cell (i, j) from the rows that have column j; nan and no references where none shares a
     column with row i. A reference's log ratio to row i is the mean over the workloads both
     share, each weighted by how alike it scales with workload j across the other rows
     (`workload_weights`: item-item similarity, so BERT Server leans on BERT Offline more than
-    on ResNet-50; `networks`: each column's network, see `workload_weights`). References:
-    {"row", "log_ratio", "shared", "spread"}."""
-    d = y[i][None, :] - y  # log ratios of row i to every row, per workload
-    d[:, j] = np.nan
-    shared = (~np.isnan(d)).sum(1)
+    on ResNet-50; `networks`: each column's network, see `workload_weights`), each first
+    scaled to workload j (`workload_slopes`: a device gap shrinks on a latency workload;
+    `speed`: the rows' `device_speeds`, computed from `y` where not given).
+    References: {"row", "log_ratio", "shared", "spread"}."""
+    gap = y[i][None, :] - y  # log ratios of row i to every row, per workload
+    gap[:, j] = np.nan
+    shared = (~np.isnan(gap)).sum(1)
     ok = ~np.isnan(y[:, j]) & (shared > 0)
     ok[i] = False
     rows = np.flatnonzero(ok)
     if not len(rows):
         return float("nan"), []
-    dr = d[rows]
-    wr = np.where(np.isnan(dr), 0.0, workload_weights(y, i, j, networks)[None, :])
-    dr = np.nan_to_num(dr)
-    mean = (wr * dr).sum(1) / wr.sum(1)
-    var = (wr * (dr - mean[:, None]) ** 2).sum(1) / wr.sum(1)
+    wr = np.where(np.isnan(gap[rows]), 0.0, workload_weights(y, i, j, networks)[None, :])
+    slope = workload_slopes(y, j, device_speeds(y) if speed is None else speed)
+    d = np.nan_to_num(gap[rows] * slope[None, :])
+    mean = (wr * d).sum(1) / wr.sum(1)
+    var = (wr * (d - mean[:, None]) ** 2).sum(1) / wr.sum(1)
     n = shared[rows]
     spread = np.sqrt((n * var + RATIO_PRIOR ** 2) / n)
     cands = [{"row": int(r), "log_ratio": float(m), "shared": int(k), "spread": float(s)}
@@ -117,6 +124,34 @@ def workload_weights(y: np.ndarray, i: int, j: int,
         w *= np.where(np.array(networks) == networks[j], SAME_NETWORK_WEIGHT, 1.0)
     w[j] = 0.0
     return w
+
+
+def device_speeds(y: np.ndarray) -> np.ndarray:
+    """Each row's additive effect (log speed over all its workloads), by alternating least
+    squares unshrunk: exact on an additive matrix."""
+    ok = ~np.isnan(y)
+    z = np.where(ok, y, 0.0)
+    n_r, n_c = np.maximum(ok.sum(1), 1), np.maximum(ok.sum(0), 1)
+    a, b = np.zeros(y.shape[0]), np.zeros(y.shape[1])
+    for _ in range(ALS_ITERATIONS):
+        a = (ok * (z - b)).sum(1) / n_r
+        b = (ok * (z - a[:, None])).sum(0) / n_c
+    return a
+
+
+def workload_slopes(y: np.ndarray, j: int, speed: np.ndarray) -> np.ndarray:
+    """Per workload v, how a device gap on v shows on workload j: g_j / g_v, each g the slope of
+    the workload on the devices' `speed` over the rows that ran both j and v, shrunk to 1 by
+    SLOPE_PRIOR ((Sxy + prior) / (Sxx + prior): a pair seen on few devices keeps about 1) and
+    floored at 0.05 (no division by a workload that speed does not move)."""
+    both = ~np.isnan(y) & ~np.isnan(y[:, [j]])
+    n = np.maximum(both.sum(0), 1)
+    s = np.broadcast_to(speed[:, None], y.shape)
+    c = np.where(both, s - np.where(both, s, 0.0).sum(0) / n, 0.0)  # centred on the pair's rows
+    sxx = (c ** 2).sum(0) + SLOPE_PRIOR
+    g_v = np.maximum((c * np.nan_to_num(y)).sum(0) + SLOPE_PRIOR, 0.05 * sxx)
+    g_j = np.maximum((c * np.nan_to_num(y[:, [j]])).sum(0) + SLOPE_PRIOR, 0.05 * sxx)
+    return g_j / g_v
 
 
 @dataclass
@@ -164,8 +199,9 @@ def fill(y: np.ndarray, cells: np.ndarray, method: str,
     refs: dict = {}
     idx = list(zip(*np.nonzero(cells)))
     if method in ("ratio", "ratio+additive"):
+        speed = device_speeds(train)
         for i, j in idx:
-            out[i, j], refs[(i, j)] = ratio_predict(train, i, j, networks)
+            out[i, j], refs[(i, j)] = ratio_predict(train, i, j, networks, speed)
     if method != "ratio":
         rank = {"rank1": 1, "rank2": 2}.get(method, 0)
         full = fit_lowrank(train, rank).full()
