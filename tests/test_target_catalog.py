@@ -1,6 +1,7 @@
 """The shipped device catalog (targets/*.yaml): every entry loads, the families the design names
 are present, profilers and runtimes fit the device, spec sheets and prices are filled in with a
-source comment on every number, and `detect` recognises each board without collisions."""
+source comment on every number, `detect` recognises each board without collisions, and the
+per-mode figures (`modes:`) are those of NVIDIA's nvpmodel.conf files (tests/data/jetson/nvpmodel)."""
 
 from __future__ import annotations
 
