@@ -1,6 +1,7 @@
 """The shipped device catalog (targets/*.yaml): every entry loads, the families the design names
 are present, profilers and runtimes fit the device, spec sheets and prices are filled in with a
-source comment on every number, and `detect` recognises each board without collisions."""
+source comment on every number, `detect` recognises each board without collisions, and the
+per-mode figures (`modes:`) are those of NVIDIA's nvpmodel.conf files (tests/data/jetson/nvpmodel)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import edgerob
 from edgerob.catalog import list_names
 from edgerob.catalog.targets import load_target, matching_targets
+from edgerob.device.power_mode import conf_modes
 
 CATALOG = Path(edgerob.__file__).resolve().parent.parent / "targets"
 
@@ -176,7 +178,7 @@ _NUMBER = re.compile(r"\d")
 
 
 def _unsourced_lines(text: str, nulls: bool = True) -> list[str]:
-    """Lines under specs:/price: whose value is a number (or, with `nulls`, null: the comment
+    """Lines under specs:/price:/modes: whose value is a number (or, with `nulls`, null: the comment
     then says why) and which carry no `#` comment on the line itself nor directly above it."""
     bad = []
     section = None
@@ -189,7 +191,7 @@ def _unsourced_lines(text: str, nulls: bool = True) -> list[str]:
         if not line[0].isspace() and not stripped.startswith("#"):
             section = stripped.split(":", 1)[0]
         body, _, comment = line.partition("#")
-        if section in ("specs", "price") and ":" in body and line[0].isspace():
+        if section in ("specs", "price", "modes") and ":" in body and line[0].isspace():
             value = body.split(":", 1)[1].strip()
             if value and (_NUMBER.search(value) or (nulls and value == "null")):
                 sourced = comment.strip() or previous.startswith("#")
@@ -209,9 +211,12 @@ def test_every_figure_has_a_source_comment(path):
 def test_source_comment_check_catches_a_bare_number():
     text = ("specs:\n  peak_tops:\n    int8: 40\n  tdp_w: 15\n  memory_gb: 8  # data sheet\n"
             "price:\n  # launch price\n  purchase_usd: 99\n  cloud_usd_per_h: null\n"
+            "modes:\n  15W: {gpu_max_mhz: 612}  # conf\n  7W: {gpu_max_mhz: 408}\n"
             "detect:\n  device_model: Orin Nano\n")
-    assert _unsourced_lines(text) == ["    int8: 40", "  tdp_w: 15", "  cloud_usd_per_h: null"]
-    assert _unsourced_lines(text, nulls=False) == ["    int8: 40", "  tdp_w: 15"]
+    assert _unsourced_lines(text) == ["    int8: 40", "  tdp_w: 15", "  cloud_usd_per_h: null",
+                                      "  7W: {gpu_max_mhz: 408}"]
+    assert _unsourced_lines(text, nulls=False) == ["    int8: 40", "  tdp_w: 15",
+                                                   "  7W: {gpu_max_mhz: 408}"]
 
 
 # --- detection -------------------------------------------------------------------------------
@@ -307,3 +312,102 @@ def test_every_price_is_dated_and_says_what_it_buys(shipped_only, name):
         assert p.purchase_as_of and p.purchase_kind in ("kit", "module", "card")
     if p.cloud_usd_per_h is not None:
         assert p.cloud_as_of and p.cloud_instance
+
+
+# --- per-mode figures, against NVIDIA's nvpmodel.conf files ----------------------------------
+
+# Excerpts of NVIDIA's nvpmodel.conf files (each names its source repository, path and commit):
+# every POWER_MODEL header with its TPC_PG_MASK and GPU MAX_FREQ lines.
+NVPMODEL = Path(__file__).parent / "data/jetson/nvpmodel"
+# The files each entry's power_modes and modes come from; where two name a mode, the first
+# gives its figures (the one matching the JetPack the entry's peak figures are for).
+MODE_CONFS = {
+    "jetson-agx-orin-32gb": ["nvpmodel_p3701_0004.conf"],
+    "jetson-agx-orin-devkit-32gb": ["nvpmodel_p3701_0000.conf"],
+    "jetson-orin-nx-16gb": ["nvpmodel_p3767_0000_super.conf", "nvpmodel_p3767_0000.conf"],
+    "jetson-orin-nx-8gb": ["nvpmodel_p3767_0001.conf", "nvpmodel_p3767_0001_super.conf"],
+    "jetson-orin-nano-8gb": ["nvpmodel_p3767_0003_super.conf", "nvpmodel_p3767_0003.conf"],
+    "jetson-orin-nano-4gb": ["nvpmodel_p3767_0004.conf", "nvpmodel_p3767_0004_super.conf"],
+    "jetson-agx-xavier": ["nvpmodel_t194.conf"],
+    "jetson-xavier-nx": ["nvpmodel_t194_p3668.conf"],
+}
+# MAX_FREQ -1 leaves the GPU uncapped: its own max, from the data sheet the entry cites (MHz).
+# An uncapped mode not listed here must have no gpu_max_mhz.
+UNCAPPED_MHZ = {
+    ("jetson-agx-orin-32gb", "MAXN"): 930, ("jetson-agx-orin-devkit-32gb", "MAXN"): 1300,
+    ("jetson-orin-nx-16gb", "MAXN"): 918, ("jetson-orin-nx-16gb", "MAXN_SUPER"): 1173,
+    ("jetson-orin-nx-8gb", "MAXN"): 765, ("jetson-orin-nano-8gb", "MAXN_SUPER"): 1020,
+    ("jetson-orin-nano-4gb", "10W"): 625, ("jetson-agx-xavier", "MAXN"): 1377,
+}
+# CUDA cores (data sheets), cores per TPC (2 SMs of 128 on Ampere, of 64 on Volta) and the TPC
+# slots TPC_PG_MASK covers (8 on Orin's GA10B, 4 on Xavier's GV11B)
+GPUS_OF = {"jetson-agx-orin-32gb": (1792, 256, 8), "jetson-agx-orin-devkit-32gb": (2048, 256, 8),
+           "jetson-orin-nx-16gb": (1024, 256, 8), "jetson-orin-nx-8gb": (1024, 256, 8),
+           "jetson-orin-nano-8gb": (1024, 256, 8), "jetson-orin-nano-4gb": (512, 256, 8),
+           "jetson-agx-xavier": (512, 128, 4), "jetson-xavier-nx": (384, 128, 4)}
+_CONF_FIGURES = re.compile(r"NAME=(\S+?)\s*>\s*\nTPC_POWER_GATING TPC_PG_MASK (\d+)\s*\n"
+                           r"GPU MAX_FREQ (-?\d+)")
+
+
+def _conf_figures(conf: str) -> dict[str, tuple[int, int]]:
+    """Mode name -> (TPC_PG_MASK, GPU MAX_FREQ in Hz) from a recorded conf excerpt."""
+    text = (NVPMODEL / f"{conf}.excerpt").read_text()
+    found = {name: (int(mask), int(hz)) for name, mask, hz in _CONF_FIGURES.findall(text)}
+    assert set(found) == set(conf_modes(text).values()), f"{conf}: a mode without its lines"
+    return found
+
+
+def _mode_mismatches(target) -> list[str]:
+    """Where `target`'s power_modes and modes differ from its nvpmodel.conf files."""
+    figures = {}
+    for conf in reversed(MODE_CONFS[target.name]):  # the first file to name a mode wins
+        figures.update(_conf_figures(conf))
+    bad = []
+    if sorted(target.power_modes) != sorted(figures):
+        bad.append(f"power_modes {target.power_modes} != the confs' {sorted(figures)}")
+    if set(target.modes) != set(figures):
+        bad.append(f"modes {sorted(target.modes)} != the confs' {sorted(figures)}")
+    slots = GPUS_OF[target.name][2]
+    for mode, (mask, hz) in figures.items():
+        named = re.fullmatch(r"(?:MODE_)?(\d+)W(_\w+)?", mode)  # 15W, MODE_30W_ALL, 7W_AI
+        want = (hz / 1e6 if hz != -1 else UNCAPPED_MHZ.get((target.name, mode)),
+                slots - bin(mask).count("1"), int(named.group(1)) if named else None)
+        spec = target.modes.get(mode)
+        got = (spec.gpu_max_mhz, spec.gpu_tpcs, spec.power_w) if spec else None
+        if got != want:
+            bad.append(f"{mode}: (gpu_max_mhz, gpu_tpcs, power_w) {got} != the conf's {want}")
+    return bad
+
+
+@pytest.mark.parametrize("name", JETSONS)
+def test_mode_figures_are_the_nvpmodel_confs(shipped_only, name):
+    target = load_target(name)
+    if name not in MODE_CONFS:  # no NVIDIA conf read for it: no figures rather than borrowed ones
+        assert not target.modes and target.peak_mode is None
+        return
+    assert _mode_mismatches(target) == []
+
+
+@pytest.mark.parametrize("name", MODE_CONFS)
+def test_peak_mode_is_the_mode_of_the_peak_figures(shipped_only, name):
+    target = load_target(name)
+    cores, per_tpc, _ = GPUS_OF[name]
+    peak = target.modes[target.peak_mode]
+    # the peak mode runs the whole GPU at the clock of the CUDA-core FP32 figure
+    assert peak.gpu_tpcs * per_tpc == cores
+    assert target.specs.peak_tops["fp32"] == pytest.approx(cores * 2 * peak.gpu_max_mhz / 1e6,
+                                                           rel=0.01)
+    assert target.mode_scale(target.peak_mode) == 1.0
+    for mode, spec in target.modes.items():
+        if spec.gpu_max_mhz and spec.gpu_max_mhz < peak.gpu_max_mhz:
+            assert target.mode_scale(mode) < 1.0, mode
+
+
+def test_mode_check_catches_a_wrong_entry(shipped_only):
+    orin = load_target("jetson-agx-orin-32gb")
+    assert _mode_mismatches(orin) == []
+    wrong = orin.model_copy(update={"modes": {**orin.modes, "MODE_30W": orin.modes["MODE_40W"]}})
+    assert _mode_mismatches(wrong) == [
+        "MODE_30W: (gpu_max_mhz, gpu_tpcs, power_w) (816.0, 7, 40.0) != the conf's (612.0, 4, 30)"]
+    fewer = orin.model_copy(update={"power_modes": ["MAXN", "MODE_30W"]})
+    assert _mode_mismatches(fewer)[0].startswith("power_modes ['MAXN', 'MODE_30W'] != ")
