@@ -55,7 +55,7 @@ _HEADER = re.compile(r"^\s*<\s*(\w+)(?:\s+ID=(\d+))?")
 class Setting:
     """One operating point: labelled as `read_power_mode` labels it once set."""
 
-    label: str  # MODE_30W / 150W-limit / default
+    label: str  # MODE_30W / 150W-limit / default; an original: MODE_30W+jetson_clocks
     kind: str  # "jetson" (nvpmodel) or "nvml"
     nvpmodel_id: int | None = None
     limit_mw: int | None = None
@@ -269,7 +269,8 @@ class JtopService:
         except EdgerobError:
             raise
         except Exception as e:  # noqa: BLE001 - the service refused the change
-            raise EdgerobError(f"jtop refused the change: {e}") from None
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise EdgerobError(f"jtop refused the change: {first}") from None
         finally:
             _close(client)
 
