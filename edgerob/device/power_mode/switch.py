@@ -278,9 +278,15 @@ class JtopService:
         with self._client() as jetson:
             jetson.nvpmodel = setting.nvpmodel_id
 
-    def jetson_clocks(self, on: bool) -> None:
+    def jetson_clocks(self, on: bool, timeout_s: float = 30.0) -> None:
         with self._client() as jetson:
             jetson.jetson_clocks = on
+        # the service runs it in a thread: wait until the clocks show it done, so a mode change
+        # that follows does not find it half-way (a verify reads what came of it anyway)
+        deadline = time.monotonic() + timeout_s
+        while (read_power_mode()["power_mode_facts"].get("jetson_clocks") != on
+               and time.monotonic() < deadline):
+            time.sleep(0.2)
 
 
 # --- setting, verifying, restoring ----------------------------------------------------------
