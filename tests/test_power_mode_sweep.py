@@ -2,7 +2,11 @@
 and the original put back, also after Ctrl-C, SIGTERM and kill -9 (the state file), on a fake
 AGX Orin: a system root laid out like / (tests/test_power_mode.py) and a fake `nvpmodel` on
 PATH that keeps its mode in the root's var/lib/nvpmodel/status and answers `-q` as the real one
-does ("NV Power Mode: MODE_30W" then the id). GPU power limits against a fake pynvml.
+does ("NV Power Mode: MODE_30W" then the id), and sets the mode's clock floors (what ends
+jetson_clocks' pinning); a fake `jetson_clocks` that pins every CPU's and the GPU's min and current
+frequency at their max (what `read_power_mode` reads as jetson_clocks active), `--restore`
+unpins; a fake jetson-stats `jtop` module whose setters run those two as the jtop service does.
+GPU power limits against a fake pynvml.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -48,13 +53,36 @@ here=$(dirname "$0")
 echo "$@" >> "$here/args"
 status="$EDGEROB_SYSROOT/var/lib/nvpmodel/status"
 if [ "$1" = -m ]; then
-    [ -e "$here/ignore" ] || printf 'pmode:%04d\n' "$2" > "$status"  # unless it ignores -m
+    [ -e "$here/ignore" ] && exit 0  # a board that ignores -m
+    printf 'pmode:%04d\n' "$2" > "$status"
+    # the mode's floors (the fake board's: test_power_mode.sysroot) end jetson_clocks' pinning
+    for d in "$EDGEROB_SYSROOT"/sys/devices/system/cpu/cpu*/cpufreq; do
+        echo 729600 > "$d/scaling_min_freq"; echo 729600 > "$d/scaling_cur_freq"
+    done
+    for d in "$EDGEROB_SYSROOT"/sys/class/devfreq/*; do
+        echo 306000000 > "$d/min_freq"; echo 306000000 > "$d/cur_freq"
+    done
     exit 0
 fi
 id=$(sed 's/.*pmode:0*//' "$status")
 id=${id:-0}
 name=$(sed -n "s/.*POWER_MODEL ID=$id NAME=\([^ >]*\).*/\1/p" "$EDGEROB_SYSROOT/etc/nvpmodel.conf")
 printf 'NV Power Mode: %s\n%s\n' "$name" "$id"
+"""
+
+# pins each CPU's and the GPU's min and current frequency at its max; --restore unpins
+FAKE_JETSON_CLOCKS = r"""#!/bin/sh
+here=$(dirname "$0")
+echo jetson_clocks "$@" >> "$here/args"
+[ -e "$here/ignore-clocks" ] && exit 0
+for d in "$EDGEROB_SYSROOT"/sys/devices/system/cpu/cpu*/cpufreq; do
+    v=$(cat "$d/scaling_max_freq"); [ "$1" = --restore ] && v=729600
+    echo "$v" > "$d/scaling_min_freq"; echo "$v" > "$d/scaling_cur_freq"
+done
+for d in "$EDGEROB_SYSROOT"/sys/class/devfreq/*; do
+    v=$(cat "$d/max_freq"); [ "$1" = --restore ] && v=306000000
+    echo "$v" > "$d/min_freq"; echo "$v" > "$d/cur_freq"
+done
 """
 
 
@@ -72,6 +100,7 @@ def orin(tmp_path, monkeypatch):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     script(bindir / "nvpmodel", FAKE_NVPMODEL)
+    script(bindir / "jetson_clocks", FAKE_JETSON_CLOCKS)
     script(bindir / "sudo", '#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n')
     env = {"EDGEROB_SYSROOT": str(root), "EDGEROB_STATE_DIR": str(tmp_path / "state"),
            "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
@@ -89,6 +118,18 @@ def mode_now(orin) -> str:
 
 def nvpmodel_calls(orin) -> list[str]:
     return [a for a in (orin["bin"] / "args").read_text().split("\n") if a.startswith("-m")]
+
+
+def calls(orin) -> list[str]:
+    """nvpmodel's and jetson_clocks' arguments, in order."""
+    return (orin["bin"] / "args").read_text().splitlines()
+
+
+def jetson_clocks(orin) -> None:
+    """The user ran jetson_clocks before the sweep."""
+    subprocess.run([orin["bin"] / "jetson_clocks"], check=True)
+    (orin["bin"] / "args").unlink()
+    assert mode_now(orin) == "MODE_30W+jetson_clocks"
 
 
 # the generic cpu target (verifies anywhere) with the AGX Orin's modes
@@ -230,8 +271,12 @@ def test_ctrl_c_restores_the_original_mode(orin, tiny_model):
     assert mode_now(orin) == "MODE_30W" and list(orin["state"].iterdir()) == []
 
 
-def test_without_privileges_exit_2_one_line_nothing_measured(orin, tiny_model):
-    script(orin["bin"] / "sudo", "#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n")
+NO_SUDO = "#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n"
+
+
+def test_without_privileges_exit_2_one_line_nothing_measured(orin, tiny_model, monkeypatch):
+    script(orin["bin"] / "sudo", NO_SUDO)
+    monkeypatch.setitem(sys.modules, "jtop", None)  # import jtop -> ImportError
     (orin["tmp"] / "targets").mkdir()
     (orin["tmp"] / "targets/fake-orin.yaml").write_text(
         "name: fake-orin\nruntime: onnxruntime\nprofiler: none\n"
@@ -245,6 +290,7 @@ def test_without_privileges_exit_2_one_line_nothing_measured(orin, tiny_model):
     assert r.exit_code == 2, r.output
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "needs root" in lines[0] and "sudo" in lines[0]
+    assert "join group jtop" in lines[0] and "jetson-stats is not installed" in lines[0]
     assert "Traceback" not in r.output
     assert Store(url).measurements() == [] and Store(url).runs() == []
     assert not (orin["bin"] / "args").exists()  # not even read: refused before the workload
@@ -275,6 +321,147 @@ def test_a_mode_needing_a_reboot_is_refused_before_anything(orin, tiny_model):
     assert switch.reboot_settings(conf)[1] == {("CPU_ONLINE", "CORE_0"): "1",
                                                ("CPU_ONLINE", "CORE_4"): "0"}
     assert switch.reboot_settings(conf)[2] == {("CPU_ONLINE", "CORE_0"): "1"}
+
+
+# --- jetson_clocks: measured without it, put back after the sweep ---------------------------
+
+def test_jetson_clocks_active_at_start_is_put_back_after_the_sweep(orin, tiny_model):
+    jetson_clocks(orin)
+    states = []
+
+    def on_cell(i, n, cell, m):
+        states.append(json.loads((orin["state"] / "power-mode-jetson.json").read_text()))
+
+    prof = profile()
+    res = run_profile(TARGET, prof, prepare_workload(prof, tiny_model),
+                      Store(f"sqlite:///{orin['tmp']}/s.db"), on_cell=on_cell)
+    # the modes as nvpmodel leaves them: no jetson_clocks, and the labels say so
+    assert [r["power_mode"] for r in res.rows] == MODES
+    assert {(s["label"], s["nvpmodel_id"], s["jetson_clocks"]) for s in states} == {
+        ("MODE_30W+jetson_clocks", 2, True)}  # for a restore after kill -9
+    assert [c for c in calls(orin) if c != "-q"] == ["-m 0", "-m 3", "-m 2", "jetson_clocks"]
+    assert mode_now(orin) == "MODE_30W+jetson_clocks"
+    assert list(orin["state"].iterdir()) == []
+
+
+def test_jetson_clocks_left_off_by_a_killed_sweep_is_put_back(orin):
+    write(orin["root"] / "var/lib/nvpmodel/status", "pmode:0000\n")  # the killed sweep's MAXN
+    orin["state"].mkdir()
+    (orin["state"] / "power-mode-jetson.json").write_text(json.dumps(
+        {"label": "MODE_30W+jetson_clocks", "kind": "jetson", "nvpmodel_id": 2,
+         "jetson_clocks": True, "pid": 2 ** 22 + 1,  # above pid_max: not running
+         "boot_id": switch._boot_id()}))
+    assert switch.restore_pending(settle_s=0.5, poll_s=0.01) == ["MODE_30W+jetson_clocks"]
+    assert mode_now(orin) == "MODE_30W+jetson_clocks"
+    assert list(orin["state"].iterdir()) == []
+
+
+def test_jetson_clocks_that_cannot_be_put_back(orin, tiny_model):
+    jetson_clocks(orin)
+    prof = profile()
+    store = Store(f"sqlite:///{orin['tmp']}/s.db")
+    # not on PATH: refused before anything is set or measured
+    (orin["bin"] / "jetson_clocks").rename(orin["tmp"] / "jetson_clocks")
+    with pytest.raises(EdgerobError, match="jetson_clocks is active but not on PATH"):
+        run_profile(TARGET, prof, prepare_workload(prof, tiny_model), store)
+    assert store.runs() == [] and nvpmodel_calls(orin) == []  # read, never set
+    # runs but the clocks stay unpinned: one line, the state file kept for the next start
+    (orin["tmp"] / "jetson_clocks").rename(orin["bin"] / "jetson_clocks")
+    (orin["bin"] / "ignore-clocks").touch()
+    with pytest.raises(EdgerobError) as e:
+        run_profile(TARGET, prof, prepare_workload(prof, tiny_model), store)
+    assert str(e.value) == ("power mode MODE_30W+jetson_clocks did not take: the device reads "
+                            "MODE_30W; the next sweep retries; set it by hand if it keeps "
+                            "failing")
+    assert (orin["state"] / "power-mode-jetson.json").exists()
+
+
+# --- jtop's service: modes without root or sudo ---------------------------------------------
+
+def fake_jtop(monkeypatch, orin, works=True, start_error=None) -> list:
+    """A jetson-stats `jtop` module; its setters run nvpmodel and jetson_clocks (the fakes on
+    PATH) as the jtop service does: after a mode change it runs jetson_clocks again where it was
+    active. `works=False`: setters that change nothing. Returns the setters' calls."""
+    seen = []
+
+    def run(*args):
+        subprocess.run([orin["bin"] / args[0], *args[1:]], check=True)
+
+    class jtop:
+        def __init__(self, interval=1.0):
+            pass
+
+        def start(self):
+            if start_error is not None:
+                raise start_error
+
+        def close(self):
+            pass
+
+        @property
+        def nvpmodel(self):
+            return read_power_mode(orin["root"])["power_mode_facts"]["nvpmodel_mode"]
+
+        @nvpmodel.setter
+        def nvpmodel(self, value):
+            seen.append(("nvpmodel", value))
+            if works:
+                pinned = read_power_mode(orin["root"])["power_mode_facts"]["jetson_clocks"]
+                run("nvpmodel", "-m", str(value))
+                if pinned:
+                    run("jetson_clocks")
+
+        @property
+        def jetson_clocks(self):
+            return read_power_mode(orin["root"])["power_mode_facts"]["jetson_clocks"]
+
+        @jetson_clocks.setter
+        def jetson_clocks(self, on):
+            seen.append(("jetson_clocks", on))
+            if works:
+                run("jetson_clocks", *([] if on else ["--restore"]))
+
+    mod = types.ModuleType("jtop")
+    mod.jtop = jtop
+    monkeypatch.setitem(sys.modules, "jtop", mod)
+    return seen
+
+
+def test_jtop_service_sets_modes_without_root_or_sudo(orin, tiny_model, monkeypatch):
+    script(orin["bin"] / "sudo", NO_SUDO)
+    jetson_clocks(orin)
+    seen = fake_jtop(monkeypatch, orin)
+    prof = profile()
+    res = run_profile(TARGET, prof, prepare_workload(prof, tiny_model),
+                      Store(f"sqlite:///{orin['tmp']}/s.db"))
+    # jetson_clocks turned off first: the service would otherwise pin the clocks of each mode
+    assert [r["power_mode"] for r in res.rows] == MODES
+    assert seen == [("jetson_clocks", False), ("nvpmodel", 0), ("nvpmodel", 3),
+                    ("nvpmodel", 2), ("jetson_clocks", True)]
+    assert mode_now(orin) == "MODE_30W+jetson_clocks"
+    assert list(orin["state"].iterdir()) == []
+
+
+def test_jtop_whose_change_does_not_take_is_refused(orin, tiny_model, monkeypatch):
+    script(orin["bin"] / "sudo", NO_SUDO)
+    seen = fake_jtop(monkeypatch, orin, works=False)
+    store = Store(f"sqlite:///{orin['tmp']}/s.db")
+    prof = profile()
+    with pytest.raises(EdgerobError, match="MAXN did not take: the device reads MODE_30W"):
+        run_profile(TARGET, prof, prepare_workload(prof, tiny_model), store)
+    assert seen[0] == ("nvpmodel", 0) and store.measurements() == []
+
+
+def test_jtop_unreachable_names_every_fix(orin, monkeypatch):
+    script(orin["bin"] / "sudo", NO_SUDO)
+    fake_jtop(monkeypatch, orin, start_error=PermissionError(13, "Permission denied"))
+    with pytest.raises(EdgerobError) as e:
+        switch.privileges("jetson")
+    line = str(e.value)
+    assert "\n" not in line
+    for fix in ("run as root", "sudo without a password", "join group jtop",
+                "usermod -aG jtop"):
+        assert fix in line, line
 
 
 # --- killed mid-sweep: the next start restores ----------------------------------------------

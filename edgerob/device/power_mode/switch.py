@@ -11,8 +11,19 @@ then sets each mode, waits until its clocks stop moving, verifies by reading the
 SIGTERM. Before its first change it writes a state file naming the original mode; a sweep killed
 with -9 leaves it behind, and the next sweep restores that mode first (`restore_pending`).
 
+Jetson modes are changed one of two ways (`privileges` picks it in `plan`, before anything is
+measured): `nvpmodel -m ID` and `jetson_clocks` found on PATH, run as root or through `sudo -n`;
+else, for a user in group jtop, jtop's service (jetson-stats: `jetson.nvpmodel = ID`,
+`jetson.jetson_clocks = True`), which runs the same commands as root.
+
+jetson_clocks: the sweep measures each mode as nvpmodel leaves it, without jetson_clocks
+(`nvpmodel -m` sets the mode's clock floors, undoing jetson_clocks' pinning; jtop's service would
+re-apply it after each change, so that way turns it off first); the label read back says which
+(`MODE_30W`, or `MODE_30W+jetson_clocks` where the board still pins its clocks). Where the board
+started with jetson_clocks active, the restore runs it again after the original mode and
+verifies the label with `+jetson_clocks`; the state file records it for a restore after kill -9.
+
 The state folder: EDGEROB_STATE_DIR, else $XDG_STATE_HOME/edgerob, else ~/.local/state/edgerob.
-jtop's service API is not used: nvpmodel does the same with root or sudo.
 """
 
 from __future__ import annotations
@@ -28,10 +39,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from edgerob.device.power_mode import (_text, conf_modes, gpu_handle, gpu_limit_label, is_jetson,
                                        read_power_mode, sysroot)
+from edgerob.device.profilers.jtop import SOCKET, _close, _connect, _reason
 from edgerob.errors import EdgerobError
 
 # nvpmodel.conf settings a mode can change only across a reboot (nvpmodel asks for one)
@@ -43,10 +55,11 @@ _HEADER = re.compile(r"^\s*<\s*(\w+)(?:\s+ID=(\d+))?")
 class Setting:
     """One operating point: labelled as `read_power_mode` labels it once set."""
 
-    label: str  # MODE_30W / 150W-limit / default
+    label: str  # MODE_30W / 150W-limit / default; an original: MODE_30W+jetson_clocks
     kind: str  # "jetson" (nvpmodel) or "nvml"
     nvpmodel_id: int | None = None
     limit_mw: int | None = None
+    jetson_clocks: bool = False  # run jetson_clocks after the mode (an original mode only)
 
 
 def same_mode(read_label: str | None, label: str) -> bool:
@@ -94,7 +107,11 @@ def plan(target, profile, gpu: dict | None = None, nvml=None) -> list[Setting]:
         settings = _gpu_settings(profile.power_limits_w, gpu, nvml)
     else:
         return []
-    privileges(settings[0].kind)
+    way = privileges(settings[0].kind)
+    if (isinstance(way, Nvpmodel) and shutil.which("jetson_clocks") is None
+            and read_power_mode()["power_mode_facts"].get("jetson_clocks")):
+        raise EdgerobError("jetson_clocks is active but not on PATH, so it could not be put "
+                           "back after the sweep (nvpmodel -m undoes it); nothing measured")
     return settings
 
 
@@ -164,21 +181,112 @@ def _is_root() -> bool:
     return os.geteuid() == 0
 
 
-def privileges(kind: str) -> list[str]:
-    """The command prefix that runs nvpmodel with root ([] as root, sudo -n where it needs no
-    password); EdgerobError naming the fix where there is none."""
+def privileges(kind: str) -> ModeSetter | None:
+    """How this process may change modes of `kind`: nvpmodel modes through nvpmodel as root or
+    with `sudo -n`, else jtop's service; NVML limits as root (None). EdgerobError naming every
+    fix where there is no way."""
     if _is_root():
-        return []
+        return Nvpmodel([]) if kind == "jetson" else None
     if kind == "nvml":
         raise EdgerobError("setting a GPU power limit needs root (NVML): run edgerob profile as "
                            "root; nothing measured")
     sudo = shutil.which("sudo")
     if sudo and subprocess.run([sudo, "-n", "true"], stdin=subprocess.DEVNULL,
                                capture_output=True, timeout=30).returncode == 0:
-        return [sudo, "-n"]
-    raise EdgerobError("changing the nvpmodel mode needs root: run as root, or allow this user "
-                       "nvpmodel through sudo without a password (sudo -n true fails here); "
-                       "nothing measured")
+        return Nvpmodel([sudo, "-n"])
+    jtop, why = JtopService.reachable()
+    if jtop is not None:
+        return jtop
+    raise EdgerobError("changing the nvpmodel mode needs root: run as root, allow this user "
+                       "nvpmodel and jetson_clocks through sudo without a password (sudo -n "
+                       "true fails here), or join group jtop with the jtop service running "
+                       f"(jtop: {why}); nothing measured")
+
+
+class ModeSetter(Protocol):
+    """A way to change a Jetson's mode. Neither call verifies: `settle` reads the mode back."""
+
+    def set(self, setting: Setting) -> None: ...
+
+    def jetson_clocks(self, on: bool) -> None: ...
+
+
+@dataclass
+class Nvpmodel:
+    """nvpmodel and jetson_clocks, found on PATH, run behind `prefix` ([] as root, sudo -n)."""
+
+    prefix: list
+
+    def _run(self, name: str, *args: str) -> subprocess.CompletedProcess:
+        exe = shutil.which(name)
+        if exe is None:
+            raise EdgerobError(f"{name} is not on PATH: cannot set the power mode")
+        # stdin closed: nvpmodel's reboot prompt reads EOF instead of waiting for an answer
+        return subprocess.run([*self.prefix, exe, *args], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=120)
+
+    def set(self, setting: Setting) -> None:
+        done = self._run("nvpmodel", "-m", str(setting.nvpmodel_id))
+        said = (done.stdout + done.stderr).strip()
+        if done.returncode != 0 or "reboot" in said.lower():
+            raise EdgerobError(f"nvpmodel -m {setting.nvpmodel_id} ({setting.label}) did not "
+                               f"set the mode (exit {done.returncode}): {said[:200]}")
+
+    def jetson_clocks(self, on: bool) -> None:
+        if not on:
+            return  # nvpmodel -m, which comes next, sets the mode's floors: the pinning ends
+        done = self._run("jetson_clocks")
+        if done.returncode != 0:
+            raise EdgerobError(f"jetson_clocks exited {done.returncode}: "
+                               f"{(done.stdout + done.stderr).strip()[:200]}")
+
+
+class JtopService:
+    """jtop's service (jetson-stats) changes the mode, as root, for a user in group jtop. Its
+    setters only queue the change (the service runs nvpmodel in a thread of its own)."""
+
+    @classmethod
+    def reachable(cls) -> tuple[JtopService | None, str | None]:
+        """(the service, None) where it answers and has nvpmodel, else (None, why not)."""
+        try:
+            with cls()._client() as jetson:
+                if getattr(jetson, "nvpmodel", None) is None:
+                    return None, "the jtop service has no nvpmodel on this board"
+        except EdgerobError as e:
+            return None, str(e)
+        return cls(), None
+
+    @contextmanager
+    def _client(self):
+        try:
+            client = _connect(1.0)
+        except ImportError:
+            raise EdgerobError("jetson-stats is not installed") from None
+        except Exception as e:  # noqa: BLE001 - JtopException and OS errors become the reason
+            raise EdgerobError(_reason(e, SOCKET)) from None
+        try:
+            yield client
+        except EdgerobError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the service refused the change
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise EdgerobError(f"jtop refused the change: {first}") from None
+        finally:
+            _close(client)
+
+    def set(self, setting: Setting) -> None:
+        with self._client() as jetson:
+            jetson.nvpmodel = setting.nvpmodel_id
+
+    def jetson_clocks(self, on: bool, timeout_s: float = 30.0) -> None:
+        with self._client() as jetson:
+            jetson.jetson_clocks = on
+        # the service runs it in a thread: wait until the clocks show it done, so a mode change
+        # that follows does not find it half-way (a verify reads what came of it anyway)
+        deadline = time.monotonic() + timeout_s
+        while (read_power_mode()["power_mode_facts"].get("jetson_clocks") != on
+               and time.monotonic() < deadline):
+            time.sleep(0.2)
 
 
 # --- setting, verifying, restoring ----------------------------------------------------------
@@ -198,24 +306,29 @@ def _nvml_session(nvml):
         nvml.nvmlShutdown()
 
 
-def apply(setting: Setting, gpu: dict | None = None, nvml=None) -> None:
-    """Ask the device for `setting` (not verified here: see ModeSweep.set)."""
+def apply(setting: Setting, gpu: dict | None = None, nvml=None,
+          way: ModeSetter | None = None) -> None:
+    """Ask the device for `setting` (not verified here: see ModeSweep.set); a Jetson's through
+    `way` (default: the one `privileges` finds)."""
     if setting.kind == "nvml":
         nvml = nvml or _pynvml()
         privileges("nvml")
         with _nvml_session(nvml):
             nvml.nvmlDeviceSetPowerManagementLimit(gpu_handle(nvml, gpu or {}), setting.limit_mw)
         return
-    exe = shutil.which("nvpmodel")
-    if exe is None:
-        raise EdgerobError("nvpmodel is not on PATH: cannot set the power mode")
-    # stdin closed: nvpmodel's reboot prompt reads EOF instead of waiting for an answer
-    done = subprocess.run([*privileges("jetson"), exe, "-m", str(setting.nvpmodel_id)],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
-    said = (done.stdout + done.stderr).strip()
-    if done.returncode != 0 or "reboot" in said.lower():
-        raise EdgerobError(f"nvpmodel -m {setting.nvpmodel_id} ({setting.label}) did not set the "
-                           f"mode (exit {done.returncode}): {said[:200]}")
+    (way or privileges("jetson")).set(setting)
+
+
+def put_back(setting: Setting, read: Callable[[], dict], settle_s: float, poll_s: float,
+             gpu: dict | None = None, nvml=None, way: ModeSetter | None = None) -> dict:
+    """Restore an original mode, jetson_clocks too where it was active, and verify it."""
+    if setting.kind == "jetson":
+        way = way or privileges("jetson")
+    apply(setting, gpu, nvml, way)
+    if setting.jetson_clocks:
+        way.jetson_clocks(True)
+    return settle(read, setting, settle_s, poll_s,
+                  then="the next sweep retries; set it by hand if it keeps failing")
 
 
 def _caps(mode: dict) -> tuple:
@@ -251,6 +364,7 @@ class ModeSweep:
         if not self.settings:
             return self
         self.original = current_setting(self.settings[0].kind, self.read())
+        self.way = privileges("jetson") if self.original.kind == "jetson" else None
         self.state = state_dir() / _state_name(self.original, self.gpu)
         _write_state(self.state, {**asdict(self.original), "gpu": _gpu_id(self.gpu),
                                   "pid": os.getpid(), "boot_id": _boot_id()})
@@ -261,8 +375,10 @@ class ModeSweep:
     def set(self, setting: Setting) -> dict:
         """Set `setting`, wait until its clocks hold still (at most settle_s), and return the
         mode read back; EdgerobError naming both when it is not the one asked."""
-        self.changed = True
-        apply(setting, self.gpu, self.nvml)
+        first, self.changed = not self.changed, True  # from here on, the leave restores
+        if first and self.original.jetson_clocks:
+            self.way.jetson_clocks(False)  # the modes are measured without it (module docstring)
+        apply(setting, self.gpu, self.nvml, self.way)
         mode = settle(self.read, setting, self.settle_s, self.poll_s)
         if self.on_note:
             self.on_note(f"power mode {mode['power_mode']} set and verified")
@@ -275,8 +391,8 @@ class ModeSweep:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not stop the restore
         try:
             if self.changed:
-                apply(self.original, self.gpu, self.nvml)
-                settle(self.read, self.original, self.settle_s, self.poll_s)
+                put_back(self.original, self.read, self.settle_s, self.poll_s, self.gpu,
+                         self.nvml, self.way)
                 if self.on_note:
                     self.on_note(f"power mode {self.original.label} restored")
             # kept where restoring failed: the next start retries
@@ -290,9 +406,10 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)  # unwinds the sweep, so the original mode is put back
 
 
-def settle(read: Callable[[], dict], setting: Setting, timeout_s: float, poll_s: float) -> dict:
+def settle(read: Callable[[], dict], setting: Setting, timeout_s: float, poll_s: float,
+           then: str = "nothing measured in it") -> dict:
     """Read the mode until it is `setting` and its caps are the same twice in a row, for at most
-    `timeout_s`; EdgerobError if it is still another mode then."""
+    `timeout_s`; EdgerobError (ending with `then`) if it is still another mode then."""
     deadline = time.monotonic() + timeout_s
     last = None
     while True:
@@ -307,7 +424,7 @@ def settle(read: Callable[[], dict], setting: Setting, timeout_s: float, poll_s:
     if not same_mode(mode["power_mode"], setting.label):
         got = mode["power_mode"] or mode["power_mode_facts"].get("reason")
         raise EdgerobError(f"power mode {setting.label} did not take: the device reads {got}; "
-                           f"nothing measured in it")
+                           f"{then}")
     return mode  # the asked mode, its clocks still moving after timeout_s: the facts say so
 
 
@@ -315,7 +432,9 @@ def current_setting(kind: str, mode: dict) -> Setting:
     """The mode the device is in, as a Setting to put back."""
     f = mode["power_mode_facts"]
     if kind == "jetson" and f.get("nvpmodel_id") is not None and f.get("nvpmodel_mode"):
-        return Setting(f["nvpmodel_mode"], "jetson", nvpmodel_id=f["nvpmodel_id"])
+        clocks = bool(f.get("jetson_clocks"))
+        return Setting(f["nvpmodel_mode"] + ("+jetson_clocks" if clocks else ""), "jetson",
+                       nvpmodel_id=f["nvpmodel_id"], jetson_clocks=clocks)
     if kind == "nvml" and f.get("power_limit_mw") is not None:
         return Setting(gpu_limit_label(f["power_limit_mw"], f["power_limit_default_mw"]),
                        "nvml", limit_mw=f["power_limit_mw"])
@@ -373,7 +492,7 @@ def restore_pending(on_note: Callable[[str], None] | None = None, nvml=None,
         try:
             state = json.loads(path.read_text())
             setting = Setting(state["label"], state["kind"], state.get("nvpmodel_id"),
-                              state.get("limit_mw"))
+                              state.get("limit_mw"), bool(state.get("jetson_clocks")))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise EdgerobError(f"unreadable power mode state file {path} ({e}): delete it after "
                                f"checking the device's power mode") from None
@@ -383,8 +502,8 @@ def restore_pending(on_note: Callable[[str], None] | None = None, nvml=None,
             raise EdgerobError(f"another edgerob sweep (pid {pid}) is changing power modes here; "
                                f"wait for it, or delete {path} if no sweep is running")
         gpu = state.get("gpu")
-        apply(setting, gpu, nvml)
-        settle(lambda: read_power_mode(gpu=gpu, nvml=nvml), setting, settle_s, poll_s)
+        put_back(setting, lambda: read_power_mode(gpu=gpu, nvml=nvml), settle_s, poll_s, gpu,
+                 nvml)
         path.unlink()
         restored.append(setting.label)
         if on_note:
