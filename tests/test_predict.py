@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edgerob.analysis.predict import predict
-from edgerob.analysis.predict.matrix import (COLD_METHODS, Matrix, Validation, cold_fill,
+from edgerob.analysis.predict.matrix import (COLD_METHODS, SLOPE_PRIOR, Matrix, Validation,
+                                             cold_fill,
                                              cold_validate,
                                              cross_validate, fill, ratio_predict,
                                              device_speeds, workload_slopes,
@@ -99,6 +100,17 @@ def test_ratio_scales_a_device_gap_by_how_it_shows_on_the_workload():
     assert unscaled < truth - 0.5  # the gap as it shows on throughput: far too large
     # six devices: the slopes are shrunk to 1 (SLOPE_PRIOR), most of the way there
     assert abs(ratio_predict(y, 0, 0)[0] - truth) < 0.5 * abs(unscaled - truth)
+    # a workload that gets slower on faster devices is not divided by: its g is floored at
+    # 0.05 of (Sxx + prior), here with the rows centred on their mean speed
+    anti = np.column_stack([y[:, 1], -y[:, 1]])
+    c = np.arange(0.0, 12.0, 2.0) - 5.0
+    assert workload_slopes(anti, 0, np.arange(0.0, 12.0, 2.0))[1] == pytest.approx(
+        (c @ anti[:, 0] + SLOPE_PRIOR) / (0.05 * (c @ c + SLOPE_PRIOR)))
+    # the speeds are the additive device effects, exact where cells are missing too
+    add, _ = _additive(8, 6)
+    add[[0, 3, 5], [2, 4, 1]] = np.nan
+    full, _ = _additive(8, 6)
+    assert np.ptp(device_speeds(add) - (full[:, 0] - full[0, 0])) == pytest.approx(0, abs=1e-9)
     s = np.random.default_rng(7).normal(0, 1.5, 2000)  # many devices: the slopes themselves
     big = b[None, :] + s[:, None] * g[None, :]
     assert workload_slopes(big, 0, device_speeds(big)) == pytest.approx(g[0] / g, rel=0.05)
