@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from edgerob.analysis.predict.cells import Cells, _specs
-from edgerob.analysis.predict.matrix import (cold_fill, cold_validate, cross_validate,
-                                             fill, support)
+from edgerob.analysis.predict.matrix import (cold_fill, cold_validate, configuration,
+                                             cross_validate, fill, support)
 from edgerob.analysis.predict.spec import LATENCY_COVARIATES, fit_loglinear
 from edgerob.fleet.mlperf import ingest_mlperf
 from edgerob.store import Store
@@ -135,8 +135,9 @@ def predictor(mat, held, specs, chosen_log):
     val = cross_validate(masked)
     chosen_log[val.chosen] = chosen_log.get(val.chosen, 0) + 1
     est = fill(mat.y, held, val.chosen, mat.networks)[0]
-    half = [val.half_width(LEVEL, s) for s in support(masked.y, mat.groups)]
-    return est, np.broadcast_to(np.array(half)[None, :], mat.y.shape)
+    sup = support(masked.y, mat.groups)
+    return est, np.array([[val.half_width(LEVEL, s, configuration(mat, i) == "") for s in sup]
+                          for i in range(len(mat.rows))])
 
 
 def score(t: Tally, mat, held, specs, est, half):

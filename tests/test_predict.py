@@ -168,6 +168,14 @@ def test_interval_is_calibrated_on_cells_as_thin_as_the_one_predicted():
     # no held-out cell with support 2: the thinner cells stand in, never the thick ones
     assert val.half_width(0.9, 2) == val.half_width(0.9, 1)
     assert val.half_width(0.9) == pytest.approx(np.sort(e)[math.ceil(331 * .9) - 1])
+    # and of a row kind like it: of the well-supported cells, a device's plain rows miss more
+    # than the configurations other devices ran alike (x8, MaxQ)
+    plain = np.r_[np.zeros(30, bool), np.arange(300) >= 200]  # the 100 largest errors: plain
+    val = Validation({"ratio": e}, "ratio", len(e), {"ratio": 0.1}, sup, plain)
+    assert val.half_width(0.9, 3, True) == pytest.approx(np.sort(e[230:])[90])
+    assert val.half_width(0.9, 3, False) == pytest.approx(np.sort(e[30:230])[180])
+    assert val.half_width(0.9, 1, True) == val.half_width(0.9, 1)  # no plain thin cell: pooled
+    assert val.half_width(0.9, 3) == pytest.approx(np.sort(e[30:])[270])
 
 
 def test_cross_validation_holds_out_thin_workloads_for_the_intervals():
@@ -182,6 +190,7 @@ def test_cross_validation_holds_out_thin_workloads_for_the_intervals():
     assert np.median(e[val.supports == 1]) > np.median(e[val.supports == 3])
     assert val.half_width(0.9, 1) > val.half_width(0.9, 3)
     assert val.cells == (val.supports == 3).sum()  # the method is chosen on the random folds
+    assert len(val.plain) == len(e) and val.plain.all()  # every row here is a plain device
 
 
 def test_nearest_tops_is_a_cold_method_and_wins_where_devices_pair_up_on_paper():

@@ -20,8 +20,8 @@ import math
 import numpy as np
 
 from edgerob.analysis.compare import forced_runs
-from edgerob.analysis.predict.matrix import (Matrix, cold_fill, cold_validate, cross_validate,
-                                             fill, support)
+from edgerob.analysis.predict.matrix import (Matrix, cold_fill, cold_validate, configuration,
+                                             cross_validate, fill, support)
 from edgerob.catalog.targets import load_target, mode_base
 from edgerob.errors import EdgerobError
 
@@ -273,7 +273,8 @@ def _predict_quantity(cells, mat, quantity, target, family, cols, level, cache):
                    "measured": None if np.isnan(truth) else _value(metric, truth),
                    "unit": unit(metric, mat.cols[j])}
             if method is not None:
-                s, half = est[method][0][i, j], val.half_width(level, sup[j])
+                s = est[method][0][i, j]
+                half = val.half_width(level, sup[j], configuration(mat, i) == "")
                 res.update(predicted=_value(metric, s), interval=sorted(
                                (_value(metric, s - half), _value(metric, s + half)))
                            if math.isfinite(half) else None,

@@ -227,27 +227,34 @@ def support(train: np.ndarray, groups: list[str]) -> np.ndarray:
 @dataclass
 class Validation:
     """Held-out log errors (prediction - truth) per method, on the cells every method predicts,
-    and each cell's support (devices sharing its workload in that fold's training cells)."""
+    each cell's support (devices sharing its workload in that fold's training cells) and whether
+    its row is a device's plain configuration (no MaxQ, DLA, Triton, MIG or xN)."""
 
     errors: dict[str, np.ndarray]
     chosen: str
     cells: int
     scores: dict[str, float] = field(default_factory=dict)  # mean |log error|
     supports: np.ndarray = field(default_factory=lambda: np.array([], int))
+    plain: np.ndarray = field(default_factory=lambda: np.array([], bool))
 
-    def half_width(self, level: float, support: int | None = None) -> float:
-        """Split-conformal: the ceil((n+1) level)-th smallest held-out |log error|, among the
-        held-out cells of the same support (Mondrian) where `support` is given and enough of
-        them were held out; else among all of them and every thinner one (a thin workload's
-        errors are larger: pooling them with well-supported cells would undercover)."""
+    def half_width(self, level: float, support: int | None = None,
+                   plain: bool | None = None) -> float:
+        """Split-conformal: the ceil((n+1) level)-th smallest held-out |log error| among the
+        held-out cells like the one predicted (Mondrian), the first group with enough cells of:
+        the same support and row kind (`plain`, where given), the same support, then that
+        support and every thinner one (a thin workload's errors are larger, and a plain row's
+        than a configuration's that other devices ran alike: pooling them would undercover);
+        all of them where `support` is not given."""
         e = np.abs(self.errors[self.chosen])
         if support is not None and len(self.supports) == len(e):
             s = min(support, SUPPORT_GROUPS[-1])
-            same = e[self.supports == s]
-            if _rank(len(same), level) <= len(same):
-                e = same
-            else:
-                e = e[self.supports <= s] if (self.supports <= s).any() else e
+            pools = [self.supports == s, self.supports <= s]
+            if plain is not None and len(self.plain) == len(e):
+                pools.insert(0, pools[0] & (self.plain == plain))
+            for pool in pools:
+                if _rank(pool.sum(), level) <= pool.sum() or pool is pools[-1] and pool.any():
+                    e = e[pool]
+                    break
         e = np.sort(e)
         k = _rank(len(e), level)
         return float("inf") if k > len(e) else float(e[k - 1])
@@ -303,7 +310,8 @@ def cross_validate(mat: Matrix, methods=WARM_METHODS, seed: int = 0) -> Validati
     folds (the cells a prediction usually faces); the thin folds' cells only calibrate the
     intervals of thin workloads (their support is recorded)."""
     errs = {m: [] for m in methods}
-    sup, regular = [], []
+    sup, regular, plain = [], [], []
+    rows_plain = np.array([configuration(mat, i) == "" for i in range(len(mat.rows))])
     for held, scored, thin in _folds(mat, seed):
         est = {m: fill(mat.y, held, m, mat.networks)[0] for m in methods}
         ok = scored & np.all([np.isfinite(e) for e in est.values()], axis=0)
@@ -312,6 +320,7 @@ def cross_validate(mat: Matrix, methods=WARM_METHODS, seed: int = 0) -> Validati
         s = np.minimum(support(np.where(held, np.nan, mat.y), mat.groups), SUPPORT_GROUPS[-1])
         sup.append(np.broadcast_to(s[None, :], ok.shape)[ok])
         regular.append(np.full(ok.sum(), not thin))
+        plain.append(np.broadcast_to(rows_plain[:, None], ok.shape)[ok])
     errors = {m: np.concatenate(e) for m, e in errs.items()}
     regular = np.concatenate(regular)
     n = int(regular.sum())
@@ -319,7 +328,7 @@ def cross_validate(mat: Matrix, methods=WARM_METHODS, seed: int = 0) -> Validati
         return Validation(errors, methods[0], 0, {m: float("nan") for m in methods})
     scores = {m: float(np.mean(np.abs(e[regular]))) for m, e in errors.items()}
     return Validation(errors, min(methods, key=lambda m: (scores[m], methods.index(m))), n,
-                      scores, np.concatenate(sup))
+                      scores, np.concatenate(sup), np.concatenate(plain))
 
 
 # --- devices with no results --------------------------------------------------------------------
