@@ -227,15 +227,15 @@ def test_ratio_leans_on_the_workloads_that_scale_like_the_one_predicted():
 def test_a_workload_of_the_same_network_weighs_more_where_few_devices_tell():
     # w0 is known on d1 and d2 only, where w1 (the same network, another scenario) and w2
     # (another network) look equally alike; d0's ratio to them is 2 on w1 and 1 on w2: the
-    # same network weighs SAME_NETWORK_WEIGHT (3) times as much, (3 x 2 + 1) / 4
+    # same network weighs SAME_NETWORK_WEIGHT (8) times as much, (8 x 2 + 1) / 9
     y = np.array([[np.nan, 2.0, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
     held = np.zeros(y.shape, bool)
-    assert ratio_predict(y, 0, 0, ["resnet50", "resnet50", "bert"])[0] == pytest.approx(1.75)
+    assert ratio_predict(y, 0, 0, ["resnet50", "resnet50", "bert"])[0] == pytest.approx(17 / 9)
     assert ratio_predict(y, 0, 0)[0] == pytest.approx(1.5)  # networks unknown: alike
     mat = _matrix(np.where(np.isnan(y), 3.0, y))
     mat.networks = ["resnet50", "resnet50", "bert"]
     held[0, 0] = True
-    assert fill(mat.y, held, "ratio", mat.networks)[0][0, 0] == pytest.approx(1.75)
+    assert fill(mat.y, held, "ratio", mat.networks)[0][0, 0] == pytest.approx(17 / 9)
     assert np.isnan(mat.masked(held).y[0, 0]) and mat.masked(held).networks == mat.networks
 
 
