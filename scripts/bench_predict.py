@@ -213,7 +213,9 @@ def main() -> None:
         if est is None or not val.cells:
             continue
         chosen[val.chosen] = chosen.get(val.chosen, 0) + 1
-        score(cold, mat, held, specs, est, val.half_width(LEVEL))
+        half = np.array([val.half_width(LEVEL, None, configuration(mat, i) == "")
+                         for i in range(len(mat.rows))])
+        score(cold, mat, held, specs, est, np.broadcast_to(half[:, None], mat.y.shape))
     cold.print(f"(c) cold device: a catalog device with every result removed (methods chosen: "
                f"{chosen})")
 

@@ -176,6 +176,9 @@ def test_interval_is_calibrated_on_cells_as_thin_as_the_one_predicted():
     assert val.half_width(0.9, 3, False) == pytest.approx(np.sort(e[30:230])[180])
     assert val.half_width(0.9, 1, True) == val.half_width(0.9, 1)  # no plain thin cell: pooled
     assert val.half_width(0.9, 3) == pytest.approx(np.sort(e[30:])[270])
+    # a cold device (no support): the cells of its row kind
+    assert val.half_width(0.9, None, True) == pytest.approx(np.sort(e[230:])[90])
+    assert val.half_width(0.9, None, False) == pytest.approx(np.sort(e[:230])[207])
 
 
 def test_cross_validation_holds_out_thin_workloads_for_the_intervals():

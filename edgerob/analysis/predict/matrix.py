@@ -245,17 +245,19 @@ class Validation:
         the same support and row kind (`plain`, where given), the same support, then that
         support and every thinner one (a thin workload's errors are larger, and a plain row's
         than a configuration's that other devices ran alike: pooling them would undercover);
-        all of them where `support` is not given."""
+        without `support` (a cold device), the cells of the same row kind, else all."""
         e = np.abs(self.errors[self.chosen])
+        pools = []
         if support is not None and len(self.supports) == len(e):
             s = min(support, SUPPORT_GROUPS[-1])
             pools = [self.supports == s, self.supports <= s]
-            if plain is not None and len(self.plain) == len(e):
-                pools.insert(0, pools[0] & (self.plain == plain))
-            for pool in pools:
-                if _rank(pool.sum(), level) <= pool.sum() or pool is pools[-1] and pool.any():
-                    e = e[pool]
-                    break
+        if plain is not None and len(self.plain) == len(e):
+            pools.insert(0, (pools[0] if pools else True) & (self.plain == plain))
+        for pool in pools:
+            last = support is not None and pool is pools[-1]  # thinner cells, never thicker
+            if _rank(pool.sum(), level) <= pool.sum() or last and pool.any():
+                e = e[pool]
+                break
         e = np.sort(e)
         k = _rank(len(e), level)
         return float("inf") if k > len(e) else float(e[k - 1])
@@ -433,6 +435,8 @@ def cold_validate(mat: Matrix, specs: dict) -> Validation:
     """Each device with a spec sheet held out whole (every cell), each cold method's log errors on
     the cells every method predicts."""
     errs = {m: [] for m in COLD_METHODS}
+    plain = []
+    rows_plain = np.array([configuration(mat, i) == "" for i in range(len(mat.rows))])
     for g in sorted(set(mat.groups)):
         held = (np.array(mat.groups) == g)[:, None] & ~np.isnan(mat.y)
         if not held.any() or not _specs_ok(specs.get(g)):
@@ -442,10 +446,11 @@ def cold_validate(mat: Matrix, specs: dict) -> Validation:
             ok = held & np.all([np.isfinite(e) for e in est.values()], axis=0)
             for m in COLD_METHODS:
                 errs[m].append((est[m] - mat.y)[ok])
+            plain.append(np.broadcast_to(rows_plain[:, None], ok.shape)[ok])
     errors = {m: np.concatenate(e) if e else np.array([]) for m, e in errs.items()}
     n = len(errors[COLD_METHODS[0]])
     if n == 0:
         return Validation(errors, COLD_METHODS[0], 0, {})
     scores = {m: float(np.mean(np.abs(e))) for m, e in errors.items()}
     return Validation(errors, min(COLD_METHODS, key=lambda m: (scores[m], COLD_METHODS.index(m))),
-                      n, scores)
+                      n, scores, plain=np.concatenate(plain))
