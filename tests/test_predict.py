@@ -15,7 +15,7 @@ from edgerob.analysis.predict.matrix import (COLD_METHODS, SLOPE_PRIOR, Matrix, 
                                              cold_fill,
                                              cold_validate,
                                              cross_validate, fill, ratio_predict,
-                                             device_speeds, workload_slopes,
+                                             device_speeds, linked, workload_slopes,
                                              workload_weights)
 from edgerob.cli import app
 from edgerob.store import Store, measurements, now, runs
@@ -240,6 +240,23 @@ def test_a_workload_of_the_same_network_weighs_more_where_few_devices_tell():
     held[0, 0] = True
     assert fill(mat.y, held, "ratio", mat.networks)[0][0, 0] == pytest.approx(17 / 9)
     assert np.isnan(mat.masked(held).y[0, 0]) and mat.masked(held).networks == mat.networks
+
+
+def test_a_workload_run_only_by_unlinked_devices_is_not_predicted():
+    # d3 ran only w3 and nothing else any device ran: w3's effect and d3's are not separable,
+    # so no method may put a number on w3 for d0 (the low-rank fits would return the ridge's)
+    y, _ = _additive(5, 4)
+    y[:3, 3] = np.nan
+    y[3, :3] = np.nan
+    y[4] = np.nan
+    assert linked(y)[0, :3].all() and not linked(y)[0, 3] and linked(y)[3, 3]
+    assert not linked(y)[4].any()  # a device with no results is linked to nothing
+    held = np.zeros(y.shape, bool)
+    held[0, 3] = True  # nothing known there: the cell asked for
+    for method in ("ratio", "additive", "rank1", "rank2", "ratio+additive"):
+        assert np.isnan(fill(y, held, method)[0][0, 3]), method
+    held[0, 3], held[1, 2] = False, True
+    assert np.isfinite(fill(y, held, "additive")[0][1, 2])
 
 
 def test_a_cold_device_is_predicted_configuration_by_configuration():

@@ -282,6 +282,12 @@ def _predict_quantity(cells, mat, quantity, target, family, cols, level, cache):
                                                   held, metric))
                 if method != order[0]:
                     res["why"] += f"; {order[0]} cannot fill this cell, so {method}"
+            elif warm:
+                res["why"] = (f"no method can fill this cell: no device with {mat.cols[j]} "
+                              f"shares a result with {mat.rows[i]}, even through other devices")
+            else:
+                res["why"] = (f"no method can fill this cell: no device with {mat.cols[j]} has "
+                              f"a spec sheet to scale from to {target}'s")
             out.append(res)
     return out
 

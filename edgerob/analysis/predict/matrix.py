@@ -206,10 +206,27 @@ def fill(y: np.ndarray, cells: np.ndarray, method: str,
     if method != "ratio":
         rank = {"rank1": 1, "rank2": 2}.get(method, 0)
         full = fit_lowrank(train, rank).full()
-        known = ~np.isnan(train).all(1)[:, None]  # a row with no cells has no device effect
-        est = np.where(cells & known, full, np.nan)
+        # a device's effect and a workload's are comparable only where a chain of shared
+        # results links them (a row with no cells, or a column run only by devices that ran
+        # nothing else the device ran, would take whatever the ridge left)
+        est = np.where(cells & linked(train), full, np.nan)
         out = est if method != "ratio+additive" else (out + est) / 2
     return out, refs
+
+
+def linked(y: np.ndarray) -> np.ndarray:
+    """Per cell: whether its row and column are joined through known cells (one connected
+    component of the bipartite graph rows - known cells - columns)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n_r, n_c = y.shape
+    r, c = np.nonzero(~np.isnan(y))
+    graph = coo_matrix((np.ones(len(r)), (r, n_r + c)), shape=(n_r + n_c,) * 2)
+    label = connected_components(graph, directed=False)[1]
+    has = ~np.isnan(y)
+    return ((label[:n_r, None] == label[None, n_r:])
+            & has.any(1)[:, None] & has.any(0)[None, :])
 
 
 # --- cross-validation and intervals --------------------------------------------------------------
