@@ -7,10 +7,12 @@ Methods (each fills held-out cells from the observed ones):
 - `ratio`: y(d, w) = y(r, w) + the mean over shared workloads v of beta_wv (y(d, v) - y(r, v)),
   each v weighted by how alike it scales with w on the other devices (and more where v runs the
   same network as w), from the references r most consistent on those shared workloads (smallest
-  spread), weighted by it. beta_wv is how much of a device gap on v shows on w (the slope of w
-  on v across the other devices, shrunk to 1): a one-image latency (SingleStream) spreads the
-  devices far less than throughput does (slope 0.2-0.6 on ResNet-50 Offline in MLPerf v2.1).
-- `additive`, `rank1`, `rank2`: y = mu + a_d + b_w (+ u_d . v_w), alternating ridge least squares.
+  spread), weighted by it. beta_wv is how much of a device gap on v shows on w: g_w / g_v, each
+  g the slope of the workload on the devices' speeds over the devices that ran both, shrunk to 1
+  (`workload_slopes`): a one-image latency (SingleStream) spreads the devices far less than
+  throughput does (slope 0.2-0.6 on ResNet-50 Offline in MLPerf v2.1).
+- `additive`, `rank1`, `rank2`: y = mu + a_d + b_w (+ u_d . v_w), alternating ridge least squares,
+  only where a chain of known cells links the device and the workload (`linked`).
 - `ratio+additive`: the mean of the two.
 - `spec`: for a device with no results, its device effect a_d regressed on the catalog's peak TOPS
   and memory bandwidth across the devices that have results (`fit_loglinear`), plus b_w;
@@ -24,7 +26,8 @@ on only 1 or 2 devices would be, workloads cut down to that many. The method wit
 mean |log error| over the cells every method can predict is chosen (cold devices: each device
 with a spec sheet held out whole); the interval is the chosen method's held-out |log error|
 quantile (split-conformal) among held-out cells whose workload was known on as many devices
-(1, 2, 3+: Mondrian), so its coverage is what was measured on this store's own cells like it.
+(1, 2, 3+) and whose row is of the same kind (plain or a configuration: Mondrian), so its
+coverage is what was measured on this store's own cells like it.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ WORKLOAD_PRIOR = 0.3  # log spread assumed of two workloads' ratio seen on one d
 # 0.133 at 3, 0.126 at 5, 0.119 at 8, 0.118 at 12; k = 1 0.192 at 3, 0.198 at 8; warm unchanged.
 SAME_NETWORK_WEIGHT = 8.0
 # Shrinkage of a workload's slope on device speed to 1 (`workload_slopes`), in squared log
-# device speed: 10 devices a factor e apart. Set on bench_predict, see the README.
+# device speed: 3 devices a factor e from the mean. Set on bench_predict (1 / 3 / 10 gave warm
+# p90 0.235 / 0.231 / 0.239 with a weight of 3 above), see the README.
 SLOPE_PRIOR = 3.0
 RIDGE = 1.0  # on the low-rank factors (biases get RIDGE / 100): a few cells per row is common
 ALS_ITERATIONS = 60
