@@ -48,8 +48,8 @@ WORKLOAD_PRIOR = 0.3  # log spread assumed of two workloads' ratio seen on one d
 # 0.133 at 3, 0.126 at 5, 0.119 at 8, 0.118 at 12; k = 1 0.192 at 3, 0.198 at 8; warm unchanged.
 SAME_NETWORK_WEIGHT = 8.0
 # Shrinkage of a workload's slope on device speed to 1 (`workload_slopes`), in squared log
-# device speed: 3 devices a factor e from the mean. Set on bench_predict (1 / 3 / 10 gave warm
-# p90 0.235 / 0.231 / 0.239 with a weight of 3 above), see the README.
+# device speed: 3 devices a factor e from the mean. Set on bench_predict (3 / 10 gave warm p90
+# 0.231 / 0.239 with a same-network weight of 3), see the README.
 SLOPE_PRIOR = 3.0
 RIDGE = 1.0  # on the low-rank factors (biases get RIDGE / 100): a few cells per row is common
 ALS_ITERATIONS = 60
