@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from edgerob.analysis.predict.cells import Cells, _specs
-from edgerob.analysis.predict.matrix import (cold_fill, cold_validate, configuration,
-                                             cross_validate, fill, support)
+from edgerob.analysis.predict.matrix import (cold_fill, cold_validate, cross_validate, fill,
+                                             support)
 from edgerob.analysis.predict.spec import LATENCY_COVARIATES, fit_loglinear
 from edgerob.fleet.mlperf import ingest_mlperf
 from edgerob.store import Store
@@ -136,8 +136,7 @@ def predictor(mat, held, specs, chosen_log):
     chosen_log[val.chosen] = chosen_log.get(val.chosen, 0) + 1
     est = fill(mat.y, held, val.chosen, mat.networks)[0]
     sup = support(masked.y, mat.groups)
-    return est, np.array([[val.half_width(LEVEL, s, configuration(mat, i) == "") for s in sup]
-                          for i in range(len(mat.rows))])
+    return est, np.array([[val.half_width(LEVEL, s, p) for s in sup] for p in mat.plain])
 
 
 def score(t: Tally, mat, held, specs, est, half):
@@ -152,7 +151,7 @@ def score(t: Tally, mat, held, specs, est, half):
         t.add("predictor", est[i, j], truth, est[i, j] - h, est[i, j] + h)
         t.add("nearest-TOPS", base, truth)
         t.add("nearest reference", near, truth)
-        if mat.rows[i] == mat.groups[i]:  # one accelerator in its default configuration
+        if mat.plain[i]:  # one accelerator in its default configuration
             t.add("predictor, plain rows", est[i, j], truth, est[i, j] - h, est[i, j] + h)
             t.add("nearest ref., plain rows", near, truth)
         sc = spec_column(mat, held, i, j, specs)
@@ -213,8 +212,7 @@ def main() -> None:
         if est is None or not val.cells:
             continue
         chosen[val.chosen] = chosen.get(val.chosen, 0) + 1
-        half = np.array([val.half_width(LEVEL, None, configuration(mat, i) == "")
-                         for i in range(len(mat.rows))])
+        half = np.array([val.half_width(LEVEL, None, p) for p in mat.plain])
         score(cold, mat, held, specs, est, np.broadcast_to(half[:, None], mat.y.shape))
     cold.print(f"(c) cold device: a catalog device with every result removed (methods chosen: "
                f"{chosen})")

@@ -20,8 +20,8 @@ import math
 import numpy as np
 
 from edgerob.analysis.compare import forced_runs
-from edgerob.analysis.predict.matrix import (Matrix, cold_fill, cold_validate, configuration,
-                                             cross_validate, fill, support)
+from edgerob.analysis.predict.matrix import (Matrix, cold_fill, cold_validate, cross_validate,
+                                             fill, support)
 from edgerob.catalog.targets import load_target, mode_base
 from edgerob.errors import EdgerobError
 
@@ -261,6 +261,7 @@ def _predict_quantity(cells, mat, quantity, target, family, cols, level, cache):
     est = {m: fill(mat.y, held, m, mat.networks) if warm else
            (_or_nan(cold_fill(mat, held, target, specs, m), mat), {}) for m in order}
     out = []
+    plain = mat.plain
     for i in rows:
         for j in colj:
             method = next((m for m in order if np.isfinite(est[m][0][i, j])), None)
@@ -274,7 +275,7 @@ def _predict_quantity(cells, mat, quantity, target, family, cols, level, cache):
                    "unit": unit(metric, mat.cols[j])}
             if method is not None:
                 s = est[method][0][i, j]
-                half = val.half_width(level, sup[j], configuration(mat, i) == "")
+                half = val.half_width(level, sup[j], bool(plain[i]))
                 res.update(predicted=_value(metric, s), interval=sorted(
                                (_value(metric, s - half), _value(metric, s + half)))
                            if math.isfinite(half) else None,

@@ -69,6 +69,12 @@ class Matrix:
     y: np.ndarray
     networks: list[str] | None = None  # per column: the network it runs, where known
 
+    @property
+    def plain(self) -> np.ndarray:
+        """Per row: whether it is its device's plain configuration (`configuration` "": no
+        MaxQ, DLA, Triton, MIG, xN or power mode of its own)."""
+        return np.array([configuration(self, i) == "" for i in range(len(self.rows))], bool)
+
     def masked(self, cells: np.ndarray) -> Matrix:
         """The same matrix with `cells` unknown."""
         return Matrix(self.rows, self.groups, self.cols, self.families,
@@ -132,16 +138,9 @@ def workload_weights(y: np.ndarray, i: int, j: int,
 
 
 def device_speeds(y: np.ndarray) -> np.ndarray:
-    """Each row's additive effect (log speed over all its workloads), by alternating least
-    squares unshrunk: exact on an additive matrix."""
-    ok = ~np.isnan(y)
-    z = np.where(ok, y, 0.0)
-    n_r, n_c = np.maximum(ok.sum(1), 1), np.maximum(ok.sum(0), 1)
-    a, b = np.zeros(y.shape[0]), np.zeros(y.shape[1])
-    for _ in range(ALS_ITERATIONS):
-        a = (ok * (z - b)).sum(1) / n_r
-        b = (ok * (z - a[:, None])).sum(0) / n_c
-    return a
+    """Each row's additive effect (log speed over all its workloads), unshrunk: exact on an
+    additive matrix."""
+    return fit_lowrank(y, 0, bias_ridge=0.0).a
 
 
 def workload_slopes(y: np.ndarray, j: int, speed: np.ndarray) -> np.ndarray:
@@ -171,9 +170,11 @@ class LowRank:
         return self.mu + self.a[:, None] + self.b[None, :] + self.u @ self.v.T
 
 
-def fit_lowrank(y: np.ndarray, rank: int, seed: int = 0) -> LowRank:
+def fit_lowrank(y: np.ndarray, rank: int, seed: int = 0,
+                bias_ridge: float = RIDGE / 100) -> LowRank:
     """log y = mu + a_d + b_w + u_d . v_w on the observed cells, by alternating ridge least
-    squares (seeded start: the result is deterministic)."""
+    squares (seeded start: the result is deterministic); `bias_ridge` 0 leaves a and b unshrunk
+    (a row or column with no cells keeps 0)."""
     m = ~np.isnan(y)
     z = np.where(m, y, 0.0)
     n_r, n_c = y.shape
@@ -181,10 +182,12 @@ def fit_lowrank(y: np.ndarray, rank: int, seed: int = 0) -> LowRank:
     a, b = np.zeros(n_r), np.zeros(n_c)
     rng = np.random.default_rng(seed)
     u, v = 0.1 * rng.standard_normal((n_r, rank)), 0.1 * rng.standard_normal((n_c, rank))
-    lam_b, eye = RIDGE / 100, np.eye(rank)
+    eye = np.eye(rank)
+    den_a, den_b = (m.sum(1) + bias_ridge, m.sum(0) + bias_ridge) if bias_ridge else (
+        np.maximum(m.sum(1), 1), np.maximum(m.sum(0), 1))
     for _ in range(ALS_ITERATIONS):
-        a = (m * (z - mu - b[None, :] - u @ v.T)).sum(1) / (m.sum(1) + lam_b)
-        b = (m * (z - mu - a[:, None] - u @ v.T)).sum(0) / (m.sum(0) + lam_b)
+        a = (m * (z - mu - b[None, :] - u @ v.T)).sum(1) / den_a
+        b = (m * (z - mu - a[:, None] - u @ v.T)).sum(0) / den_b
         if rank:
             r = m * (z - mu - a[:, None] - b[None, :])
             u = np.linalg.solve(np.einsum("ij,jk,jl->ikl", m, v, v) + RIDGE * eye,
@@ -335,7 +338,7 @@ def cross_validate(mat: Matrix, methods=WARM_METHODS, seed: int = 0) -> Validati
     intervals of thin workloads (their support is recorded)."""
     errs = {m: [] for m in methods}
     sup, regular, plain = [], [], []
-    rows_plain = np.array([configuration(mat, i) == "" for i in range(len(mat.rows))])
+    rows_plain = mat.plain
     for held, scored, thin in _folds(mat, seed):
         est = {m: fill(mat.y, held, m, mat.networks)[0] for m in methods}
         ok = scored & np.all([np.isfinite(e) for e in est.values()], axis=0)
@@ -457,7 +460,7 @@ def cold_validate(mat: Matrix, specs: dict) -> Validation:
     the cells every method predicts."""
     errs = {m: [] for m in COLD_METHODS}
     plain = []
-    rows_plain = np.array([configuration(mat, i) == "" for i in range(len(mat.rows))])
+    rows_plain = mat.plain
     for g in sorted(set(mat.groups)):
         held = (np.array(mat.groups) == g)[:, None] & ~np.isnan(mat.y)
         if not held.any() or not _specs_ok(specs.get(g)):
